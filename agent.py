@@ -1,0 +1,304 @@
+"""Many conversations, kept apart and shared: sessions with the OpenAI Agents SDK.
+
+Four demos, each one idea:
+
+1. ``multi_user_sessions``: a session per user; Alice and Bob never see each other's history.
+2. ``context_based_sessions``: a session per context (support, sales, a feature chat).
+3. ``shared_session_agents``: one session shared by a triage agent and the specialist it hands
+   the customer to; the follow-up goes to whoever answered last.
+4. ``session_naming_demo``: session ids built by naming conventions, each its own history.
+
+Run all of them with ``python agent.py`` (``--help`` for options), or one with
+``python -c "import asyncio; from agent import multi_user_sessions; asyncio.run(multi_user_sessions())"``.
+With no ``OPENAI_API_KEY`` they run on a built-in offline model (see offline_model.py).
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from agents import Agent, RunConfig, Runner, RunResult, SQLiteSession
+from agents.items import HandoffOutputItem
+from agents.memory import Session
+from agents.models.interface import Model
+
+from model_config import resolve_model
+from naming import (
+    dated_session_id,
+    feature_session_id,
+    parse_session_id,
+    thread_session_id,
+    user_session_id,
+)
+from stores import forget_session, load_last_agent, read_all, save_last_agent
+from turns import PendingTurn, TurnFailed, item_summary, session_lock
+
+__all__ = [
+    "context_based_sessions",
+    "dated_session_id",
+    "feature_session_id",
+    "multi_user_sessions",
+    "open_session",
+    "parse_session_id",
+    "run_turn",
+    "session_naming_demo",
+    "shared_session_agents",
+    "thread_session_id",
+    "user_session_id",
+]
+
+DEFAULT_DB = "multi_sessions.db"
+"""Every demo's sessions live in this SQLite file unless ``db_path`` says otherwise."""
+
+ModelLike = Model | str | None
+
+
+def open_session(session_id: str, db_path: str | Path = DEFAULT_DB) -> Session:
+    """A session that survives restarts: a SQLite file, not the SDK's in-memory default."""
+    return SQLiteSession(session_id, db_path)
+
+
+async def run_turn(agent: Agent[Any], session: Session, user_input: str, **runner_kwargs: Any) -> RunResult:
+    """Run one turn on ``session``: never two at once on one session id, all or nothing.
+
+    The turn's items reach the store only if the whole turn succeeds; a failed or cancelled
+    turn leaves the session exactly as it was and raises ``TurnFailed`` (or the cancellation).
+    """
+    async with session_lock(session.session_id):
+        turn = PendingTurn(session)
+        try:
+            result = await Runner.run(agent, user_input, session=turn, **runner_kwargs)
+        except Exception as exc:
+            raise TurnFailed(session.session_id, exc) from exc
+        await turn.commit()
+        return result
+
+
+# --- Demo 1 -------------------------------------------------------------------------------
+
+
+async def multi_user_sessions(
+    *, model: ModelLike = None, db_path: str | Path = DEFAULT_DB
+) -> dict[str, Session]:
+    """A session per user: each user's facts are recalled in their own session only."""
+    print("\n=== Demo 1: a session per user ===")
+    run_config = RunConfig(model=resolve_model(model))
+    agent = Agent(
+        name="Support Agent",
+        instructions="You are a friendly support agent. Use what the customer told you earlier.",
+    )
+    # One database file, one session id per user: the id is what keeps them apart.
+    sessions = {
+        "alice": open_session(user_session_id("alice"), db_path),
+        "bob": open_session(user_session_id("bob"), db_path),
+        "carol": open_session(user_session_id("carol"), db_path),
+    }
+    await start_fresh(sessions)
+
+    question = "What's my name, what's my email, and what was my problem?"
+    script = [
+        ("alice", "Hi, my name is Alice and my email is alice@example.com."),
+        ("bob", "Hello, my name is Bob. My email is bob@example.org."),
+        ("alice", "I have a problem: I was charged twice for order 1042."),
+        ("bob", "The app crashes when I upload a photo."),
+        ("alice", question),
+        ("bob", question),
+        ("carol", question),  # a new user: her session is empty, so nothing is known
+    ]
+    for user, message in script:
+        result = await run_turn(agent, sessions[user], message, run_config=run_config)
+        print_turn(sessions[user], user, message, result)
+
+    await print_sessions(sessions)
+    return sessions
+
+
+# --- Demo 2 -------------------------------------------------------------------------------
+
+
+async def context_based_sessions(
+    *, model: ModelLike = None, db_path: str | Path = DEFAULT_DB
+) -> dict[str, Session]:
+    """One user, a session per context, each with its own specialised agent."""
+    print("\n=== Demo 2: a session per context ===")
+    run_config = RunConfig(model=resolve_model(model))
+    user = "alice"
+    contexts = {
+        "support": Agent(name="Support Agent", instructions="You resolve support tickets."),
+        "sales": Agent(name="Sales Agent", instructions="You answer questions about plans and pricing."),
+        "chat": Agent(name="Feature Chat Agent", instructions="You help with the in-app chat feature."),
+    }
+    sessions = {context: open_session(feature_session_id(context, user), db_path) for context in contexts}
+    await start_fresh(sessions)
+
+    script = [
+        ("support", "My ticket number is T-4821: the export button gives an error."),
+        ("sales", "I'm interested in the Enterprise plan for my team of 50."),
+        ("chat", "I prefer dark mode and short answers."),
+        ("support", "What do you know about me?"),
+        ("sales", "What do you know about me?"),
+        ("chat", "What do you know about me?"),
+    ]
+    for context, message in script:
+        result = await run_turn(contexts[context], sessions[context], message, run_config=run_config)
+        print_turn(sessions[context], user, message, result)
+
+    await print_sessions(sessions)
+    return sessions
+
+
+# --- Demo 3 -------------------------------------------------------------------------------
+
+
+def support_agents() -> dict[str, Agent[Any]]:
+    """A triage agent that hands off to a billing or a technical specialist, by name."""
+    billing = Agent(
+        name="Billing Agent",
+        handoff_description="Billing: charges, double charges, refunds, invoices, payments, plans.",
+        instructions="You are the billing specialist. Use everything the customer already said.",
+    )
+    technical = Agent(
+        name="Technical Agent",
+        handoff_description="Technical problems: crashes, errors, bugs, login, the app not working.",
+        instructions="You are the technical specialist. Use everything the customer already said.",
+    )
+    triage = Agent(
+        name="Triage Agent",
+        instructions="Greet the customer, then hand billing questions to the Billing Agent and "
+        "technical problems to the Technical Agent.",
+        handoffs=[billing, technical],
+    )
+    return {agent.name: agent for agent in (triage, billing, technical)}
+
+
+async def shared_session_agents(
+    *, model: ModelLike = None, db_path: str | Path = DEFAULT_DB
+) -> dict[str, Session]:
+    """Several agents, one shared session: a real handoff, and follow-ups go to the specialist."""
+    print("\n=== Demo 3: one session shared by several agents ===")
+    run_config = RunConfig(model=resolve_model(model))
+    agents_by_name = support_agents()
+    triage = agents_by_name["Triage Agent"]
+    session = open_session(thread_session_id("support-7731"), db_path)
+    await start_fresh({"support": session})
+
+    script = [
+        "Hi, my name is Dana and my email is dana@example.com.",
+        "I was charged twice for order 5512, can I get a refund?",
+        "What's my name, and what is my order number?",
+    ]
+    for message in script:
+        # The session does not remember who answered last; we store it beside the session.
+        agent = agents_by_name.get(await load_last_agent(session) or "", triage)
+        result = await run_turn(agent, session, message, run_config=run_config)
+        await save_last_agent(session, result.last_agent.name)
+        print_turn(session, "dana", message, result)
+
+    # A later process: a new session object on the same store resumes with the same agent.
+    resumed = open_session(session.session_id, db_path)
+    last = await load_last_agent(resumed)
+    print(f"\nResuming {resumed.session_id} in a new session object: last agent was {last}.")
+    agent = agents_by_name.get(last or "", triage)
+    message = "Do you remember my email?"
+    result = await run_turn(agent, resumed, message, run_config=run_config)
+    await save_last_agent(resumed, result.last_agent.name)
+    print_turn(resumed, "dana", message, result)
+    close_session(session)
+
+    await print_sessions({"support": resumed})
+    return {"support": resumed}
+
+
+# --- Demo 4 -------------------------------------------------------------------------------
+
+
+async def session_naming_demo(
+    *, model: ModelLike = None, db_path: str | Path = DEFAULT_DB
+) -> dict[str, Session]:
+    """Session ids from naming conventions: user, feature, thread and date, each its own history."""
+    print("\n=== Demo 4: session naming conventions ===")
+    run_config = RunConfig(model=resolve_model(model))
+    agent = Agent(name="Assistant", instructions="You are a helpful assistant.")
+    ids = {
+        "user": user_session_id("123"),  # user_123
+        "feature": feature_session_id("chat", "123"),  # chat_feature_user_123
+        "thread": thread_session_id("abc123"),  # thread_abc123
+        "dated": dated_session_id("123", date(2024, 12, 15)),  # user_123_20241215
+    }
+    sessions = {kind: open_session(session_id, db_path) for kind, session_id in ids.items()}
+    await start_fresh(sessions)
+
+    facts = {
+        "user": "My name is Sam.",
+        "feature": "I prefer emoji reactions in chat.",
+        "thread": "My ticket number is 9001.",
+        "dated": "My order number is 20241215-7.",
+    }
+    for kind, message in facts.items():
+        result = await run_turn(agent, sessions[kind], message, run_config=run_config)
+        print_turn(sessions[kind], "user 123", message, result)
+    for kind in ids:
+        message = "What do you know about me?"
+        result = await run_turn(agent, sessions[kind], message, run_config=run_config)
+        print_turn(sessions[kind], "user 123", message, result)
+
+    print("\nWhat each id says about itself (parse_session_id):")
+    for session_id in ids.values():
+        parsed = parse_session_id(session_id)
+        parts = {k: v for k, v in vars(parsed).items() if v is not None and k != "kind"}
+        print(f"  {session_id:<24} kind={parsed.kind:<8} {parts}")
+
+    await print_sessions(sessions)
+    return sessions
+
+
+# --- Shared by the demos ------------------------------------------------------------------
+
+
+async def start_fresh(sessions: dict[str, Session]) -> None:
+    """Demos start from empty sessions so every run prints the same story."""
+    for session in sessions.values():
+        await forget_session(session)
+
+
+def close_session(session: Session) -> None:
+    """Release the session's connections (SQLiteSession holds one per thread that used it)."""
+    close = getattr(session, "close", None)
+    if callable(close):
+        close()
+
+
+def print_turn(session: Session, speaker: str, message: str, result: RunResult) -> None:
+    """One turn of the transcript: session id, who spoke, any handoff, and who answered."""
+    print(f"[{session.session_id}] {speaker}: {message}")
+    for item in result.new_items:
+        if isinstance(item, HandoffOutputItem):
+            print(f"[{session.session_id}]   handoff: {item.source_agent.name} -> {item.target_agent.name}")
+    print(f"[{session.session_id}] {result.last_agent.name}: {result.final_output}")
+
+
+async def print_sessions(sessions: dict[str, Session]) -> None:
+    """What each session holds, read back from the store: item count and every turn."""
+    print("\nRead back from the store:")
+    for label, session in sessions.items():
+        items = await read_all(session)
+        print(f"  {label} ({session.session_id}): {len(items)} items")
+        for item in items:
+            print(f"    {item_summary(item)}")
+
+
+DEMOS = {
+    "multi-user": multi_user_sessions,
+    "context": context_based_sessions,
+    "shared": shared_session_agents,
+    "naming": session_naming_demo,
+}
+
+
+if __name__ == "__main__":
+    from cli import main
+
+    sys.exit(main(sys.argv[1:], DEMOS))

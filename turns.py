@@ -1,0 +1,138 @@
+"""The machinery behind ``agent.run_turn``: one turn at a time per session, all or nothing.
+
+The SDK writes the user's message to the session *before* it calls the model, and writes the
+answer afterwards, in separate writes. A failure in between leaves an orphan user message (a
+retry then sends it twice); a crash leaves half a turn; two turns on one session interleave.
+
+``PendingTurn`` fixes all three without touching the SDK: it stands in for the session during
+``Runner.run``, reads through to the real session, and holds the turn's writes in memory. Only
+when the run succeeds does ``commit()`` write them, in one ``add_items`` call (one transaction
+on SQLite and PostgreSQL, one pipeline on Redis). A failed or cancelled turn writes nothing.
+``session_lock`` serialises turns on the same session id across asyncio tasks in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from agents.items import TResponseInputItem
+from agents.memory import Session, SessionSettings
+from agents.memory.session_settings import resolve_session_limit
+
+
+class TurnFailed(Exception):
+    """A turn did not complete; the session holds exactly what it held before the turn."""
+
+    def __init__(self, session_id: str, cause: BaseException) -> None:
+        self.session_id = session_id
+        self.cause = cause
+        reason = str(cause).splitlines()[0] if str(cause) else ""
+        super().__init__(
+            f"turn on session {session_id!r} failed ({type(cause).__name__}"
+            f"{': ' + reason if reason else ''}); the session is unchanged"
+        )
+
+
+class PendingTurn:
+    """A session stand-in that reads through to ``session`` and keeps this turn's writes."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.session_id = session.session_id
+        self.session_settings: SessionSettings | None = getattr(session, "session_settings", None)
+        self.pending: list[TResponseInputItem] = []
+
+    async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
+        """The stored history followed by this turn's unsaved items, newest ``limit`` of them."""
+        limit = resolve_session_limit(limit, self.session_settings)
+        if limit is None:
+            return [*await self.session.get_items(), *self.pending]
+        if limit <= 0:
+            return [*await self.session.get_items(limit), *self.pending]
+        if len(self.pending) >= limit:
+            return list(self.pending[-limit:])
+        stored = await self.session.get_items(limit - len(self.pending))
+        return [*stored, *self.pending]
+
+    async def add_items(self, items: list[TResponseInputItem]) -> None:
+        """Hold the items until the turn commits."""
+        self.pending.extend(items)
+
+    async def pop_item(self) -> TResponseInputItem | None:
+        """Take back the newest unsaved item (the SDK's retry path); stored items stay put."""
+        if self.pending:
+            return self.pending.pop()
+        return None
+
+    async def clear_session(self) -> None:
+        """Clearing mid-turn is not something a turn may do."""
+        raise RuntimeError("a turn may not clear its session")
+
+    async def commit(self) -> None:
+        """Write the whole turn in one ``add_items`` call."""
+        items, self.pending = self.pending, []
+        if items:
+            await self.session.add_items(items)
+
+
+_locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+
+@asynccontextmanager
+async def session_lock(session_id: str) -> AsyncIterator[None]:
+    """Hold the lock for ``session_id``; the lock is dropped when nobody waits on it."""
+    lock, users = _locks.get(session_id, (None, 0))
+    if lock is None:
+        lock = asyncio.Lock()
+    _locks[session_id] = (lock, users + 1)
+    try:
+        async with lock:
+            yield
+    finally:
+        lock, users = _locks[session_id]
+        if users <= 1:
+            del _locks[session_id]
+        else:
+            _locks[session_id] = (lock, users - 1)
+
+
+def held_locks() -> int:
+    """How many session ids have a turn running or waiting (0 when idle: nothing leaks)."""
+    return len(_locks)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line saying what failed in a model call and what to do about it."""
+    name = type(exc).__name__
+    text = str(exc).splitlines()[0] if str(exc) else name
+    hints: dict[str, str] = {
+        "AuthenticationError": "check OPENAI_API_KEY (in the environment or .env)",
+        "OpenAIError": "set OPENAI_API_KEY (in the environment or .env)",
+        "PermissionDeniedError": "check that the key may use this model",
+        "NotFoundError": "check OPENAI_MODEL and OPENAI_BASE_URL",
+        "RateLimitError": "wait and retry, or check the account's quota",
+        "APIConnectionError": "check the network and OPENAI_BASE_URL",
+        "APITimeoutError": "check the network and OPENAI_BASE_URL",
+    }
+    hint = hints.get(name, "see the message above")
+    return f"{name}: {text}. Fix: {hint}, or run offline with --offline."
+
+
+def item_summary(item: dict[str, Any]) -> str:
+    """One line for a stored item: role and text, or the tool call / handoff it records."""
+    kind = item.get("type")
+    if item.get("role") in ("user", "assistant", "system", "developer"):
+        from offline_model import message_text
+
+        return f"{item['role']}: {message_text(item)}"
+    if kind == "function_call":
+        name = str(item.get("name", ""))
+        if name.startswith("transfer_to_"):
+            return f"handoff: {name}"
+        return f"tool call: {name}({item.get('arguments', '')})"
+    if kind == "function_call_output":
+        return f"tool output: {str(item.get('output', ''))[:80]}"
+    return f"{kind or 'item'}"
