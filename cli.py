@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -45,6 +46,8 @@ def _demo_parser(demos: dict[str, Demo]) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str], demos: dict[str, Demo]) -> int:
     """Run the command line; returns the exit code."""
+    # The SDK logs failed model calls itself; the one line below says it better.
+    logging.getLogger("openai.agents").setLevel(logging.CRITICAL)
     try:
         return _run(list(argv), demos)
     except UsageError as exc:

@@ -39,10 +39,10 @@ def resolve_model(model: Model | str | None = None) -> Model | str:
     if isinstance(model, Model):
         return model
     load_dotenv()
+    # Traces would upload every conversation to OpenAI; this tutorial keeps them off everywhere.
+    set_tracing_disabled(True)
     key = os.environ.get("OPENAI_API_KEY", "").strip()
     if _force_offline or not key:
-        # Nothing may try the network offline: not the model, not the trace exporter.
-        set_tracing_disabled(True)
         reason = "--offline" if _force_offline else "no OPENAI_API_KEY"
         _say_once(
             f"Model: built-in offline model ({reason}): rule-based answers from the conversation "

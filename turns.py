@@ -107,7 +107,7 @@ def held_locks() -> int:
 def describe_failure(exc: BaseException) -> str:
     """One line saying what failed in a model call and what to do about it."""
     name = type(exc).__name__
-    text = str(exc).splitlines()[0] if str(exc) else name
+    text = (str(exc).splitlines()[0] if str(exc) else name).rstrip(".")
     hints: dict[str, str] = {
         "AuthenticationError": "check OPENAI_API_KEY (in the environment or .env)",
         "OpenAIError": "set OPENAI_API_KEY (in the environment or .env)",

@@ -1,0 +1,84 @@
+"""The command line: demo selection, help, and one clear line for every mistake."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, subprocess_env
+
+
+def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "agent.py"), *args],
+        cwd=cwd,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_help_lists_every_demo():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for name in ("multi-user", "context", "shared", "naming"):
+        assert name in result.stdout
+
+
+def test_unknown_demo_lists_the_valid_ones_and_exits_2():
+    result = run_cli("nope")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown demo 'nope'; choose from: multi-user, context, shared, naming (see --help)"
+    ]
+
+
+def test_one_demo_runs_by_name(tmp_path):
+    result = run_cli("naming", "--db", str(tmp_path / "x.db"))
+    assert result.returncode == 0, result.stderr
+    assert "Demo 4" in result.stdout and "Demo 1" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "db, expected",
+    [
+        (".", "is a directory"),
+        ("missing/folder/x.db", "does not exist"),
+    ],
+)
+def test_unusable_db_path_is_one_line(db, expected, tmp_path):
+    result = run_cli("multi-user", "--db", db, cwd=tmp_path)
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_corrupt_database_is_one_line_and_left_untouched(tmp_path):
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    result = run_cli("--db", str(bad))
+    assert result.returncode == 1
+    assert "not a usable SQLite database" in result.stderr and "Traceback" not in result.stderr
+    assert bad.read_bytes() == b"this is not sqlite" * 100
+
+
+def test_unreachable_model_server_is_one_line_with_a_fix_and_no_orphan(tmp_path):
+    env = subprocess_env() | {"OPENAI_API_KEY": "sk-test-not-a-key", "OPENAI_BASE_URL": "http://127.0.0.1:9"}
+    db = tmp_path / "s.db"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "agent.py"), "multi-user", "--db", str(db)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "APIConnectionError" in lines[0] and "--offline" in lines[0]
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM agent_messages").fetchone() == (0,)
