@@ -20,10 +20,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from agents import Agent, RunConfig, Runner, RunResult, SQLiteSession
+from agents import Agent, RunConfig, RunHooks, Runner, RunResult, SQLiteSession
 from agents.items import HandoffOutputItem
-from agents.memory import Session
+from agents.memory import Session, SessionSettings
 from agents.models.interface import Model
+from agents.usage import Usage
 
 from model_config import resolve_model
 from naming import (
@@ -33,8 +34,18 @@ from naming import (
     thread_session_id,
     user_session_id,
 )
-from stores import forget_session, load_last_agent, read_all, save_last_agent
-from turns import PendingTurn, TurnFailed, item_summary, session_lock
+from stores import (
+    SQLiteStore,
+    close_session,
+    forget_session,
+    format_listing,
+    item_summary,
+    list_sessions,
+    load_last_agent,
+    read_all,
+    save_last_agent,
+)
+from turns import PendingTurn, TurnFailed, session_lock
 
 __all__ = [
     "context_based_sessions",
@@ -59,6 +70,11 @@ ModelLike = Model | str | None
 def open_session(session_id: str, db_path: str | Path = DEFAULT_DB) -> Session:
     """A session that survives restarts: a SQLite file, not the SDK's in-memory default."""
     return SQLiteSession(session_id, db_path)
+
+
+def store_at(db_path: str | Path = DEFAULT_DB) -> SQLiteStore:
+    """The store behind ``open_session``: lists, deletes and expires its sessions (stores.py)."""
+    return SQLiteStore(db_path)
 
 
 async def run_turn(agent: Agent[Any], session: Session, user_input: str, **runner_kwargs: Any) -> RunResult:
@@ -206,7 +222,7 @@ async def shared_session_agents(
     result = await run_turn(agent, resumed, message, run_config=run_config)
     await save_last_agent(resumed, result.last_agent.name)
     print_turn(resumed, "dana", message, result)
-    close_session(session)
+    await close_session(session)  # SQLiteSession holds a connection per thread that used it
 
     await print_sessions({"support": resumed})
     return {"support": resumed}
@@ -251,7 +267,67 @@ async def session_naming_demo(
         parts = {k: v for k, v in vars(parsed).items() if v is not None and k != "kind"}
         print(f"  {session_id:<24} kind={parsed.kind:<8} {parts}")
 
+    print("\nThe inventory of what this demo created (python agent.py sessions list):")
+    rows = [row for row in await list_sessions(store_at(db_path)) if row.session_id in ids.values()]
+    for line in format_listing(rows):
+        print(f"  {line}")
+
     await print_sessions(sessions)
+    return sessions
+
+
+# --- Extra: a history cap -----------------------------------------------------------------
+
+
+class CountInput(RunHooks):
+    """Records how many items each model call was sent (what the model saw, not what we hoped)."""
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+
+    async def on_llm_start(self, context: Any, agent: Any, system_prompt: Any, input_items: list) -> None:
+        self.sent.append(len(input_items))
+
+
+async def history_cap_demo(
+    *, model: ModelLike = None, db_path: str | Path = DEFAULT_DB, turns: int = 50, cap: int = 10
+) -> dict[str, Session]:
+    """``SessionSettings(limit=...)`` bounds what each turn sends; the store still keeps everything."""
+    print(f"\n=== Extra: a history cap over a {turns}-turn conversation ===")
+    agent = Agent(name="Assistant", instructions="You are a helpful assistant.")
+    configs = {
+        "uncapped": RunConfig(model=resolve_model(model)),
+        # The cap counts items, not turns: 10 items is about the last 5 exchanges.
+        "capped": RunConfig(model=resolve_model(model), session_settings=SessionSettings(limit=cap)),
+    }
+    sessions = {label: open_session(feature_session_id(label, "longtalk"), db_path) for label in configs}
+    await start_fresh(sessions)
+
+    counters = {label: CountInput() for label in configs}
+    tokens: dict[str, list[int]] = {label: [] for label in configs}
+    usage = {label: Usage() for label in configs}
+    for turn in range(1, turns + 1):
+        message = f"Note {turn}: my order number is {1000 + turn}."
+        for label, config in configs.items():
+            result = await run_turn(agent, sessions[label], message, run_config=config, hooks=counters[label])
+            usage[label].add(result.context_wrapper.usage)
+            tokens[label].append(result.context_wrapper.usage.input_tokens)
+
+    capped_header = f"items sent, cap {cap}"
+    print(f"{'turn':>5} | {'items sent, no cap':>18} | {capped_header:>18} | input tokens: no cap / cap")
+    for turn in sorted({t for t in (1, 2, 5, 10, 20, 30, 40) if t < turns} | {turns}):
+        i = turn - 1
+        full, capped = counters["uncapped"].sent[i], counters["capped"].sent[i]
+        print(f"{turn:>5} | {full:>18} | {capped:>18} | {tokens['uncapped'][i]:>6} / {tokens['capped'][i]}")
+
+    print("\nUsage per session, summed from the run results:")
+    for label, session in sessions.items():
+        u = usage[label]
+        stored = len(await read_all(session))
+        print(
+            f"  {session.session_id}: {u.requests} requests, {u.input_tokens} input tokens, "
+            f"{u.output_tokens} output tokens; the store holds {stored} items"
+        )
     return sessions
 
 
@@ -262,13 +338,6 @@ async def start_fresh(sessions: dict[str, Session]) -> None:
     """Demos start from empty sessions so every run prints the same story."""
     for session in sessions.values():
         await forget_session(session)
-
-
-def close_session(session: Session) -> None:
-    """Release the session's connections (SQLiteSession holds one per thread that used it)."""
-    close = getattr(session, "close", None)
-    if callable(close):
-        close()
 
 
 def print_turn(session: Session, speaker: str, message: str, result: RunResult) -> None:
@@ -296,9 +365,13 @@ DEMOS = {
     "shared": shared_session_agents,
     "naming": session_naming_demo,
 }
+"""What ``python agent.py`` runs."""
+
+EXTRA_DEMOS = {"history-cap": history_cap_demo}
+"""Run by name only: ``python agent.py history-cap``."""
 
 
 if __name__ == "__main__":
     from cli import main
 
-    sys.exit(main(sys.argv[1:], DEMOS))
+    sys.exit(main(sys.argv[1:], DEMOS, EXTRA_DEMOS))

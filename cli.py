@@ -1,8 +1,11 @@
-"""Command line for agent.py: run demos, and turn every user error into one line and an exit code.
+"""Command line for agent.py: run demos, inspect sessions, chat; every user error is one line.
 
     python agent.py [DEMO ...] [--db PATH] [--model NAME] [--offline]
+    python agent.py sessions list [--user U] [--prefix P] [--db PATH]
+    python agent.py sessions show ID | delete ID | delete --user U | expire --older-than DAYS
+    python agent.py chat --user NAME [--feature F | --thread ID | --date today|YYYYMMDD]
 
-Exit codes: 0 done, 1 a store or model problem, 2 bad usage, 130 interrupted.
+Exit codes: 0 done, 1 a store, model or missing-session problem, 2 bad usage, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,8 +18,21 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from model_config import force_offline
-from stores import StoreError, check_db_path
+from model_config import force_offline, resolve_model
+from naming import check_session_id
+from stores import (
+    SessionStore,
+    SQLiteStore,
+    StoreError,
+    check_db_path,
+    close_session,
+    expire_sessions,
+    find_session,
+    format_listing,
+    history_lines,
+    list_sessions,
+    read_all,
+)
 from turns import TurnFailed, describe_failure
 
 Demo = Callable[..., Awaitable[Any]]
@@ -31,29 +47,71 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _demo_parser(demos: dict[str, Demo]) -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="python agent.py",
-        description="Run the multi-session demos (all of them when no DEMO is named).",
-        epilog="demos: " + ", ".join(demos),
-    )
-    parser.add_argument("demo", nargs="*", metavar="DEMO", help="one of: " + ", ".join(demos))
+def _store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default=None, metavar="PATH", help="SQLite file for the sessions")
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, metavar="NAME", help="OpenAI model name")
     parser.add_argument("--offline", action="store_true", help="use the built-in offline model")
+
+
+def _demo_parser(demos: dict[str, Demo], extras: dict[str, Demo]) -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python agent.py",
+        description="Run the multi-session demos (the four main ones when no DEMO is named).",
+        epilog="also: 'python agent.py sessions --help' (inventory), 'python agent.py chat --help'",
+    )
+    names = ", ".join([*demos, *extras])
+    parser.add_argument("demo", nargs="*", metavar="DEMO", help=f"one of: {names}")
+    _store_options(parser)
+    _model_options(parser)
     return parser
 
 
-def main(argv: Sequence[str], demos: dict[str, Demo]) -> int:
+def _sessions_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python agent.py sessions", description="List, show, delete and expire sessions.")
+    sub = parser.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    listing = sub.add_parser("list", help="sessions, most recently active first")
+    listing.add_argument("--user", help="only this user's sessions")
+    listing.add_argument("--prefix", help="only ids starting with this")
+    show = sub.add_parser("show", help="one session's history")
+    show.add_argument("session_id", metavar="ID")
+    delete = sub.add_parser("delete", help="delete one session, or all of a user's")
+    target = delete.add_mutually_exclusive_group(required=True)
+    target.add_argument("session_id", metavar="ID", nargs="?")
+    target.add_argument("--user", help="delete every session of this user")
+    expire = sub.add_parser("expire", help="delete sessions idle longer than DAYS")
+    expire.add_argument("--older-than", type=float, required=True, metavar="DAYS")
+    for command in (listing, show, delete, expire):
+        _store_options(command)
+    for command in (delete, expire):
+        command.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    return parser
+
+
+def _chat_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python agent.py chat", description="Chat with the support agents yourself.")
+    parser.add_argument("--user", required=True)
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--feature", help="a feature session: FEATURE_feature_user_USER")
+    kind.add_argument("--thread", help="a thread session: thread_ID")
+    kind.add_argument("--date", dest="day", metavar="today|YYYYMMDD", help="a dated session")
+    _store_options(parser)
+    _model_options(parser)
+    return parser
+
+
+def main(argv: Sequence[str], demos: dict[str, Demo], extras: dict[str, Demo] | None = None) -> int:
     """Run the command line; returns the exit code."""
     # The SDK logs failed model calls itself; the one line below says it better.
     logging.getLogger("openai.agents").setLevel(logging.CRITICAL)
     try:
-        return _run(list(argv), demos)
+        return _dispatch(list(argv), demos, extras or {})
     except UsageError as exc:
         print(f"error: {exc} (see --help)", file=sys.stderr)
         return 2
-    except StoreError as exc:
+    except (StoreError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except TurnFailed as exc:
@@ -70,23 +128,91 @@ def main(argv: Sequence[str], demos: dict[str, Demo]) -> int:
         return 130
 
 
-def _run(argv: list[str], demos: dict[str, Demo]) -> int:
-    args = _demo_parser(demos).parse_args(argv)
-    unknown = [name for name in args.demo if name not in demos]
-    if unknown:
-        raise UsageError(f"unknown demo {unknown[0]!r}; choose from: {', '.join(demos)}")
-    force_offline(args.offline)
-    kwargs: dict[str, Any] = {"model": args.model}
-    if args.db is not None:
-        kwargs["db_path"] = check_db_path(args.db)
-    else:
-        from agent import DEFAULT_DB
+def _dispatch(argv: list[str], demos: dict[str, Demo], extras: dict[str, Demo]) -> int:
+    if argv[:1] == ["sessions"]:
+        return asyncio.run(_sessions(_sessions_parser().parse_args(argv[1:])))
+    if argv[:1] == ["chat"]:
+        args = _chat_parser().parse_args(argv[1:])
+        force_offline(args.offline)
+        store = _store(args)
+        from chat import chat
 
-        check_db_path(DEFAULT_DB)
+        return asyncio.run(
+            chat(
+                store,
+                resolve_model(args.model),
+                args.user,
+                feature=args.feature,
+                thread=args.thread,
+                day=args.day,
+            )
+        )
+    return _demos(argv, demos, extras)
+
+
+def _store(args: argparse.Namespace, *, must_exist: bool = False) -> SessionStore:
+    from agent import DEFAULT_DB
+
+    return SQLiteStore(check_db_path(args.db or DEFAULT_DB, must_exist=must_exist))
+
+
+def _demos(argv: list[str], demos: dict[str, Demo], extras: dict[str, Demo]) -> int:
+    args = _demo_parser(demos, extras).parse_args(argv)
+    known = {**demos, **extras}
+    unknown = [name for name in args.demo if name not in known]
+    if unknown:
+        raise UsageError(f"unknown demo {unknown[0]!r}; choose from: {', '.join(known)}")
+    force_offline(args.offline)
+    store = _store(args)
     for name in args.demo or list(demos):
-        sessions = asyncio.run(demos[name](**kwargs))
-        for session in sessions.values():
-            close = getattr(session, "close", None)
-            if callable(close):
-                close()
+        asyncio.run(_run_demo(known[name], model=args.model, db_path=store.db_path))
+    return 0
+
+
+async def _run_demo(demo: Demo, **kwargs: Any) -> None:
+    for session in (await demo(**kwargs)).values():
+        await close_session(session)
+
+
+async def _sessions(args: argparse.Namespace) -> int:
+    store = _store(args, must_exist=True)
+    if args.action == "list":
+        rows = await list_sessions(store, user=args.user, prefix=args.prefix)
+        for line in format_listing(rows):
+            print(line)
+        print(f"{len(rows)} session(s) in {store.name}")
+    elif args.action == "show":
+        row = await find_session(store, check_session_id(args.session_id))
+        session = store.open(row.session_id)
+        try:
+            items = await read_all(session)
+        finally:
+            await close_session(session)
+        agent = await store.load_last_agent(row.session_id)
+        print(f"{row.session_id}: {row.items} items" + (f", last agent {agent}" if agent else ""))
+        for line in history_lines(items):
+            print(f"  {line}")
+    else:
+        if args.action == "delete" and args.user is not None:
+            rows = await list_sessions(store, user=args.user)
+            if_none = f"no sessions for user {args.user!r} in {store.name}"
+        elif args.action == "delete":
+            rows = [await find_session(store, check_session_id(args.session_id))]
+            if_none = ""
+        else:
+            rows = await expire_sessions(store, args.older_than, dry_run=True)
+            if_none = f"no session idle longer than {args.older_than:g} days in {store.name}"
+        # Destructive: say what goes before it goes.
+        for row in rows:
+            print(f"{'would remove' if args.dry_run else 'removing'} {row.session_id} ({row.items} items)")
+        if not args.dry_run:
+            for row in rows:
+                await store.delete(row.session_id)
+        total = sum(row.items for row in rows)
+        print(
+            f"{'would remove' if args.dry_run else 'removed'} {len(rows)} session(s), {total} items"
+            if rows
+            else if_none
+        )
+    await store.close()
     return 0

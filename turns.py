@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from agents.items import TResponseInputItem
 from agents.memory import Session, SessionSettings
@@ -119,20 +118,3 @@ def describe_failure(exc: BaseException) -> str:
     }
     hint = hints.get(name, "see the message above")
     return f"{name}: {text}. Fix: {hint}, or run offline with --offline."
-
-
-def item_summary(item: dict[str, Any]) -> str:
-    """One line for a stored item: role and text, or the tool call / handoff it records."""
-    kind = item.get("type")
-    if item.get("role") in ("user", "assistant", "system", "developer"):
-        from offline_model import message_text
-
-        return f"{item['role']}: {message_text(item)}"
-    if kind == "function_call":
-        name = str(item.get("name", ""))
-        if name.startswith("transfer_to_"):
-            return f"handoff: {name}"
-        return f"tool call: {name}({item.get('arguments', '')})"
-    if kind == "function_call_output":
-        return f"tool output: {str(item.get('output', ''))[:80]}"
-    return f"{kind or 'item'}"
