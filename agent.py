@@ -45,7 +45,7 @@ from stores import (
     read_all,
     save_last_agent,
 )
-from turns import PendingTurn, TurnFailed, session_lock
+from turns import PendingTurn, TurnFailed, check_message, session_lock
 
 __all__ = [
     "context_based_sessions",
@@ -82,14 +82,16 @@ async def run_turn(agent: Agent[Any], session: Session, user_input: str, **runne
 
     The turn's items reach the store only if the whole turn succeeds; a failed or cancelled
     turn leaves the session exactly as it was and raises ``TurnFailed`` (or the cancellation).
+    An empty, over-long or non-text message raises ``ValueError`` before anything runs.
     """
+    user_input = check_message(user_input)
     async with session_lock(session.session_id):
         turn = PendingTurn(session)
         try:
             result = await Runner.run(agent, user_input, session=turn, **runner_kwargs)
         except Exception as exc:
             raise TurnFailed(session.session_id, exc) from exc
-        await turn.commit()
+        await turn.commit()  # the whole turn, in one write
         return result
 
 

@@ -89,6 +89,9 @@ async def chat(
                 except TurnFailed as exc:
                     print(f"error: {describe_failure(exc.cause)} (nothing was saved)")
                     continue
+                except ValueError as exc:
+                    print(f"error: {exc}")
+                    continue
                 await store.save_last_agent(session.session_id, result.last_agent.name)
                 print(f"[{session.session_id}] {result.last_agent.name}: {result.final_output}")
     finally:

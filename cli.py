@@ -150,10 +150,10 @@ def _dispatch(argv: list[str], demos: dict[str, Demo], extras: dict[str, Demo]) 
     return _demos(argv, demos, extras)
 
 
-def _store(args: argparse.Namespace, *, must_exist: bool = False) -> SessionStore:
+def _store(args: argparse.Namespace, *, must_exist: bool = False, writable: bool = True) -> SessionStore:
     from agent import DEFAULT_DB
 
-    return SQLiteStore(check_db_path(args.db or DEFAULT_DB, must_exist=must_exist))
+    return SQLiteStore(check_db_path(args.db or DEFAULT_DB, must_exist=must_exist, writable=writable))
 
 
 def _demos(argv: list[str], demos: dict[str, Demo], extras: dict[str, Demo]) -> int:
@@ -175,7 +175,7 @@ async def _run_demo(demo: Demo, **kwargs: Any) -> None:
 
 
 async def _sessions(args: argparse.Namespace) -> int:
-    store = _store(args, must_exist=True)
+    store = _store(args, must_exist=True, writable=args.action in ("delete", "expire"))
     if args.action == "list":
         rows = await list_sessions(store, user=args.user, prefix=args.prefix)
         for line in format_listing(rows):

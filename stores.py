@@ -79,8 +79,8 @@ async def close_session(session: Session) -> None:
             await result
 
 
-def check_db_path(db_path: str | Path, *, must_exist: bool = False) -> Path:
-    """Fail early, in one line, on a db path SQLite could not use (and never touch its data)."""
+def check_db_path(db_path: str | Path, *, must_exist: bool = False, writable: bool = True) -> Path:
+    """Fail early, in one line, on a db path SQLite could not use (and never change its data)."""
     path = Path(db_path).expanduser()
     if path.is_dir():
         raise StoreError(f"{path} is a directory; give a file path for the database (--db)")
@@ -96,6 +96,14 @@ def check_db_path(db_path: str | Path, *, must_exist: bool = False) -> Path:
             raise StoreError(
                 f"{path} is not a usable SQLite database ({exc}); move it aside or choose another --db"
             ) from None
+        if writable:
+            try:
+                with open(path, "r+b"):  # opening for writing changes nothing
+                    pass
+            except OSError as exc:
+                raise StoreError(
+                    f"{path} is read-only ({exc.strerror}); check its permissions, or choose another --db"
+                ) from None
     return path
 
 

@@ -14,6 +14,7 @@ on SQLite and PostgreSQL, one pipeline on Redis). A failed or cancelled turn wri
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -33,6 +34,27 @@ class TurnFailed(Exception):
             f"turn on session {session_id!r} failed ({type(cause).__name__}"
             f"{': ' + reason if reason else ''}); the session is unchanged"
         )
+
+
+MAX_MESSAGE_CHARS = 100_000
+"""Longer messages are refused: no model takes them whole, and they bloat every later turn."""
+
+
+def check_message(user_input: object) -> str:
+    """The message as text, or ``ValueError`` saying what is wrong with it."""
+    if isinstance(user_input, bytes | bytearray):
+        raise ValueError("message is bytes; decode it to text first")
+    if not isinstance(user_input, str):
+        raise ValueError(f"message must be text, got {type(user_input).__name__}")
+    if not user_input.strip():
+        raise ValueError("message is empty")
+    if len(user_input) > MAX_MESSAGE_CHARS:
+        raise ValueError(f"message is {len(user_input):,} characters long (limit {MAX_MESSAGE_CHARS:,})")
+    try:
+        user_input.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("message is not valid Unicode (it holds a lone surrogate)") from None
+    return user_input
 
 
 class PendingTurn:
@@ -70,11 +92,24 @@ class PendingTurn:
         """Clearing mid-turn is not something a turn may do."""
         raise RuntimeError("a turn may not clear its session")
 
-    async def commit(self) -> None:
-        """Write the whole turn in one ``add_items`` call."""
-        items, self.pending = self.pending, []
-        if items:
-            await self.session.add_items(items)
+    async def commit(self, attempts: int = 6) -> None:
+        """Write the whole turn in one ``add_items`` call, retrying a SQLite file another process holds.
+
+        SQLite waits 5 s for a lock and then raises "database is locked"; the failed write was
+        rolled back, so trying again is safe. After ``attempts`` tries the error is raised.
+        """
+        items = self.pending
+        if not items:
+            return
+        for attempt in range(attempts):
+            try:
+                await self.session.add_items(items)
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(0.05 * 2**attempt)
+        self.pending = []
 
 
 _locks: dict[str, tuple[asyncio.Lock, int]] = {}
