@@ -34,7 +34,9 @@ from naming import (
     thread_session_id,
     user_session_id,
 )
+from store_urls import store_for_url, store_url
 from stores import (
+    SessionStore,
     SQLiteStore,
     close_session,
     forget_session,
@@ -51,12 +53,15 @@ __all__ = [
     "context_based_sessions",
     "dated_session_id",
     "feature_session_id",
+    "history_cap_demo",
     "multi_user_sessions",
     "open_session",
     "parse_session_id",
     "run_turn",
     "session_naming_demo",
     "shared_session_agents",
+    "store_at",
+    "support_agents",
     "thread_session_id",
     "user_session_id",
 ]
@@ -68,13 +73,21 @@ ModelLike = Model | str | None
 
 
 def open_session(session_id: str, db_path: str | Path = DEFAULT_DB) -> Session:
-    """A session that survives restarts: a SQLite file, not the SDK's in-memory default."""
+    """A session that survives restarts: a SQLite file, not the SDK's in-memory default.
+
+    With ``--store URL`` (or ``SESSION_STORE_URL``) it is a ``RedisSession`` or a
+    ``SQLAlchemySession`` on PostgreSQL instead, sharing one client or pool (store_urls.py).
+    """
+    url = store_url()
+    if url:
+        return store_for_url(url).open(session_id)
     return SQLiteSession(session_id, db_path)
 
 
-def store_at(db_path: str | Path = DEFAULT_DB) -> SQLiteStore:
+def store_at(db_path: str | Path = DEFAULT_DB) -> SessionStore:
     """The store behind ``open_session``: lists, deletes and expires its sessions (stores.py)."""
-    return SQLiteStore(db_path)
+    url = store_url()
+    return store_for_url(url) if url else SQLiteStore(db_path)
 
 
 async def run_turn(agent: Agent[Any], session: Session, user_input: str, **runner_kwargs: Any) -> RunResult:
@@ -89,9 +102,9 @@ async def run_turn(agent: Agent[Any], session: Session, user_input: str, **runne
         turn = PendingTurn(session)
         try:
             result = await Runner.run(agent, user_input, session=turn, **runner_kwargs)
+            await turn.commit()  # the whole turn, in one write
         except Exception as exc:
             raise TurnFailed(session.session_id, exc) from exc
-        await turn.commit()  # the whole turn, in one write
         return result
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,6 +21,7 @@ from typing import Any
 
 from model_config import force_offline, resolve_model
 from naming import check_session_id
+from store_urls import close_stores, store_for_url, store_url
 from stores import (
     SessionStore,
     SQLiteStore,
@@ -48,7 +50,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _store_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", default=None, metavar="PATH", help="SQLite file for the sessions")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--db", default=None, metavar="PATH", help="SQLite file for the sessions")
+    where.add_argument(
+        "--store", default=None, metavar="URL", help="redis://... or postgresql://... (or SESSION_STORE_URL)"
+    )
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -130,30 +136,44 @@ def main(argv: Sequence[str], demos: dict[str, Demo], extras: dict[str, Demo] | 
 
 def _dispatch(argv: list[str], demos: dict[str, Demo], extras: dict[str, Demo]) -> int:
     if argv[:1] == ["sessions"]:
-        return asyncio.run(_sessions(_sessions_parser().parse_args(argv[1:])))
+        return asyncio.run(_sessions(_with_store(_sessions_parser().parse_args(argv[1:]))))
     if argv[:1] == ["chat"]:
-        args = _chat_parser().parse_args(argv[1:])
-        force_offline(args.offline)
-        store = _store(args)
-        from chat import chat
-
-        return asyncio.run(
-            chat(
-                store,
-                resolve_model(args.model),
-                args.user,
-                feature=args.feature,
-                thread=args.thread,
-                day=args.day,
-            )
-        )
+        return asyncio.run(_chat(_with_store(_chat_parser().parse_args(argv[1:]))))
     return _demos(argv, demos, extras)
 
 
-def _store(args: argparse.Namespace, *, must_exist: bool = False, writable: bool = True) -> SessionStore:
-    from agent import DEFAULT_DB
+def _with_store(args: argparse.Namespace) -> argparse.Namespace:
+    if args.store:
+        os.environ["SESSION_STORE_URL"] = args.store  # open_session in agent.py reads it
+    if not store_url():
+        from agent import DEFAULT_DB
 
-    return SQLiteStore(check_db_path(args.db or DEFAULT_DB, must_exist=must_exist, writable=writable))
+        args.db = args.db or DEFAULT_DB
+    return args
+
+
+async def _open_store(
+    args: argparse.Namespace, *, must_exist: bool = False, writable: bool = True
+) -> SessionStore:
+    """The store the options name, checked: a reachable server, or a usable SQLite file."""
+    url = store_url()
+    if url:
+        store = store_for_url(url)
+        await store.check()
+        return store
+    return SQLiteStore(check_db_path(args.db, must_exist=must_exist, writable=writable))
+
+
+async def _chat(args: argparse.Namespace) -> int:
+    from chat import chat
+
+    force_offline(args.offline)
+    try:
+        store = await _open_store(args)
+        model = resolve_model(args.model)
+        return await chat(store, model, args.user, feature=args.feature, thread=args.thread, day=args.day)
+    finally:
+        await close_stores()
 
 
 def _demos(argv: list[str], demos: dict[str, Demo], extras: dict[str, Demo]) -> int:
@@ -163,19 +183,35 @@ def _demos(argv: list[str], demos: dict[str, Demo], extras: dict[str, Demo]) -> 
     if unknown:
         raise UsageError(f"unknown demo {unknown[0]!r}; choose from: {', '.join(known)}")
     force_offline(args.offline)
-    store = _store(args)
+    _with_store(args)
+    if args.db:
+        check_db_path(args.db)
     for name in args.demo or list(demos):
-        asyncio.run(_run_demo(known[name], model=args.model, db_path=store.db_path))
+        asyncio.run(_run_demo(known[name], args))
     return 0
 
 
-async def _run_demo(demo: Demo, **kwargs: Any) -> None:
-    for session in (await demo(**kwargs)).values():
-        await close_session(session)
+async def _run_demo(demo: Demo, args: argparse.Namespace) -> None:
+    try:
+        await _open_store(args)
+        kwargs: dict[str, Any] = {"model": args.model}
+        if args.db:
+            kwargs["db_path"] = args.db
+        for session in (await demo(**kwargs)).values():
+            await close_session(session)
+    finally:
+        await close_stores()
 
 
 async def _sessions(args: argparse.Namespace) -> int:
-    store = _store(args, must_exist=True, writable=args.action in ("delete", "expire"))
+    try:
+        return await _inventory(args)
+    finally:
+        await close_stores()
+
+
+async def _inventory(args: argparse.Namespace) -> int:
+    store = await _open_store(args, must_exist=True, writable=args.action in ("delete", "expire"))
     if args.action == "list":
         rows = await list_sessions(store, user=args.user, prefix=args.prefix)
         for line in format_listing(rows):
@@ -214,5 +250,4 @@ async def _sessions(args: argparse.Namespace) -> int:
             if rows
             else if_none
         )
-    await store.close()
     return 0

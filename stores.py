@@ -115,12 +115,19 @@ def _timestamp(value: str | None) -> datetime | None:
 class SQLiteStore:
     """The inventory over a SQLite file that ``SQLiteSession`` writes."""
 
-    def __init__(self, db_path: str | Path) -> None:
+    def __init__(self, db_path: str | Path, *, pool: SQLitePool | None = None) -> None:
         self.db_path = Path(db_path)
+        self.pool = pool
         self.name = f"SQLite file {self.db_path}"
 
     def open(self, session_id: str) -> Session:
+        """A plain ``SQLiteSession``, or a pooled one if the store has a pool."""
+        if self.pool is not None:
+            return self.pool.session(session_id)
         return SQLiteSession(session_id, self.db_path)
+
+    async def check(self) -> None:
+        check_db_path(self.db_path)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.db_path, timeout=30)
@@ -188,6 +195,58 @@ class SQLiteStore:
         return None
 
 
+class SQLitePool:
+    """Many users on one SQLite file in bounded resources: the recommended pattern on one machine.
+
+    A plain ``SQLiteSession`` keeps a connection per executor thread that touched it, for as long
+    as it is open: 1,000 open sessions held about 11,700 file descriptors here. Sessions from a
+    pool hold nothing between operations: each read or write opens a ``SQLiteSession`` (off the
+    event loop), runs, and closes it, and at most ``max_open`` are open at once. The model call
+    in between holds no connection, so slow model calls do not hold the pool up.
+    """
+
+    def __init__(self, db_path: str | Path, max_open: int = 8) -> None:
+        self.db_path = Path(db_path)
+        self._slots = asyncio.Semaphore(max_open)
+
+    def session(self, session_id: str, session_settings: Any = None) -> PooledSession:
+        """A session handle; it opens a connection only while it reads or writes."""
+        return PooledSession(self, session_id, session_settings)
+
+    async def run(self, session_id: str, settings: Any, operation: Any) -> Any:
+        async with self._slots:
+            # Opening and closing take the SDK's per-file lock: do it off the event loop, so a
+            # write in progress (here or in another process) never freezes every other user.
+            session = await asyncio.to_thread(
+                SQLiteSession, session_id, self.db_path, session_settings=settings
+            )
+            try:
+                return await operation(session)
+            finally:
+                await asyncio.to_thread(session.close)
+
+
+class PooledSession:
+    """A ``Session`` whose every operation is a short-lived ``SQLiteSession`` from its pool."""
+
+    def __init__(self, pool: SQLitePool, session_id: str, session_settings: Any = None) -> None:
+        self.pool = pool
+        self.session_id = session_id
+        self.session_settings = session_settings
+
+    async def get_items(self, limit: int | None = None) -> list[Any]:
+        return await self.pool.run(self.session_id, self.session_settings, lambda s: s.get_items(limit))
+
+    async def add_items(self, items: list[Any]) -> None:
+        await self.pool.run(self.session_id, self.session_settings, lambda s: s.add_items(items))
+
+    async def pop_item(self) -> Any:
+        return await self.pool.run(self.session_id, self.session_settings, lambda s: s.pop_item())
+
+    async def clear_session(self) -> None:
+        await self.pool.run(self.session_id, self.session_settings, lambda s: s.clear_session())
+
+
 class MemoryStore:
     """Beside-the-session data for in-memory sessions (``SQLiteSession`` with ``:memory:``)."""
 
@@ -212,6 +271,8 @@ _memory_stores: dict[int, MemoryStore] = {}
 
 def store_for(session: Session) -> Any:
     """The store a session object lives in, for what the SDK does not keep (its last agent)."""
+    if isinstance(session, PooledSession):
+        return SQLiteStore(session.pool.db_path)
     if isinstance(session, SQLiteSession):
         if str(session.db_path) == ":memory:":
             return _memory_stores.setdefault(id(session), MemoryStore())

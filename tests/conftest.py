@@ -54,3 +54,6 @@ def subprocess_env() -> dict[str, str]:
     env["OPENAI_BASE_URL"] = "http://127.0.0.1:9"
     env["PYTHONPATH"] = str(ROOT)
     return env
+
+
+from stores_fixture import store  # noqa: E402,F401  (the per-store fixture, for every test module)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import pytest
 from agents import Agent, RunConfig, SQLiteSession, function_tool
@@ -158,3 +159,32 @@ async def test_turns_on_different_sessions_run_concurrently(db):
     await asyncio.wait_for(started.wait(), 2)  # both turns are inside the model at once
     release.set()
     await both
+
+
+class FlakyWrites(SQLiteSession):
+    """A SQLiteSession whose next ``failures`` writes fail with ``error`` (and roll back)."""
+
+    def __init__(self, *args, failures: int, error: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.failures, self.error, self.writes = failures, error, 0
+
+    async def add_items(self, items):
+        self.writes += 1
+        if self.failures:
+            self.failures -= 1
+            raise sqlite3.OperationalError(self.error)
+        await super().add_items(items)
+
+
+async def test_a_locked_database_is_retried_and_the_turn_written_once(db):
+    session = FlakyWrites("s", db, failures=2, error="database is locked")
+    await run_turn(Agent(name="Bot"), session, "hello", run_config=config(ScriptedModel([reply("hi")])))
+    assert session.writes == 3
+    assert [i.get("role") for i in await read_all(session)] == ["user", "assistant"]
+
+
+async def test_a_failed_write_is_a_turn_failure_and_stores_nothing(db):
+    session = FlakyWrites("s", db, failures=1, error="disk I/O error")
+    with pytest.raises(TurnFailed, match="disk I/O error"):
+        await run_turn(Agent(name="Bot"), session, "hello", run_config=config(ScriptedModel([reply("hi")])))
+    assert await read_all(session) == []

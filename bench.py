@@ -1,0 +1,314 @@
+"""Benchmark: many simulated users on the offline model, per store and session pattern.
+
+    python bench.py --users 1000 --turns 10                     # recommended pattern vs naive
+    python bench.py --users 1000 --turns 10 --store redis://127.0.0.1:6379/15
+    python bench.py --users 200 --turns 5 --pattern naive pooled --history-turns 0
+
+Patterns (each runs in a fresh child process, so file descriptors and memory are its own; by
+default ``naive`` and ``pooled``, plus ``store`` with ``--store``):
+
+- ``naive``: one ``SQLiteSession`` per user on one file, open for the whole conversation: what
+  the SDK's examples suggest. Each keeps a connection per executor thread that touched it.
+- ``pooled`` (recommended on one machine): ``SQLitePool`` (stores.py): each read or write opens
+  a ``SQLiteSession`` for just that operation, at most 8 at once, and at most ``--gate`` turns
+  run at once.
+- ``sqlalchemy``: the SDK's ``SQLAlchemySession`` on one shared ``sqlite+aiosqlite`` engine
+  (one bounded connection pool), with the same turn gate.
+- ``store``: whatever ``--store URL`` names (Redis, PostgreSQL), one shared client or pool,
+  with the same turn gate.
+
+Every user states a unique fact, chats, and asks for it back; a model input holding another
+user's fact is a leak, a wrong answer is an error. Then a history benchmark measures turn
+latency at turn 10 and turn N with and without a history cap. The last line is machine-readable:
+``RESULT users=N turns=T store=... turns_per_s=... p50_ms=... p99_ms=... peak_fds=... errors=E leaks=L``
+for the last pattern run (the recommended one, or ``--store``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+
+def open_fds() -> int:
+    """File descriptors this process holds right now."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+class FdSampler(threading.Thread):
+    """Samples open file descriptors every few milliseconds; ``peak`` is the highest seen."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak = open_fds()
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(0.005):
+            self.peak = max(self.peak, open_fds())
+
+    def stop(self) -> int:
+        self._halt.set()
+        self.join()
+        return max(self.peak, open_fds())
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) of ``values``, by nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))] if ordered else 0.0
+
+
+async def run_users(
+    pattern: str, users: int, turns: int, db: Path, store_url: str | None, gate: int
+) -> dict[str, Any]:
+    """Run ``users`` concurrent conversations of ``turns`` turns; returns the figures."""
+    from agents import Agent, RunConfig, SQLiteSession, set_tracing_disabled
+
+    from agent import run_turn
+    from naming import user_session_id
+    from store_urls import make_store
+    from stores import SQLitePool, close_session
+    from stress import LeakWatch, user_script
+
+    set_tracing_disabled(True)
+    model = LeakWatch()
+    config = RunConfig(model=model)
+    agent = Agent(name="Support Agent", instructions="Remember what the customer says.")
+    store = pool = None
+    # The naive pattern runs every turn at once, as it is usually written; the others let at
+    # most ``gate`` turns run at once, as a server's worker pool (and the model's rate limit) would.
+    turns_at_once = asyncio.Semaphore(users if pattern == "naive" else gate)
+    if pattern == "pooled":
+        pool = SQLitePool(db, max_open=8)
+    elif pattern == "sqlalchemy":
+        store = make_store(f"sqlite+aiosqlite:///{db}")
+    elif pattern == "store":
+        store = make_store(store_url)  # type: ignore[arg-type]
+        await store.check()
+    latencies: list[float] = []
+    errors = 0
+    sampler = FdSampler()
+    sampler.start()
+
+    async def serve(i: int) -> None:
+        nonlocal errors
+        session_id = user_session_id(f"bench{i}")
+        session = None
+        try:
+            if pool is not None:
+                session = pool.session(session_id)
+            elif store is not None:
+                session = store.open(session_id)
+            else:
+                session = SQLiteSession(session_id, db)
+            if store is not None:
+                await session.clear_session()
+            result = None
+            for message in user_script(i, turns):
+                started = time.perf_counter()
+                try:
+                    async with turns_at_once:
+                        result = await run_turn(agent, session, message, run_config=config)
+                except Exception:
+                    errors += 1
+                    continue
+                finally:
+                    latencies.append(time.perf_counter() - started)
+            if result is None or f"u{i}@example.com" not in str(result.final_output):
+                errors += 1
+        except Exception:
+            errors += 1
+        finally:
+            try:
+                if session is not None:
+                    await close_session(session)
+            except Exception:
+                errors += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(serve(i) for i in range(users)))
+    elapsed = time.perf_counter() - started
+    peak_fds = sampler.stop()
+    if store is not None:
+        await store.close()
+    return {
+        "pattern": pattern,
+        "store": store.name.split(" (")[0].replace(str(db.parent) + "/", "")
+        if store
+        else f"sqlite {db.name}",
+        "users": users,
+        "turns": users * turns,
+        "seconds": round(elapsed, 2),
+        "turns_per_s": round(users * turns / elapsed, 1),
+        "p50_ms": round(percentile(latencies, 50) * 1000, 1),
+        "p99_ms": round(percentile(latencies, 99) * 1000, 1),
+        "peak_fds": peak_fds,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "errors": errors,
+        "leaks": model.leaks,
+    }
+
+
+async def history_cost(db: Path, users: int, turns: int, cap: int | None) -> dict[str, Any]:
+    """Turn latency against history length, with or without a history cap.
+
+    Sessions run one after another (so a turn's latency is its own cost, not a queue), and the
+    p99 "at turn N" is taken over turns N-9..N of every session, 10 samples per session.
+    """
+    from agents import Agent, RunConfig, SessionSettings, SQLiteSession, set_tracing_disabled
+
+    from agent import run_turn
+    from offline_model import OfflineModel
+
+    set_tracing_disabled(True)
+    settings = SessionSettings(limit=cap) if cap else None
+    config = RunConfig(model=OfflineModel(), session_settings=settings)
+    agent = Agent(name="Assistant")
+    by_turn: dict[int, list[float]] = {}
+    for u in range(users):
+        session = SQLiteSession(f"thread_history{u}_{cap}", db)
+        for t in range(1, turns + 1):
+            started = time.perf_counter()
+            await run_turn(agent, session, f"Note {t}: my order number is {t}.", run_config=config)
+            by_turn.setdefault(t, []).append(time.perf_counter() - started)
+        session.close()
+
+    def p99_at(turn: int) -> float:
+        window = [x for t in range(max(1, turn - 9), turn + 1) for x in by_turn[t]]
+        return percentile(window, 99) * 1000
+
+    marks = sorted({t for t in (10, 50, 100, turns) if 10 <= t <= turns})
+    p99 = {t: p99_at(t) for t in marks}
+    return {
+        "cap": cap or "none",
+        **{f"p99_ms_turn{t}": round(p99[t], 1) for t in marks},
+        f"p99_turn{turns}_over_turn10": round(p99[turns] / p99[10], 2) if 10 in p99 else None,
+    }
+
+
+def child(args: argparse.Namespace) -> None:
+    """One measurement in this (fresh) process; prints one JSON line."""
+    db = Path(args.db)
+    if args.child == "history":
+        figures = asyncio.run(history_cost(db, args.history_users, args.history_turns, args.cap))
+    else:
+        figures = asyncio.run(run_users(args.child, args.users, args.turns, db, args.store, args.gate))
+    print(json.dumps(figures))
+
+
+def measure(kind: str, args: argparse.Namespace, folder: Path, cap: int | None = None) -> dict[str, Any]:
+    """Run one measurement in a fresh child process."""
+    db = folder / (f"{kind}-cap{cap}.db" if cap else f"{kind}.db")
+    command = [
+        sys.executable,
+        str(HERE / "bench.py"),
+        "--child",
+        kind,
+        "--db",
+        str(db),
+        "--users",
+        str(args.users),
+        "--turns",
+        str(args.turns),
+        "--history-users",
+        str(args.history_users),
+        "--history-turns",
+        str(args.history_turns),
+        "--gate",
+        str(args.gate),
+    ]
+    command += ["--cap", str(cap or 0)]  # 0: no cap
+    if args.store:
+        command += ["--store", args.store]
+    done = subprocess.run(command, capture_output=True, text=True)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"pattern": kind, "errors": 1, "failed": last}
+    return json.loads(lines[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the patterns side by side and print a table, then the RESULT line."""
+    parser = argparse.ArgumentParser(description="Many simulated users per store and session pattern.")
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--turns", type=int, default=10)
+    parser.add_argument(
+        "--store", default=None, metavar="URL", help="also run on this store (redis://, postgresql://)"
+    )
+    parser.add_argument(
+        "--pattern", nargs="+", choices=["naive", "sqlalchemy", "pooled", "store"], default=None
+    )
+    parser.add_argument("--gate", type=int, default=64, help="most turns at once (not for naive)")
+    parser.add_argument("--history-turns", type=int, default=200, help="0 skips the history benchmark")
+    parser.add_argument("--history-users", type=int, default=10)
+    parser.add_argument("--cap", type=int, default=20, help="history cap (items) for the history benchmark")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.turns < 2 or args.users < 1:
+        parser.error("--users must be at least 1 and --turns at least 2")
+    if args.child:
+        child(args)
+        return 0
+
+    patterns = args.pattern or (["naive", "pooled"] + (["store"] if args.store else []))
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    print(f"{args.users} users x {args.turns} turns, offline model, {os.cpu_count()} cores, ulimit -n {soft}")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in patterns:
+            print(f"running {kind} ...", flush=True)
+            rows.append(measure(kind, args, Path(tmp)))
+            print("  " + json.dumps(rows[-1]), flush=True)
+        if args.history_turns:
+            for cap in (None, args.cap):
+                print(
+                    f"history: {args.history_users} sessions x {args.history_turns} turns, cap {cap} ...",
+                    flush=True,
+                )
+                print("  " + json.dumps(measure("history", args, Path(tmp), cap)), flush=True)
+
+    columns = [
+        "pattern",
+        "store",
+        "turns_per_s",
+        "p50_ms",
+        "p99_ms",
+        "peak_fds",
+        "peak_rss_mb",
+        "errors",
+        "leaks",
+    ]
+    print("\n| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(str(row.get(c, "-")) for c in columns) + " |")
+        if "failed" in row:
+            print(f"  {row['pattern']} failed: {row['failed']}")
+    last = {"turns_per_s": 0, "p50_ms": 0, "p99_ms": 0, "peak_fds": 0, "leaks": 0, **rows[-1]}
+    store = str(last.get("store", last["pattern"])).replace(" ", ":")
+    print(
+        f"RESULT users={args.users} turns={args.turns} store={store} turns_per_s={last['turns_per_s']} "
+        f"p50_ms={last['p50_ms']} p99_ms={last['p99_ms']} peak_fds={last['peak_fds']} "
+        f"errors={last['errors']} leaks={last['leaks']}"
+    )
+    # The verdict is the last pattern's (the recommended one, or --store); naive failing is a finding.
+    return 0 if last["errors"] == 0 and last["leaks"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
