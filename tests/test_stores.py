@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -13,6 +15,7 @@ from stores_fixture import make_store
 
 import agent
 from agent import run_turn
+from conftest import ROOT, subprocess_env
 from helpers import reply, user_texts
 from stores import StoreError, delete_user_sessions, expire_sessions, list_sessions, read_all
 from turns import TurnFailed
@@ -136,3 +139,26 @@ async def test_bad_store_urls_are_one_clear_error(url, expect):
     with pytest.raises(StoreError, match=expect):
         store = make_url_store(url)
         await store.check()
+
+
+@pytest.mark.parametrize(
+    "url, module",
+    [("redis://127.0.0.1:6379/15", "redis"), ("postgresql://postgres@127.0.0.1:5432/test", "asyncpg")],
+)
+def test_a_missing_driver_is_one_line_naming_the_install(url, module, tmp_path):
+    # Shadow the driver with a package that fails to import, as on a machine without it.
+    (tmp_path / module).mkdir()
+    (tmp_path / module / "__init__.py").write_text(f"raise ImportError('hidden', name={module!r})\n")
+    env = subprocess_env()
+    env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "agent.py"), "--store", url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "pip install -r requirements-stores.txt" in result.stderr
+    assert "Traceback" not in result.stderr
