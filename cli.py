@@ -184,8 +184,6 @@ def _demos(argv: list[str], demos: dict[str, Demo], extras: dict[str, Demo]) -> 
         raise UsageError(f"unknown demo {unknown[0]!r}; choose from: {', '.join(known)}")
     force_offline(args.offline)
     _with_store(args)
-    if args.db:
-        check_db_path(args.db)
     for name in args.demo or list(demos):
         asyncio.run(_run_demo(known[name], args))
     return 0
@@ -193,7 +191,7 @@ def _demos(argv: list[str], demos: dict[str, Demo], extras: dict[str, Demo]) -> 
 
 async def _run_demo(demo: Demo, args: argparse.Namespace) -> None:
     try:
-        await _open_store(args)
+        await _open_store(args)  # a bad --db or an unreachable server fails here, in one line
         kwargs: dict[str, Any] = {"model": args.model}
         if args.db:
             kwargs["db_path"] = args.db

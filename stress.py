@@ -101,6 +101,21 @@ def pairs_whole(items: list[dict[str, Any]]) -> bool:
     return True
 
 
+def stored_items(db_path: Path) -> int:
+    """How many items the SQLite file holds, across all sessions."""
+    with closing(sqlite3.connect(db_path)) as conn:
+        return conn.execute("SELECT count(*) FROM agent_messages").fetchone()[0]
+
+
+def drain(read_fd: int) -> bytes:
+    """Everything left in a pipe until its writer is gone; closes it."""
+    data = b""
+    while chunk := os.read(read_fd, 65536):
+        data += chunk
+    os.close(read_fd)
+    return data
+
+
 # --- 1. Many users at once ----------------------------------------------------------------
 
 
@@ -127,8 +142,7 @@ async def many_users(db_path: Path, users: int = 500, turns: int = 5) -> dict[st
             session.close()
 
     await asyncio.gather(*(serve(i) for i in range(users)))
-    with closing(sqlite3.connect(db_path)) as conn:
-        stored = conn.execute("SELECT count(*) FROM agent_messages").fetchone()[0]
+    stored = stored_items(db_path)
     return {
         "users": users,
         "turns": users * turns,
@@ -289,9 +303,7 @@ def crash_kills(db_path: Path, kills: int = 20, seed: int = 7) -> dict[str, int]
                 break
         os.kill(child.pid, signal.SIGKILL)
         child.join()
-        while chunk := os.read(read_fd, 65536):
-            buffer += chunk
-        os.close(read_fd)
+        buffer += drain(read_fd)
         reported |= {int(n) for n in buffer.decode().split()}
 
         with closing(sqlite3.connect(db_path)) as conn:
@@ -357,16 +369,12 @@ def many_processes(db_path: Path, processes: int = 4, users: int = 200, turns: i
         children.append((child, read_fd))
     errors = locked = 0
     for child, read_fd in children:
-        data = b""
-        while chunk := os.read(read_fd, 65536):
-            data += chunk
-        os.close(read_fd)
+        data = drain(read_fd)
         child.join()
         report = json.loads(data or b'{"errors": 1, "locked": 0}')
         errors += report["errors"]
         locked += report["locked"]
-    with closing(sqlite3.connect(db_path)) as conn:
-        stored = conn.execute("SELECT count(*) FROM agent_messages").fetchone()[0]
+    stored = stored_items(db_path)
     return {
         "processes": processes,
         "turns": users * turns,
