@@ -44,6 +44,8 @@ def resolve_model(model: Model | str | None = None) -> Model | str:
     key = os.environ.get("OPENAI_API_KEY", "").strip()
     if _force_offline or not key:
         reason = "--offline" if _force_offline else "no OPENAI_API_KEY"
+        if isinstance(model, str):
+            reason += f"; model {model!r} needs a key"
         _say_once(
             f"Model: built-in offline model ({reason}): rule-based answers from the conversation "
             "only, no network. Set OPENAI_API_KEY in .env for a real model."

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
+import sqlite3
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -79,7 +82,45 @@ def test_unreachable_model_server_is_one_line_with_a_fix_and_no_orphan(tmp_path)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "APIConnectionError" in lines[0] and "--offline" in lines[0]
-    import sqlite3
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM agent_messages").fetchone() == (0,)
 
+
+class _Refuses(http.server.BaseHTTPRequestHandler):
+    """An OpenAI-compatible server on localhost that refuses every key, as api.openai.com would."""
+
+    def do_POST(self):  # noqa: N802 (the http.server API)
+        body = b'{"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}'
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_bad_key_is_one_line_naming_the_key_and_leaves_no_orphan(tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refuses)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = subprocess_env() | {
+            "OPENAI_API_KEY": "sk-wrong",
+            "OPENAI_BASE_URL": f"http://127.0.0.1:{server.server_port}/v1",
+        }
+        db = tmp_path / "s.db"
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "agent.py"), "multi-user", "--db", str(db)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        server.shutdown()
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "AuthenticationError" in lines[0] and "check OPENAI_API_KEY" in lines[0]
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM agent_messages").fetchone() == (0,)
