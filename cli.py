@@ -126,6 +126,10 @@ def main(argv: Sequence[str], demos: dict[str, Demo], extras: dict[str, Demo] | 
     except sqlite3.Error as exc:
         print(f"error: the database failed ({exc}); check the --db file and its folder", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as other command-line tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
