@@ -13,11 +13,12 @@ import pytest
 from conftest import ROOT, subprocess_env
 
 
-def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, cwd=None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python agent.py ARGS`` offline, with ``env`` added to the test environment."""
     return subprocess.run(
         [sys.executable, str(ROOT / "agent.py"), *args],
         cwd=cwd,
-        env=subprocess_env(),
+        env=subprocess_env() | (env or {}),
         capture_output=True,
         text=True,
         timeout=120,
@@ -70,15 +71,9 @@ def test_corrupt_database_is_one_line_and_left_untouched(tmp_path):
 
 
 def test_unreachable_model_server_is_one_line_with_a_fix_and_no_orphan(tmp_path):
-    env = subprocess_env() | {"OPENAI_API_KEY": "sk-test-not-a-key", "OPENAI_BASE_URL": "http://127.0.0.1:9"}
     db = tmp_path / "s.db"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "agent.py"), "multi-user", "--db", str(db)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    key = {"OPENAI_API_KEY": "sk-test-not-a-key", "OPENAI_BASE_URL": "http://127.0.0.1:9"}
+    result = run_cli("multi-user", "--db", str(db), env=key)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "APIConnectionError" in lines[0] and "--offline" in lines[0]
@@ -104,19 +99,10 @@ class _Refuses(http.server.BaseHTTPRequestHandler):
 def test_a_bad_key_is_one_line_naming_the_key_and_leaves_no_orphan(tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refuses)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    db = tmp_path / "s.db"
+    key = {"OPENAI_API_KEY": "sk-wrong", "OPENAI_BASE_URL": f"http://127.0.0.1:{server.server_port}/v1"}
     try:
-        env = subprocess_env() | {
-            "OPENAI_API_KEY": "sk-wrong",
-            "OPENAI_BASE_URL": f"http://127.0.0.1:{server.server_port}/v1",
-        }
-        db = tmp_path / "s.db"
-        result = subprocess.run(
-            [sys.executable, str(ROOT / "agent.py"), "multi-user", "--db", str(db)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = run_cli("multi-user", "--db", str(db), env=key)
     finally:
         server.shutdown()
     assert result.returncode == 1
