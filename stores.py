@@ -348,12 +348,18 @@ async def expire_sessions(
 
 def format_listing(rows: list[SessionInfo]) -> list[str]:
     """The inventory as aligned text lines, one per session, ids first so they can be copied."""
-    lines = [f"{'SESSION ID':<32} {'KIND':<8} {'ITEMS':>5}  {'LAST ACTIVITY (UTC)':<19}  PARTS"]
+
+    def when(value: datetime | None) -> str:
+        return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+    lines = [
+        f"{'SESSION ID':<32} {'KIND':<8} {'ITEMS':>5}  {'CREATED (UTC)':<19}  {'LAST ACTIVITY':<19}  PARTS"
+    ]
     for r in rows:
         p = r.parsed
         parts = ", ".join(f"{k}={v}" for k, v in vars(p).items() if k != "kind" and v is not None)
-        when = r.last_activity.strftime("%Y-%m-%d %H:%M:%S") if r.last_activity else "-"
-        lines.append(f"{r.session_id:<32} {p.kind:<8} {r.items:>5}  {when:<19}  {parts}")
+        times = f"{when(r.created):<19}  {when(r.last_activity):<19}"
+        lines.append(f"{r.session_id:<32} {p.kind:<8} {r.items:>5}  {times}  {parts}")
     return lines
 
 

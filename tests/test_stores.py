@@ -109,7 +109,8 @@ async def test_inventory_lists_deletes_and_expires(store):
         await run_turn(Agent(name="Bot"), store.open(session_id), "hi", run_config=RunConfig(model=model))
     listed = {r.session_id: r for r in await list_sessions(store)}
     assert set(ids) <= set(listed) and listed[ids[0]].items == 2
-    assert listed[ids[0]].last_activity is not None
+    assert listed[ids[0]].created is not None and listed[ids[0]].last_activity is not None
+    assert listed[ids[0]].created <= listed[ids[0]].last_activity
     assert abs(listed[ids[0]].last_activity - datetime.now(UTC)) < timedelta(minutes=5)
 
     removed = await delete_user_sessions(store, user)
