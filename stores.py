@@ -13,6 +13,7 @@ import asyncio
 import inspect
 import json
 import sqlite3
+import weakref
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -156,18 +157,20 @@ class SQLiteStore:
 
     async def delete(self, session_id: str) -> int:
         """Remove the session through the SDK's ``clear_session``, and our row beside it."""
+
+        def count_and_forget() -> int:
+            with closing(self._connect()) as conn, conn:
+                conn.execute(f"DELETE FROM {LAST_AGENT_TABLE} WHERE session_id = ?", (session_id,))
+                return conn.execute(
+                    f"SELECT count(*) FROM {MESSAGES_TABLE} WHERE session_id = ?", (session_id,)
+                ).fetchone()[0]
+
+        removed = await asyncio.to_thread(count_and_forget)
         session = SQLiteSession(session_id, self.db_path)
         try:
-            removed = len(await read_all(session))
             await session.clear_session()
         finally:
             session.close()
-
-        def forget() -> None:
-            with closing(self._connect()) as conn, conn:
-                conn.execute(f"DELETE FROM {LAST_AGENT_TABLE} WHERE session_id = ?", (session_id,))
-
-        await asyncio.to_thread(forget)
         return removed
 
     async def load_last_agent(self, session_id: str) -> str | None:
@@ -249,25 +252,29 @@ class PooledSession:
 
 
 class MemoryStore:
-    """Beside-the-session data for in-memory sessions (``SQLiteSession`` with ``:memory:``)."""
+    """The store of one in-memory session (``SQLiteSession`` with ``:memory:``): it is its own file."""
 
     name = "memory"
 
-    def __init__(self) -> None:
-        self._last_agent: dict[str, str] = {}
+    def __init__(self, session: SQLiteSession) -> None:
+        self.session = session
+        self.last_agent: str | None = None
 
     async def load_last_agent(self, session_id: str) -> str | None:
-        return self._last_agent.get(session_id)
+        return self.last_agent
 
     async def save_last_agent(self, session_id: str, agent_name: str) -> None:
-        self._last_agent[session_id] = agent_name
+        self.last_agent = agent_name
 
     async def delete(self, session_id: str) -> int:
-        self._last_agent.pop(session_id, None)
-        return 0
+        removed = len(await read_all(self.session))
+        await self.session.clear_session()
+        self.last_agent = None
+        return removed
 
 
-_memory_stores: dict[int, MemoryStore] = {}
+# Gone with the session object, as its in-memory database is.
+_memory_stores: weakref.WeakKeyDictionary[SQLiteSession, MemoryStore] = weakref.WeakKeyDictionary()
 
 
 def store_for(session: Session) -> Any:
@@ -276,7 +283,7 @@ def store_for(session: Session) -> Any:
         return SQLiteStore(session.pool.db_path)
     if isinstance(session, SQLiteSession):
         if str(session.db_path) == ":memory:":
-            return _memory_stores.setdefault(id(session), MemoryStore())
+            return _memory_stores.setdefault(session, MemoryStore(session))
         return SQLiteStore(session.db_path)
     from store_urls import store_of_session
 
@@ -295,7 +302,6 @@ async def load_last_agent(session: Session) -> str | None:
 
 async def forget_session(session: Session) -> None:
     """Delete the session's history (through the SDK) and what we keep beside it."""
-    await session.clear_session()
     await store_for(session).delete(session.session_id)
 
 
