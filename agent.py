@@ -20,34 +20,29 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from agents import Agent, RunConfig, RunHooks, Runner, RunResult, SQLiteSession
+from agents import Agent, RunConfig, RunHooks, RunResult, SQLiteSession
 from agents.items import HandoffOutputItem
 from agents.memory import Session, SessionSettings
-from agents.models.interface import Model
 from agents.usage import Usage
 
-from model_config import resolve_model
-from naming import (
-    dated_session_id,
-    feature_session_id,
-    parse_session_id,
-    thread_session_id,
-    user_session_id,
-)
-from store_urls import store_for_url, store_url
-from stores import (
+from multisessions import (
+    DEFAULT_DB,
+    ModelLike,
     SessionStore,
     SQLiteStore,
     close_session,
-    forget_session,
+    dated_session_id,
+    feature_session_id,
     format_listing,
     item_summary,
     list_sessions,
-    load_last_agent,
+    parse_session_id,
     read_all,
-    save_last_agent,
+    resolve_model,
+    run_turn,
+    thread_session_id,
+    user_session_id,
 )
-from turns import PendingTurn, TurnFailed, check_message, session_lock
 
 __all__ = [
     "context_based_sessions",
@@ -60,74 +55,44 @@ __all__ = [
     "run_turn",
     "session_naming_demo",
     "shared_session_agents",
-    "store_at",
     "support_agents",
     "thread_session_id",
     "user_session_id",
 ]
 
-DEFAULT_DB = "multi_sessions.db"
-"""Every demo's sessions live in this SQLite file unless ``db_path`` says otherwise."""
 
-ModelLike = Model | str | None
+def open_session(session_id: str, store: SessionStore | str | Path = DEFAULT_DB) -> Session:
+    """A session that survives restarts: the SDK's ``SQLiteSession`` on a file, not its in-memory default.
 
-
-def open_session(session_id: str, db_path: str | Path = DEFAULT_DB) -> Session:
-    """A session that survives restarts: a SQLite file, not the SDK's in-memory default.
-
-    With ``--store URL`` (or ``SESSION_STORE_URL``) it is a ``RedisSession`` or a
-    ``SQLAlchemySession`` on PostgreSQL instead, sharing one client or pool (store_urls.py).
+    Given a store (``--store redis://...`` or ``postgresql://...``), the same conversation lives
+    there instead, as the SDK's ``RedisSession`` or ``SQLAlchemySession``.
     """
-    url = store_url()
-    if url:
-        return store_for_url(url).open(session_id)
-    return SQLiteSession(session_id, db_path)
-
-
-def store_at(db_path: str | Path = DEFAULT_DB) -> SessionStore:
-    """The store behind ``open_session``: lists, deletes and expires its sessions (stores.py)."""
-    url = store_url()
-    return store_for_url(url) if url else SQLiteStore(db_path)
-
-
-async def run_turn(agent: Agent[Any], session: Session, user_input: str, **runner_kwargs: Any) -> RunResult:
-    """Run one turn on ``session``: never two at once on one session id, all or nothing.
-
-    The turn's items reach the store only if the whole turn succeeds; a failed or cancelled
-    turn leaves the session exactly as it was and raises ``TurnFailed`` (or the cancellation).
-    An empty, over-long or non-text message raises ``ValueError`` before anything runs.
-    """
-    user_input = check_message(user_input)
-    async with session_lock(session.session_id):
-        turn = PendingTurn(session)
-        try:
-            result = await Runner.run(agent, user_input, session=turn, **runner_kwargs)
-            await turn.commit()  # the whole turn, in one write
-        except Exception as exc:
-            raise TurnFailed(session.session_id, exc) from exc
-        return result
+    if isinstance(store, str | Path):
+        return SQLiteSession(session_id, store)
+    return store.open(session_id)
 
 
 # --- Demo 1 -------------------------------------------------------------------------------
 
 
 async def multi_user_sessions(
-    *, model: ModelLike = None, db_path: str | Path = DEFAULT_DB
+    *, model: ModelLike = None, store: SessionStore | None = None, db_path: str | Path = DEFAULT_DB
 ) -> dict[str, Session]:
     """A session per user: each user's facts are recalled in their own session only."""
     print("\n=== Demo 1: a session per user ===")
     run_config = RunConfig(model=resolve_model(model))
+    store = store or SQLiteStore(db_path)
     agent = Agent(
         name="Support Agent",
         instructions="You are a friendly support agent. Use what the customer told you earlier.",
     )
     # One database file, one session id per user: the id is what keeps them apart.
     sessions = {
-        "alice": open_session(user_session_id("alice"), db_path),
-        "bob": open_session(user_session_id("bob"), db_path),
-        "carol": open_session(user_session_id("carol"), db_path),
+        "alice": open_session(user_session_id("alice"), store),
+        "bob": open_session(user_session_id("bob"), store),
+        "carol": open_session(user_session_id("carol"), store),
     }
-    await start_fresh(sessions)
+    await start_fresh(store, sessions)
 
     question = "What's my name, what's my email, and what was my problem?"
     script = [
@@ -151,19 +116,20 @@ async def multi_user_sessions(
 
 
 async def context_based_sessions(
-    *, model: ModelLike = None, db_path: str | Path = DEFAULT_DB
+    *, model: ModelLike = None, store: SessionStore | None = None, db_path: str | Path = DEFAULT_DB
 ) -> dict[str, Session]:
     """One user, a session per context, each with its own specialised agent."""
     print("\n=== Demo 2: a session per context ===")
     run_config = RunConfig(model=resolve_model(model))
+    store = store or SQLiteStore(db_path)
     user = "alice"
     contexts = {
         "support": Agent(name="Support Agent", instructions="You resolve support tickets."),
         "sales": Agent(name="Sales Agent", instructions="You answer questions about plans and pricing."),
         "chat": Agent(name="Feature Chat Agent", instructions="You help with the in-app chat feature."),
     }
-    sessions = {context: open_session(feature_session_id(context, user), db_path) for context in contexts}
-    await start_fresh(sessions)
+    sessions = {context: open_session(feature_session_id(context, user), store) for context in contexts}
+    await start_fresh(store, sessions)
 
     script = [
         ("support", "My ticket number is T-4821: the export button gives an error."),
@@ -206,15 +172,16 @@ def support_agents() -> dict[str, Agent[Any]]:
 
 
 async def shared_session_agents(
-    *, model: ModelLike = None, db_path: str | Path = DEFAULT_DB
+    *, model: ModelLike = None, store: SessionStore | None = None, db_path: str | Path = DEFAULT_DB
 ) -> dict[str, Session]:
     """Several agents, one shared session: a real handoff, and follow-ups go to the specialist."""
     print("\n=== Demo 3: one session shared by several agents ===")
     run_config = RunConfig(model=resolve_model(model))
+    store = store or SQLiteStore(db_path)
     agents_by_name = support_agents()
     triage = agents_by_name["Triage Agent"]
-    session = open_session(thread_session_id("support-7731"), db_path)
-    await start_fresh({"support": session})
+    session = open_session(thread_session_id("support-7731"), store)
+    await start_fresh(store, {"support": session})
 
     script = [
         "Hi, my name is Dana and my email is dana@example.com.",
@@ -223,19 +190,19 @@ async def shared_session_agents(
     ]
     for message in script:
         # The session does not remember who answered last; we store it beside the session.
-        agent = agents_by_name.get(await load_last_agent(session) or "", triage)
+        agent = agents_by_name.get(await store.load_last_agent(session.session_id) or "", triage)
         result = await run_turn(agent, session, message, run_config=run_config)
-        await save_last_agent(session, result.last_agent.name)
+        await store.save_last_agent(session.session_id, result.last_agent.name)
         print_turn(session, "dana", message, result)
 
     # A later process: a new session object on the same store resumes with the same agent.
-    resumed = open_session(session.session_id, db_path)
-    last = await load_last_agent(resumed)
+    resumed = open_session(session.session_id, store)
+    last = await store.load_last_agent(resumed.session_id)
     print(f"\nResuming {resumed.session_id} in a new session object: last agent was {last}.")
     agent = agents_by_name.get(last or "", triage)
     message = "Do you remember my email?"
     result = await run_turn(agent, resumed, message, run_config=run_config)
-    await save_last_agent(resumed, result.last_agent.name)
+    await store.save_last_agent(resumed.session_id, result.last_agent.name)
     print_turn(resumed, "dana", message, result)
     await close_session(session)  # SQLiteSession holds a connection per thread that used it
 
@@ -247,11 +214,12 @@ async def shared_session_agents(
 
 
 async def session_naming_demo(
-    *, model: ModelLike = None, db_path: str | Path = DEFAULT_DB
+    *, model: ModelLike = None, store: SessionStore | None = None, db_path: str | Path = DEFAULT_DB
 ) -> dict[str, Session]:
     """Session ids from naming conventions: user, feature, thread and date, each its own history."""
     print("\n=== Demo 4: session naming conventions ===")
     run_config = RunConfig(model=resolve_model(model))
+    store = store or SQLiteStore(db_path)
     agent = Agent(name="Assistant", instructions="You are a helpful assistant.")
     ids = {
         "user": user_session_id("123"),  # user_123
@@ -259,8 +227,8 @@ async def session_naming_demo(
         "thread": thread_session_id("abc123"),  # thread_abc123
         "dated": dated_session_id("123", date(2024, 12, 15)),  # user_123_20241215
     }
-    sessions = {kind: open_session(session_id, db_path) for kind, session_id in ids.items()}
-    await start_fresh(sessions)
+    sessions = {kind: open_session(session_id, store) for kind, session_id in ids.items()}
+    await start_fresh(store, sessions)
 
     facts = {
         "user": "My name is Sam.",
@@ -283,7 +251,7 @@ async def session_naming_demo(
         print(f"  {session_id:<24} kind={parsed.kind:<8} {parts}")
 
     print("\nThe inventory of what this demo created (python agent.py sessions list):")
-    rows = [row for row in await list_sessions(store_at(db_path)) if row.session_id in ids.values()]
+    rows = [row for row in await list_sessions(store) if row.session_id in ids.values()]
     for line in format_listing(rows):
         print(f"  {line}")
 
@@ -300,23 +268,31 @@ class CountInput(RunHooks):
     def __init__(self) -> None:
         self.sent: list[int] = []
 
-    async def on_llm_start(self, context: Any, agent: Any, system_prompt: Any, input_items: list) -> None:
+    async def on_llm_start(
+        self, context: Any, agent: Any, system_prompt: Any, input_items: list[Any]
+    ) -> None:
         self.sent.append(len(input_items))
 
 
 async def history_cap_demo(
-    *, model: ModelLike = None, db_path: str | Path = DEFAULT_DB, turns: int = 50, cap: int = 10
+    *,
+    model: ModelLike = None,
+    store: SessionStore | None = None,
+    db_path: str | Path = DEFAULT_DB,
+    turns: int = 50,
+    cap: int = 10,
 ) -> dict[str, Session]:
     """``SessionSettings(limit=...)`` bounds what each turn sends; the store still keeps everything."""
     print(f"\n=== Extra: a history cap over a {turns}-turn conversation ===")
+    store = store or SQLiteStore(db_path)
     agent = Agent(name="Assistant", instructions="You are a helpful assistant.")
     configs = {
         "uncapped": RunConfig(model=resolve_model(model)),
         # The cap counts items, not turns: 10 items is about the last 5 exchanges.
         "capped": RunConfig(model=resolve_model(model), session_settings=SessionSettings(limit=cap)),
     }
-    sessions = {label: open_session(feature_session_id(label, "longtalk"), db_path) for label in configs}
-    await start_fresh(sessions)
+    sessions = {label: open_session(feature_session_id(label, "longtalk"), store) for label in configs}
+    await start_fresh(store, sessions)
 
     counters = {label: CountInput() for label in configs}
     tokens: dict[str, list[int]] = {label: [] for label in configs}
@@ -349,19 +325,26 @@ async def history_cap_demo(
 # --- Shared by the demos ------------------------------------------------------------------
 
 
-async def start_fresh(sessions: dict[str, Session]) -> None:
+async def start_fresh(store: SessionStore, sessions: dict[str, Session]) -> None:
     """Demos start from empty sessions so every run prints the same story."""
     for session in sessions.values():
-        await forget_session(session)
+        await store.delete(session.session_id)
 
 
 def print_turn(session: Session, speaker: str, message: str, result: RunResult) -> None:
-    """One turn of the transcript: session id, who spoke, any handoff, and who answered."""
-    print(f"[{session.session_id}] {speaker}: {message}")
+    """One turn of the transcript: session id, who spoke, any handoff, and who answered.
+
+    Every line carries the session id, also each line of an answer that spans several.
+    """
+    prefix = f"[{session.session_id}]"
+    print(f"{prefix} {speaker}: {message}")
     for item in result.new_items:
         if isinstance(item, HandoffOutputItem):
-            print(f"[{session.session_id}]   handoff: {item.source_agent.name} -> {item.target_agent.name}")
-    print(f"[{session.session_id}] {result.last_agent.name}: {result.final_output}")
+            print(f"{prefix}   handoff: {item.source_agent.name} -> {item.target_agent.name}")
+    first, *rest = str(result.final_output).splitlines() or [""]
+    print(f"{prefix} {result.last_agent.name}: {first}")
+    for line in rest:
+        print(f"{prefix}   {line}")
 
 
 async def print_sessions(sessions: dict[str, Session]) -> None:
@@ -387,6 +370,7 @@ EXTRA_DEMOS = {"history-cap": history_cap_demo}
 
 
 if __name__ == "__main__":
-    from cli import main
+    from multisessions.cli import Lesson, main
 
-    sys.exit(main(sys.argv[1:], DEMOS, EXTRA_DEMOS))
+    lesson = Lesson(DEMOS, EXTRA_DEMOS, agents=support_agents, first_agent="Triage Agent")
+    sys.exit(main(sys.argv[1:], lesson))

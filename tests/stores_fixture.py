@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from stores import SQLitePool, SQLiteStore, StoreError
+from multisessions import SQLitePool, SQLiteStore, StoreError
+from multisessions.stores import RedisStore, SQLStore
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -43,8 +44,6 @@ async def make_store(kind: str, tmp_path, prefix: str):
     if kind == "pooled":
         return SQLiteStore(tmp_path / "sessions.db", pool=SQLitePool(tmp_path / "sessions.db", max_open=4))
     try:
-        from store_urls import RedisStore, SQLStore
-
         store = RedisStore(f"{REDIS_URL}?key_prefix={prefix}") if kind == "redis" else SQLStore(POSTGRES_URL)
         await store.check()
     except StoreError as exc:

@@ -1,4 +1,4 @@
-"""bench.py runs end to end, and the recommended pattern holds under a small descriptor limit."""
+"""tools/bench.py runs end to end, and the recommended pattern holds under a small descriptor limit."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ RESULT = re.compile(
 
 
 def bench(*args: str, ulimit: int | None = None) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, str(ROOT / "bench.py"), *args]
+    command = [sys.executable, "-m", "tools.bench", *args]
     if ulimit is not None:
         command = ["bash", "-c", f'ulimit -n {ulimit} && exec "$@"', "bench", *command]
-    return subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        command, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300
+    )
 
 
 def test_bench_compares_patterns_and_ends_with_a_result_line():

@@ -6,9 +6,8 @@ import pytest
 from agents.testing import ScriptedModel
 
 import agent
-import model_config
 from helpers import echo_model, user_texts
-from stores import load_last_agent, read_all
+from multisessions import SQLiteStore, read_all
 
 DEMOS = [
     agent.multi_user_sessions,
@@ -25,7 +24,6 @@ async def stored_text(session) -> str:
 
 @pytest.mark.parametrize("demo", DEMOS, ids=lambda d: d.__name__)
 async def test_demo_runs_offline_and_returns_its_sessions(demo, db, capsys, monkeypatch):
-    monkeypatch.setattr(model_config, "_announced", set())
     sessions = await demo(db_path=db)
     out = capsys.readouterr().out
     assert "offline model" in out
@@ -78,7 +76,7 @@ async def test_shared_session_hands_off_and_remembers_the_specialist(db, capsys)
     assert any(i.get("name") == "transfer_to_billing_agent" for i in items)
     # A brand-new session object on the same file finds the specialist recorded beside it.
     fresh = agent.open_session(sessions["support"].session_id, db)
-    assert await load_last_agent(fresh) == "Billing Agent"
+    assert await SQLiteStore(db).load_last_agent(fresh.session_id) == "Billing Agent"
 
 
 async def test_rerun_starts_fresh_instead_of_piling_up(db):

@@ -11,7 +11,7 @@ from test_cli import run_cli
 
 from agent import open_session, run_turn
 from helpers import reply
-from stores import SQLiteStore, delete_user_sessions, expire_sessions, list_sessions, save_last_agent
+from multisessions import SQLiteStore, delete_user_sessions, expire_sessions, list_sessions
 
 
 def table_counts(db) -> dict[str, int]:
@@ -108,7 +108,7 @@ async def test_delete_all_of_a_users_sessions_leaves_no_orphan_rows(db):
     for session_id in ("user_u1", "chat_feature_user_u1", "user_u1_20240101", "user_u2"):
         session = open_session(session_id, db)
         await run_turn(Agent(name="Bot"), session, "hello", run_config=model)
-        await save_last_agent(session, "Bot")
+        await SQLiteStore(db).save_last_agent(session_id, "Bot")
     store = SQLiteStore(db)
 
     removed = await delete_user_sessions(store, "u1")

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent import dated_session_id, feature_session_id, parse_session_id, thread_session_id, user_session_id
-from naming import MAX_PART_LENGTH, ParsedSessionId, check_session_id, make_session_id
+from multisessions import ParsedSessionId, check_session_id, make_session_id
+from multisessions.naming import MAX_PART_LENGTH
 
 
 def test_documented_examples_stay_exactly_as_shown():

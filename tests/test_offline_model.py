@@ -7,7 +7,7 @@ from agents.model_settings import ModelSettings
 from agents.models.interface import ModelTracing
 from openai.types.responses import ResponseCompletedEvent
 
-from offline_model import OfflineModel, answer, choose_handoff, extract_facts
+from multisessions.offline_model import OfflineModel, answer, choose_handoff, extract_facts
 
 
 def user(text: str) -> dict[str, str]:

@@ -27,13 +27,13 @@ SETUP = ("python3 -m venv", "pip install")
 
 
 def project_copy(tmp_path: Path) -> Path:
-    """The project's files in a fresh folder, as a reader would have them after cloning."""
+    """The project's files in a fresh folder, as a reader would have them after cloning (no .env)."""
     dest = tmp_path / "project"
-    dest.mkdir()
-    for path in ROOT.iterdir():
-        if path.suffix in (".py", ".md", ".txt", ".example"):
-            shutil.copy(path, dest / path.name)
+    shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(*NOT_IN_A_CLONE))
     return dest
+
+
+NOT_IN_A_CLONE = (".git", ".venv", ".env", "*.db", "*.db-*", "__pycache__", ".*_cache", ".hypothesis")
 
 
 def run_shell(line: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -101,3 +101,12 @@ def test_output_excerpt_is_what_the_commands_print(line, readme_run):
         for out in result.stdout.splitlines()
     }
     assert line in printed
+
+
+PYTHON_BLOCKS = [body for lang, body in BLOCKS if lang == "python"]
+EXAMPLES = "\n".join(path.read_text() for path in sorted((ROOT / "examples").glob("*.py")))
+
+
+@pytest.mark.parametrize("block", PYTHON_BLOCKS)
+def test_python_snippets_are_lines_of_an_example_that_a_test_runs(block):
+    assert block.strip() in EXAMPLES

@@ -11,11 +11,10 @@ import sys
 import pytest
 from agents import Agent, RunConfig
 
-import stress
 from agent import open_session, run_turn
 from conftest import ROOT, subprocess_env
-from offline_model import OfflineModel
-from stores import read_all
+from multisessions import OfflineModel, read_all
+from tools import stress
 
 
 async def test_100_concurrent_users_recall_their_own_fact_with_no_leak_and_no_error(db):

@@ -12,8 +12,8 @@ from agents.testing import ModelStep, ScriptedModel, function_call
 import agent
 from agent import open_session, run_turn
 from helpers import reply, user_texts
-from stores import load_last_agent, read_all, save_last_agent
-from turns import TurnFailed, held_locks
+from multisessions import SQLiteStore, TurnFailed, read_all
+from multisessions.turns import held_locks
 
 
 def config(model) -> RunConfig:
@@ -58,10 +58,11 @@ async def test_specialist_sees_what_triage_heard_and_gets_the_follow_up_in_a_new
         ]
     )
     session = open_session("thread_t1", db)
+    store = SQLiteStore(db)
     for text in ("My name is Dana", "Charged twice for order 5512"):
-        current = agents_by_name.get(await load_last_agent(session) or "", triage)
+        current = agents_by_name.get(await store.load_last_agent(session.session_id) or "", triage)
         result = await run_turn(current, session, text, run_config=config(model))
-        await save_last_agent(session, result.last_agent.name)
+        await store.save_last_agent(session.session_id, result.last_agent.name)
     assert result.last_agent.name == "Billing Agent"
     billing_call = model.calls[2]
     assert "billing specialist" in billing_call.system_instructions
@@ -70,7 +71,7 @@ async def test_specialist_sees_what_triage_heard_and_gets_the_follow_up_in_a_new
 
     # A new session object on the same file stands in for a new process.
     resumed = SQLiteSession("thread_t1", db)
-    current = agents_by_name[await load_last_agent(resumed)]
+    current = agents_by_name[await SQLiteStore(db).load_last_agent(resumed.session_id) or ""]
     await run_turn(current, resumed, "What is my order?", run_config=config(model))
     assert "billing specialist" in model.calls[3].system_instructions
     assert user_texts(model.calls[3].input)[-1] == "What is my order?"

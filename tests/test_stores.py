@@ -11,14 +11,21 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from agents import Agent, RunConfig
 from agents.testing import ModelStep, ScriptedModel, function_call
-from stores_fixture import make_store
 
 import agent
 from agent import run_turn
 from conftest import ROOT, subprocess_env
 from helpers import reply, user_texts
-from stores import StoreError, delete_user_sessions, expire_sessions, list_sessions, read_all
-from turns import TurnFailed
+from multisessions import (
+    StoreError,
+    TurnFailed,
+    delete_user_sessions,
+    expire_sessions,
+    list_sessions,
+    open_store,
+    read_all,
+)
+from stores_fixture import make_store
 
 
 def uid(name: str) -> str:
@@ -135,10 +142,9 @@ async def test_inventory_lists_deletes_and_expires(store):
     ],
 )
 async def test_bad_store_urls_are_one_clear_error(url, expect):
-    from store_urls import make_store as make_url_store
 
     with pytest.raises(StoreError, match=expect):
-        store = make_url_store(url)
+        store = open_store(url)
         await store.check()
 
 

@@ -1,4 +1,4 @@
-"""The machinery behind ``agent.run_turn``: one turn at a time per session, all or nothing.
+"""``run_turn``: one turn at a time per session, all or nothing.
 
 The SDK writes the user's message to the session *before* it calls the model, and writes the
 answer afterwards, in separate writes. A failure in between leaves an orphan user message (a
@@ -17,24 +17,14 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+from agents import Agent, Runner, RunResult
 from agents.items import TResponseInputItem
 from agents.memory import Session, SessionSettings
 from agents.memory.session_settings import resolve_session_limit
 
-
-class TurnFailed(Exception):
-    """A turn did not complete; the session holds exactly what it held before the turn."""
-
-    def __init__(self, session_id: str, cause: BaseException) -> None:
-        self.session_id = session_id
-        self.cause = cause
-        reason = str(cause).splitlines()[0] if str(cause) else ""
-        super().__init__(
-            f"turn on session {session_id!r} failed ({type(cause).__name__}"
-            f"{': ' + reason if reason else ''}); the session is unchanged"
-        )
-
+from multisessions.errors import TurnFailed
 
 MAX_MESSAGE_CHARS = 100_000
 """Longer messages are refused: no model takes them whole, and they bloat every later turn."""
@@ -138,18 +128,19 @@ def held_locks() -> int:
     return len(_locks)
 
 
-def describe_failure(exc: BaseException) -> str:
-    """One line saying what failed in a model call and what to do about it."""
-    name = type(exc).__name__
-    text = (str(exc).splitlines()[0] if str(exc) else name).rstrip(".")
-    hints: dict[str, str] = {
-        "AuthenticationError": "check OPENAI_API_KEY (in the environment or .env)",
-        "OpenAIError": "set OPENAI_API_KEY (in the environment or .env)",
-        "PermissionDeniedError": "check that the key may use this model",
-        "NotFoundError": "check OPENAI_MODEL and OPENAI_BASE_URL",
-        "RateLimitError": "wait and retry, or check the account's quota",
-        "APIConnectionError": "check the network and OPENAI_BASE_URL",
-        "APITimeoutError": "check the network and OPENAI_BASE_URL",
-    }
-    hint = hints.get(name, "see the message above")
-    return f"{name}: {text}. Fix: {hint}, or run offline with --offline."
+async def run_turn(agent: Agent[Any], session: Session, user_input: str, **runner_kwargs: Any) -> RunResult:
+    """Run one turn on ``session``: never two at once on one session id, all or nothing.
+
+    The turn's items reach the store only if the whole turn succeeds; a failed or cancelled
+    turn leaves the session exactly as it was and raises ``TurnFailed`` (or the cancellation).
+    An empty, over-long or non-text message raises ``ValueError`` before anything runs.
+    """
+    user_input = check_message(user_input)
+    async with session_lock(session.session_id):
+        turn = PendingTurn(session)
+        try:
+            result = await Runner.run(agent, user_input, session=turn, **runner_kwargs)
+            await turn.commit()  # the whole turn, in one write
+        except Exception as exc:
+            raise TurnFailed(session.session_id, exc) from exc
+        return result

@@ -4,22 +4,26 @@
 
 The session continues across runs (it lives in the store). In the chat: ``/user NAME`` switches
 user and session, ``/history`` shows this session, ``/sessions`` the inventory, ``/quit`` leaves;
-end of input leaves too. Try: tell it your name as alice, ``/user bob``, ask for the name,
-``/user alice``, ask again.
+end of input leaves too.
 """
 
 from __future__ import annotations
 
 import sys
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TextIO
 
-from agents import RunConfig
+from agents import Agent, RunConfig
 from agents.memory import Session
+from agents.models.interface import Model
 
-from naming import dated_session_id, feature_session_id, thread_session_id, user_session_id
-from stores import SessionStore, close_session, format_listing, history_lines, list_sessions, read_all
-from turns import TurnFailed, describe_failure
+from multisessions.errors import TurnFailed
+from multisessions.inventory import format_listing, list_sessions
+from multisessions.items import history_lines, read_all
+from multisessions.models import describe_failure
+from multisessions.naming import dated_session_id, feature_session_id, thread_session_id, user_session_id
+from multisessions.stores import SessionStore, close_session
+from multisessions.turns import run_turn
 
 
 def chat_session_id(user: str, *, feature: str | None, thread: str | None, day: str | None) -> str:
@@ -35,15 +39,25 @@ def chat_session_id(user: str, *, feature: str | None, thread: str | None, day: 
 
 
 async def chat(
-    store: SessionStore, model: Any, user: str, *, feature: str | None, thread: str | None, day: str | None
+    store: SessionStore,
+    model: Model,
+    agents_by_name: dict[str, Agent[Any]],
+    user: str,
+    *,
+    first_agent: str,
+    feature: str | None = None,
+    thread: str | None = None,
+    day: str | None = None,
+    stdin: TextIO | None = None,
 ) -> int:
-    """Read messages from standard input until ``/quit`` or end of input; returns the exit code."""
-    from agent import run_turn, support_agents
+    """Read messages from ``stdin`` until ``/quit`` or end of input; returns the exit code.
 
-    agents_by_name = support_agents()
-    triage = agents_by_name["Triage Agent"]
+    Each turn goes to the agent that answered the session's last turn (kept beside the
+    session), or to ``first_agent`` in a new session.
+    """
+    stdin = sys.stdin if stdin is None else stdin
     run_config = RunConfig(model=model)
-    interactive = sys.stdin.isatty()
+    interactive = stdin.isatty()
 
     def open_for(name: str) -> Session:
         session_id = chat_session_id(name, feature=feature, thread=thread, day=day)
@@ -55,7 +69,7 @@ async def chat(
         while True:
             if interactive:
                 print(f"{user}> ", end="", flush=True)
-            line = sys.stdin.readline()
+            line = stdin.readline()
             if not line:
                 return 0
             text = line.strip()
@@ -83,7 +97,8 @@ async def chat(
             elif text.startswith("/"):
                 print("unknown command; try /user NAME, /history, /sessions or /quit")
             else:
-                agent = agents_by_name.get(await store.load_last_agent(session.session_id) or "", triage)
+                last = await store.load_last_agent(session.session_id)
+                agent = agents_by_name.get(last or "", agents_by_name[first_agent])
                 try:
                     result = await run_turn(agent, session, text, run_config=run_config)
                 except TurnFailed as exc:

@@ -1,15 +1,15 @@
 """Benchmark: many simulated users on the offline model, per store and session pattern.
 
-    python bench.py --users 1000 --turns 10                     # recommended pattern vs naive
-    python bench.py --users 1000 --turns 10 --store redis://127.0.0.1:6379/15
-    python bench.py --users 200 --turns 5 --pattern naive pooled --history-turns 0
+    python -m tools.bench --users 1000 --turns 10                     # recommended pattern vs naive
+    python -m tools.bench --users 1000 --turns 10 --store redis://127.0.0.1:6379/15
+    python -m tools.bench --users 200 --turns 5 --pattern naive pooled --history-turns 0
 
 Patterns (each runs in a fresh child process, so file descriptors and memory are its own; by
 default ``naive`` and ``pooled``, plus ``store`` with ``--store``):
 
 - ``naive``: one ``SQLiteSession`` per user on one file, open for the whole conversation: what
   the SDK's examples suggest. Each keeps a connection per executor thread that touched it.
-- ``pooled`` (recommended on one machine): ``SQLitePool`` (stores.py): each read or write opens
+- ``pooled`` (recommended on one machine): ``SQLitePool`` (multisessions/stores): each read or write opens
   a ``SQLiteSession`` for just that operation, at most 8 at once, and at most ``--gate`` turns
   run at once.
 - ``sqlalchemy``: the SDK's ``SQLAlchemySession`` on one shared ``sqlite+aiosqlite`` engine
@@ -39,7 +39,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
+from agents import Agent, RunConfig, SessionSettings, SQLiteSession, set_tracing_disabled
+from agents.memory import Session
+
+from multisessions import OfflineModel, SQLitePool, close_session, open_store, run_turn, user_session_id
+from tools.workload import LeakWatch, converse
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def open_fds() -> int:
@@ -75,14 +81,6 @@ async def run_users(
     pattern: str, users: int, turns: int, db: Path, store_url: str | None, gate: int
 ) -> dict[str, Any]:
     """Run ``users`` concurrent conversations of ``turns`` turns; returns the figures."""
-    from agents import Agent, RunConfig, SQLiteSession, set_tracing_disabled
-
-    from agent import run_turn
-    from naming import user_session_id
-    from store_urls import make_store
-    from stores import SQLitePool, close_session
-    from stress import LeakWatch, user_script
-
     set_tracing_disabled(True)
     model = LeakWatch()
     config = RunConfig(model=model)
@@ -94,9 +92,9 @@ async def run_users(
     if pattern == "pooled":
         pool = SQLitePool(db, max_open=8)
     elif pattern == "sqlalchemy":
-        store = make_store(f"sqlite+aiosqlite:///{db}")
+        store = open_store(f"sqlite+aiosqlite:///{db}")
     elif pattern == "store":
-        store = make_store(store_url)  # type: ignore[arg-type]
+        store = open_store(store_url)
         await store.check()
     latencies: list[float] = []
     errors = 0
@@ -106,29 +104,18 @@ async def run_users(
     async def serve(i: int) -> None:
         nonlocal errors
         session_id = user_session_id(f"bench{i}")
-        session = None
+        session: Session | None = None
         try:
             if pool is not None:
                 session = pool.session(session_id)
             elif store is not None:
                 session = store.open(session_id)
+                await session.clear_session()
             else:
                 session = SQLiteSession(session_id, db)
-            if store is not None:
-                await session.clear_session()
-            result = None
-            for message in user_script(i, turns):
-                started = time.perf_counter()
-                try:
-                    async with turns_at_once:
-                        result = await run_turn(agent, session, message, run_config=config)
-                except Exception:
-                    errors += 1
-                    continue
-                finally:
-                    latencies.append(time.perf_counter() - started)
-            if result is None or f"u{i}@example.com" not in str(result.final_output):
-                errors += 1
+            outcome = await converse(i, turns, agent, session, config, gate=turns_at_once)
+            latencies.extend(outcome.latencies)
+            errors += outcome.errors + (not outcome.recalled)
         except Exception:
             errors += 1
         finally:
@@ -168,11 +155,6 @@ async def history_cost(db: Path, users: int, turns: int, cap: int | None) -> dic
     Sessions run one after another (so a turn's latency is its own cost, not a queue), and the
     p99 "at turn N" is taken over turns N-9..N of every session, 10 samples per session.
     """
-    from agents import Agent, RunConfig, SessionSettings, SQLiteSession, set_tracing_disabled
-
-    from agent import run_turn
-    from offline_model import OfflineModel
-
     set_tracing_disabled(True)
     settings = SessionSettings(limit=cap) if cap else None
     config = RunConfig(model=OfflineModel(), session_settings=settings)
@@ -214,7 +196,8 @@ def measure(kind: str, args: argparse.Namespace, folder: Path, cap: int | None =
     db = folder / (f"{kind}-cap{cap}.db" if cap else f"{kind}.db")
     command = [
         sys.executable,
-        str(HERE / "bench.py"),
+        "-m",
+        "tools.bench",
         "--child",
         kind,
         "--db",
@@ -233,12 +216,13 @@ def measure(kind: str, args: argparse.Namespace, folder: Path, cap: int | None =
     command += ["--cap", str(cap or 0)]  # 0: no cap
     if args.store:
         command += ["--store", args.store]
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         return {"pattern": kind, "errors": 1, "failed": last}
-    return json.loads(lines[-1])
+    figures: dict[str, Any] = json.loads(lines[-1])
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,8 @@ from openai.types.responses import (
 )
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
+from multisessions.items import message_text
+
 # What the offline model can remember, each with the pattern that states it.
 _FACT_PATTERNS: dict[str, re.Pattern[str]] = {
     "name": re.compile(
@@ -79,16 +81,6 @@ _STOPWORDS = frozenset(
     "a an and are as at be but by can do for from has have i if in is it its me my no not "
     "of on or our so that the this to was we what when with you your agent handles".split()
 )
-
-
-def message_text(item: TResponseInputItem | dict[str, Any]) -> str:
-    """The plain text of a message item (user or assistant); '' for anything else."""
-    content = item.get("content") if isinstance(item, dict) else None
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
-    return ""
 
 
 def extract_facts(texts: list[str]) -> dict[str, str]:

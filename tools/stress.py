@@ -1,7 +1,7 @@
 """Reliability under load, faults, crashes and bad input, with the figures the README reports.
 
-    python stress.py            # full size: 500 users x 5 turns, 50-turn burst, 20 SIGKILLs, ...
-    python stress.py --quick    # the sizes the tests use
+    python -m tools.stress            # full size: 500 users x 5 turns, 50-turn burst, 20 SIGKILLs, ...
+    python -m tools.stress --quick    # the sizes the tests use
 
 Each scenario is a function the tests call at a small size; this script runs them at full size
 and prints one line of figures per scenario. Everything runs on the offline model, offline.
@@ -42,11 +42,8 @@ from agents import (
 )
 from agents.testing import ModelStep, ScriptedModel, function_call
 
-from agent import run_turn
-from naming import user_session_id
-from offline_model import OfflineModel
-from stores import read_all
-from turns import TurnFailed
+from multisessions import OfflineModel, TurnFailed, close_session, read_all, run_turn, user_session_id
+from tools.workload import LeakWatch, converse
 
 set_tracing_disabled(True)
 
@@ -61,31 +58,7 @@ async def plain_turn(agent: Agent[Any], session: Any, user_input: str, **kwargs:
 
 turn = run_turn  # the turn function every scenario uses; main() swaps it for --plain
 
-HERE = Path(__file__).resolve().parent
-FACT = re.compile(r"u(\d+)@example\.com")
-
-
-class LeakWatch(OfflineModel):
-    """The offline model, counting calls whose input holds facts of more than one user."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.leaks = 0
-
-    async def get_response(self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any) -> Any:
-        self.calls += 1
-        if len(set(FACT.findall(json.dumps(input)))) > 1:
-            self.leaks += 1
-        return await super().get_response(system_instructions, input, *args, **kwargs)
-
-
-def user_script(i: int, turns: int) -> list[str]:
-    """User ``i`` states a unique fact, chats, and finally asks for the fact back."""
-    return [
-        f"My email is u{i}@example.com.",
-        *(f"Small talk {t}." for t in range(1, turns - 1)),
-        "What's my email?",
-    ]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def pairs_whole(items: list[dict[str, Any]]) -> bool:
@@ -104,7 +77,7 @@ def pairs_whole(items: list[dict[str, Any]]) -> bool:
 def stored_items(db_path: Path) -> int:
     """How many items the SQLite file holds, across all sessions."""
     with closing(sqlite3.connect(db_path)) as conn:
-        return conn.execute("SELECT count(*) FROM agent_messages").fetchone()[0]
+        return int(conn.execute("SELECT count(*) FROM agent_messages").fetchone()[0])
 
 
 def drain(read_fd: int) -> bytes:
@@ -130,16 +103,11 @@ async def many_users(db_path: Path, users: int = 500, turns: int = 5) -> dict[st
         nonlocal errors, wrong
         session = SQLiteSession(user_session_id(f"u{i}"), db_path)
         try:
-            result = None
-            for message in user_script(i, turns):
-                try:
-                    result = await turn(agent, session, message, run_config=config)
-                except TurnFailed:
-                    errors += 1
-            if result is None or result.final_output != f"Your email is u{i}@example.com.":
-                wrong += 1
+            outcome = await converse(i, turns, agent, session, config, turn=turn)
         finally:
             session.close()
+        errors += outcome.errors
+        wrong += not outcome.recalled
 
     await asyncio.gather(*(serve(i) for i in range(users)))
     stored = stored_items(db_path)
@@ -301,6 +269,7 @@ def crash_kills(db_path: Path, kills: int = 20, seed: int = 7) -> dict[str, int]
                 buffer += os.read(read_fd, 65536)
             if time.monotonic() > deadline + 30:
                 break
+        assert child.pid is not None
         os.kill(child.pid, signal.SIGKILL)
         child.join()
         buffer += drain(read_fd)
@@ -315,7 +284,7 @@ def crash_kills(db_path: Path, kills: int = 20, seed: int = 7) -> dict[str, int]
         items = [json.loads(r[0]) for r in rows]
         if not pairs_whole(items):
             half += 1
-        present = {int(re.search(r"\d+", i["content"]).group()) for i in items if i.get("role") == "user"}
+        present = {int(re.findall(r"\d+", i["content"])[0]) for i in items if i.get("role") == "user"}
         lost += len(reported - present)
         next_turn = max(present | reported, default=-1) + 1
     return {
@@ -339,14 +308,12 @@ def _worker(db_path: str, users: list[int], turns: int, write_fd: int) -> None:
         async def serve(i: int) -> None:
             nonlocal errors, locked
             session = SQLiteSession(user_session_id(f"u{i}"), db_path)
-            for message in user_script(i, turns):
-                try:
-                    await turn(agent, session, message, run_config=config)
-                except TurnFailed as exc:
-                    errors += 1
-                    locked += "locked" in str(exc)
-                await asyncio.sleep(0)
-            session.close()
+            try:
+                outcome = await converse(i, turns, agent, session, config, turn=turn)
+            finally:
+                session.close()
+            errors += outcome.errors
+            locked += outcome.locked
 
         await asyncio.gather(*(serve(i) for i in users))
         return {"errors": errors, "locked": locked}
@@ -443,15 +410,17 @@ BAD_INPUTS = [
 
 def baseline_db(path: Path) -> Path:
     """A database holding the naming demo's sessions: what bad input must leave untouched."""
-    import contextlib
-    import io
-
-    from agent import session_naming_demo
-    from stores import close_session
 
     async def make() -> None:
-        with contextlib.redirect_stdout(io.StringIO()):
-            for session in (await session_naming_demo(model=OfflineModel(), db_path=path)).values():
+        # Four sessions of a few turns each, as the naming demo leaves them.
+        agent = Agent(name="Assistant")
+        config = RunConfig(model=OfflineModel())
+        for session_id in ("user_123", "chat_feature_user_123", "thread_abc123", "user_123_20241215"):
+            session = SQLiteSession(session_id, path)
+            try:
+                for message in ("My name is Sam.", "What do you know about me?"):
+                    await run_turn(agent, session, message, run_config=config)
+            finally:
                 await close_session(session)
 
     asyncio.run(make())
@@ -468,7 +437,7 @@ def try_bad_input(case: BadInput, folder: Path, baseline: Path) -> tuple[bool, s
     shutil.copy(baseline, db)
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "SESSION_STORE_URL")}
     env["OPENAI_BASE_URL"] = "http://127.0.0.1:9"
-    agent_py = str(HERE / "agent.py")
+    agent_py = str(ROOT / "agent.py")
     before = _snapshot(db)
     if case.setup in (_corrupt, _directory):
         db.unlink()

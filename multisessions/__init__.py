@@ -1,0 +1,89 @@
+"""The machinery under the lessons (agent.py, serve.py): everything a reader need not learn first.
+
+Imports flow one way: errors, naming, items -> offline_model, settings -> models -> stores ->
+inventory, turns -> chat -> cli. Nothing here imports a lesson or a tool.
+"""
+
+from multisessions.errors import ConfigError, MultiSessionsError, StoreError, TurnFailed, UsageError
+from multisessions.inventory import (
+    delete_sessions,
+    delete_user_sessions,
+    expire_sessions,
+    find_session,
+    format_listing,
+    list_sessions,
+)
+from multisessions.items import ALL_ITEMS, history_lines, item_summary, message_text, read_all
+from multisessions.models import ModelLike, describe_failure, describe_model, resolve_model
+from multisessions.naming import (
+    ParsedSessionId,
+    check_session_id,
+    dated_session_id,
+    feature_session_id,
+    make_session_id,
+    parse_session_id,
+    thread_session_id,
+    user_session_id,
+)
+from multisessions.offline_model import OfflineModel
+from multisessions.settings import Settings, load_settings
+from multisessions.stores import (
+    DEFAULT_DB,
+    RedisStore,
+    SessionInfo,
+    SessionStore,
+    SQLitePool,
+    SQLiteStore,
+    SQLStore,
+    close_session,
+    open_store,
+)
+from multisessions.turns import MAX_MESSAGE_CHARS, PendingTurn, check_message, run_turn, session_lock
+
+__all__ = [
+    "ALL_ITEMS",
+    "DEFAULT_DB",
+    "MAX_MESSAGE_CHARS",
+    "ConfigError",
+    "ModelLike",
+    "MultiSessionsError",
+    "OfflineModel",
+    "ParsedSessionId",
+    "PendingTurn",
+    "RedisStore",
+    "SQLStore",
+    "SQLitePool",
+    "SQLiteStore",
+    "SessionInfo",
+    "SessionStore",
+    "Settings",
+    "StoreError",
+    "TurnFailed",
+    "UsageError",
+    "check_message",
+    "check_session_id",
+    "close_session",
+    "dated_session_id",
+    "delete_sessions",
+    "delete_user_sessions",
+    "describe_failure",
+    "describe_model",
+    "expire_sessions",
+    "feature_session_id",
+    "find_session",
+    "format_listing",
+    "history_lines",
+    "item_summary",
+    "list_sessions",
+    "load_settings",
+    "make_session_id",
+    "message_text",
+    "open_store",
+    "parse_session_id",
+    "read_all",
+    "resolve_model",
+    "run_turn",
+    "session_lock",
+    "thread_session_id",
+    "user_session_id",
+]

@@ -1,0 +1,299 @@
+"""The command line behind ``python agent.py``: run demos, inspect sessions, chat.
+
+    python agent.py [DEMO ...] [--db PATH | --store URL] [--model NAME] [--api API] [--offline]
+    python agent.py sessions list [--user U] [--prefix P] [--db PATH | --store URL]
+    python agent.py sessions show ID | delete ID | delete --user U | expire --older-than DAYS
+    python agent.py chat --user NAME [--feature F | --thread ID | --date today|YYYYMMDD]
+
+Settings are read once (settings.py); the store and the model are built once, in the one event
+loop a command runs, and handed to what needs them. Every user error is one line.
+Exit codes: 0 done, 1 a store, model or missing-session problem, 2 bad usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sqlite3
+import sys
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from agents import Agent
+from agents.memory import Session
+from agents.models.interface import Model
+
+from multisessions.chat import chat
+from multisessions.errors import ConfigError, StoreError, TurnFailed, UsageError
+from multisessions.inventory import (
+    delete_sessions,
+    expire_sessions,
+    find_session,
+    format_listing,
+    list_sessions,
+)
+from multisessions.items import history_lines, read_all
+from multisessions.models import describe_failure, resolve_model
+from multisessions.naming import check_session_id
+from multisessions.settings import APIS, Settings, load_settings, parse_api
+from multisessions.stores import (
+    DEFAULT_DB,
+    SessionStore,
+    SQLiteStore,
+    check_db_path,
+    close_session,
+    open_store,
+)
+
+Demo = Callable[..., Coroutine[Any, Any, Mapping[str, Session]]]
+
+
+@dataclass
+class Lesson:
+    """What the lesson (agent.py) hands the command line: its demos and its support agents."""
+
+    demos: Mapping[str, Demo]
+    extras: Mapping[str, Demo] = field(default_factory=dict)
+    agents: Callable[[], dict[str, Agent[Any]]] | None = None
+    first_agent: str = ""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def _store_options(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--db", default=None, metavar="PATH", help=f"SQLite file for the sessions ({DEFAULT_DB})"
+    )
+    where.add_argument(
+        "--store", default=None, metavar="URL", help="redis://... or postgresql://... (or SESSION_STORE_URL)"
+    )
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, metavar="NAME", help="model name (or OPENAI_MODEL)")
+    parser.add_argument("--api", default=None, choices=APIS, help="the API the server speaks (or OPENAI_API)")
+    parser.add_argument("--offline", action="store_true", help="use the built-in offline model")
+
+
+def _demo_parser(lesson: Lesson) -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python agent.py",
+        description="Run the multi-session demos (the four main ones when no DEMO is named).",
+        epilog="also: 'python agent.py sessions --help' (inventory), 'python agent.py chat --help'",
+    )
+    names = ", ".join([*lesson.demos, *lesson.extras])
+    parser.add_argument("demo", nargs="*", metavar="DEMO", help=f"one of: {names}")
+    _store_options(parser)
+    _model_options(parser)
+    return parser
+
+
+def _sessions_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python agent.py sessions", description="List, show, delete and expire sessions.")
+    sub = parser.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    listing = sub.add_parser("list", help="sessions, most recently active first")
+    listing.add_argument("--user", help="only this user's sessions")
+    listing.add_argument("--prefix", help="only ids starting with this")
+    show = sub.add_parser("show", help="one session's history")
+    show.add_argument("session_id", metavar="ID")
+    delete = sub.add_parser("delete", help="delete one session, or all of a user's")
+    target = delete.add_mutually_exclusive_group(required=True)
+    target.add_argument("session_id", metavar="ID", nargs="?")
+    target.add_argument("--user", help="delete every session of this user")
+    expire = sub.add_parser("expire", help="delete sessions idle longer than DAYS")
+    expire.add_argument("--older-than", type=float, required=True, metavar="DAYS")
+    for command in (listing, show, delete, expire):
+        _store_options(command)
+    for command in (delete, expire):
+        command.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    return parser
+
+
+def _chat_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python agent.py chat", description="Chat with the support agents yourself.")
+    parser.add_argument("--user", required=True)
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--feature", help="a feature session: FEATURE_feature_user_USER")
+    kind.add_argument("--thread", help="a thread session: thread_ID")
+    kind.add_argument("--date", dest="day", metavar="today|YYYYMMDD", help="a dated session")
+    _store_options(parser)
+    _model_options(parser)
+    return parser
+
+
+def main(argv: Sequence[str], lesson: Lesson, settings: Settings | None = None) -> int:
+    """Run the command line; returns the exit code. ``settings`` defaults to the environment's."""
+    # The SDK logs failed model calls itself; the one line below says it better.
+    logging.getLogger("openai.agents").setLevel(logging.CRITICAL)
+    try:
+        command, args = _parse(list(argv), lesson)
+        settings = _with_options(load_settings() if settings is None else settings, args)
+        return asyncio.run(command(args, lesson, settings))
+    except UsageError as exc:
+        print(f"error: {exc} (see --help)", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (StoreError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except TurnFailed as exc:
+        print(f"error: {exc.session_id}: {describe_failure(exc.cause)}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as exc:
+        print(f"error: the database failed ({exc}); check the --db file and its folder", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as other command-line tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+Command = Callable[[argparse.Namespace, Lesson, Settings], Coroutine[Any, Any, int]]
+
+
+def _parse(argv: list[str], lesson: Lesson) -> tuple[Command, argparse.Namespace]:
+    if argv[:1] == ["sessions"]:
+        return _sessions, _sessions_parser().parse_args(argv[1:])
+    if argv[:1] == ["chat"]:
+        return _chat, _chat_parser().parse_args(argv[1:])
+    args = _demo_parser(lesson).parse_args(argv)
+    known = {**lesson.demos, **lesson.extras}
+    unknown = [name for name in args.demo if name not in known]
+    if unknown:
+        raise UsageError(f"unknown demo {unknown[0]!r}; choose from: {', '.join(known)}")
+    return _demos, args
+
+
+def _with_options(settings: Settings, args: argparse.Namespace) -> Settings:
+    """The settings, with what the command line says on top."""
+    if getattr(args, "offline", False):
+        settings = replace(settings, offline=True)
+    if getattr(args, "api", None):
+        settings = replace(settings, api=parse_api(args.api))
+    if getattr(args, "model", None):
+        settings = replace(settings, model=args.model)
+    if args.store:
+        settings = replace(settings, store_url=args.store)
+    if args.db:
+        settings = replace(settings, store_url=None)  # --db names the SQLite file explicitly
+    return settings
+
+
+async def _open_store(
+    args: argparse.Namespace, settings: Settings, *, must_exist: bool = False, writable: bool = True
+) -> SessionStore:
+    """The store the options name, checked: a reachable server, or a usable SQLite file."""
+    if settings.store_url:
+        store = open_store(settings.store_url)
+        try:
+            await store.check()
+        except BaseException:
+            await store.close()
+            raise
+        return store
+    return SQLiteStore(check_db_path(args.db or DEFAULT_DB, must_exist=must_exist, writable=writable))
+
+
+def _model(args: argparse.Namespace, settings: Settings) -> Model:
+    if args.model and settings.uses_offline_model:
+        return resolve_model(args.model, settings)  # says the name is ignored for lack of a key
+    return resolve_model(None, settings)
+
+
+async def _demos(args: argparse.Namespace, lesson: Lesson, settings: Settings) -> int:
+    known = {**lesson.demos, **lesson.extras}
+    store = await _open_store(args, settings)  # a bad --db or an unreachable server fails here
+    try:
+        model = _model(args, settings)
+        for name in args.demo or list(lesson.demos):
+            for session in (await known[name](model=model, store=store)).values():
+                await close_session(session)
+    finally:
+        await store.close()
+    return 0
+
+
+async def _chat(args: argparse.Namespace, lesson: Lesson, settings: Settings) -> int:
+    if lesson.agents is None:
+        raise UsageError("this lesson has no agents to chat with")
+    store = await _open_store(args, settings)
+    try:
+        model = _model(args, settings)
+        return await chat(
+            store,
+            model,
+            lesson.agents(),
+            args.user,
+            first_agent=lesson.first_agent,
+            feature=args.feature,
+            thread=args.thread,
+            day=args.day,
+        )
+    finally:
+        await store.close()
+
+
+async def _sessions(args: argparse.Namespace, lesson: Lesson, settings: Settings) -> int:
+    store = await _open_store(args, settings, must_exist=True, writable=args.action in ("delete", "expire"))
+    try:
+        return await _inventory(args, store)
+    finally:
+        await store.close()
+
+
+async def _inventory(args: argparse.Namespace, store: SessionStore) -> int:
+    if args.action == "list":
+        rows = await list_sessions(store, user=args.user, prefix=args.prefix)
+        for line in format_listing(rows):
+            print(line)
+        print(f"{len(rows)} session(s) in {store.name}")
+        return 0
+    if args.action == "show":
+        row = await find_session(store, check_session_id(args.session_id))
+        session = store.open(row.session_id)
+        try:
+            items = await read_all(session)
+        finally:
+            await close_session(session)
+        agent = await store.load_last_agent(row.session_id)
+        print(f"{row.session_id}: {row.items} items" + (f", last agent {agent}" if agent else ""))
+        for line in history_lines(items):
+            print(f"  {line}")
+        return 0
+    if args.action == "delete" and args.user is not None:
+        rows = await list_sessions(store, user=args.user)
+        if_none = f"no sessions for user {args.user!r} in {store.name}"
+    elif args.action == "delete":
+        rows = [await find_session(store, check_session_id(args.session_id))]
+        if_none = ""
+    else:
+        rows = await expire_sessions(store, args.older_than, dry_run=True)
+        if_none = f"no session idle longer than {args.older_than:g} days in {store.name}"
+    # Destructive: say what goes before it goes.
+    for row in rows:
+        print(f"{'would remove' if args.dry_run else 'removing'} {row.session_id} ({row.items} items)")
+    total = await delete_sessions(store, rows, dry_run=args.dry_run)
+    print(
+        f"{'would remove' if args.dry_run else 'removed'} {len(rows)} session(s), {total} items"
+        if rows
+        else if_none
+    )
+    return 0
+
+
+__all__ = ["Lesson", "main"]

@@ -1,0 +1,113 @@
+"""The one place the process reads its settings: the environment, over a ``.env`` file.
+
+``.env`` is read from the folder you run from (not searched for up the tree, and never written
+into ``os.environ``), so a ``.env`` elsewhere, or one a test did not make, changes nothing.
+Command-line options override these with ``dataclasses.replace``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from dotenv import dotenv_values
+
+from multisessions.errors import ConfigError
+
+Api = Literal["responses", "chat_completions"]
+APIS: tuple[Api, ...] = ("responses", "chat_completions")
+
+DEFAULT_MODEL = "gpt-4.1-mini"
+DEFAULT_TIMEOUT = 35.0
+"""Seconds per model call. With 2 retries a server that never answers ends a turn in ~107 s."""
+DEFAULT_MAX_RETRIES = 2
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Which model answers and where sessions live."""
+
+    api_key: str = ""
+    model: str = DEFAULT_MODEL
+    base_url: str = ""
+    api: Api = "responses"
+    timeout: float = DEFAULT_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
+    max_tokens: int | None = None
+    store_url: str | None = None
+    offline: bool = False
+    """``--offline``: the built-in model even when a key is set."""
+
+    @property
+    def uses_offline_model(self) -> bool:
+        return self.offline or not self.api_key
+
+
+def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None = None) -> Settings:
+    """Settings from ``environ`` (default ``os.environ``) over ``dotenv`` (default ``./.env``).
+
+    Raises ``ConfigError`` naming the variable when a value cannot work.
+    """
+    environ = os.environ if environ is None else environ
+    path = Path(".env") if dotenv is None else dotenv
+    from_file: dict[str, str | None] = {}
+    if path.is_file():
+        try:
+            from_file = dotenv_values(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read {path} ({exc}); fix or remove it") from None
+
+    def get(name: str) -> str:
+        value = environ.get(name)
+        if value is None:
+            value = from_file.get(name) or ""
+        return value.strip()
+
+    return Settings(
+        api_key=get("OPENAI_API_KEY"),
+        model=get("OPENAI_MODEL") or DEFAULT_MODEL,
+        base_url=get("OPENAI_BASE_URL"),
+        api=parse_api(get("OPENAI_API") or "responses", "OPENAI_API"),
+        timeout=parse_seconds(get("OPENAI_TIMEOUT"), "OPENAI_TIMEOUT", DEFAULT_TIMEOUT),
+        max_retries=parse_count(get("OPENAI_MAX_RETRIES"), "OPENAI_MAX_RETRIES", None, low=0)
+        or DEFAULT_MAX_RETRIES,
+        max_tokens=parse_count(get("OPENAI_MAX_TOKENS"), "OPENAI_MAX_TOKENS", None, low=1),
+        store_url=get("SESSION_STORE_URL") or None,
+    )
+
+
+def parse_api(value: str, name: str = "--api") -> Api:
+    """``responses`` or ``chat_completions``."""
+    if value not in APIS:
+        raise ConfigError(f"{name}={value!r} must be one of: {', '.join(APIS)}")
+    return value
+
+
+def parse_seconds(value: str, name: str, default: float) -> float:
+    """A positive, finite number of seconds; ``default`` when empty."""
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"{name}={value!r} must be a positive number of seconds")
+    return seconds
+
+
+def parse_count(value: str, name: str, default: int | None, *, low: int) -> int | None:
+    """A whole number of at least ``low``; ``default`` when empty."""
+    if not value:
+        return default
+    try:
+        count = int(value)
+    except ValueError:
+        count = low - 1
+    if count < low:
+        raise ConfigError(f"{name}={value!r} must be a whole number, at least {low}")
+    return count

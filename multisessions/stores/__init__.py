@@ -1,0 +1,54 @@
+"""Where sessions live: a SQLite file by default, or Redis or PostgreSQL by URL.
+
+``open_store(url)`` is the one factory: no URL means the SQLite file, ``redis://...`` the
+SDK's ``RedisSession`` over one client, ``postgresql://...`` its ``SQLAlchemySession`` over one
+engine. Every store gives the same inventory and keeps each session's last agent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from multisessions.errors import StoreError
+from multisessions.stores.base import SessionInfo, SessionStore, close_session
+from multisessions.stores.redis_store import RedisStore
+from multisessions.stores.sql_store import SQLStore
+from multisessions.stores.sqlite_store import PooledSession, SQLitePool, SQLiteStore, check_db_path
+from multisessions.stores.urls import redact_url
+
+__all__ = [
+    "DEFAULT_DB",
+    "PooledSession",
+    "RedisStore",
+    "SQLStore",
+    "SQLitePool",
+    "SQLiteStore",
+    "SessionInfo",
+    "SessionStore",
+    "check_db_path",
+    "close_session",
+    "open_store",
+]
+
+DEFAULT_DB = "multi_sessions.db"
+"""The SQLite file sessions live in when no store URL is given."""
+
+
+def open_store(url: str | None = None, *, db_path: str | Path = DEFAULT_DB) -> SessionStore:
+    """The store ``url`` names, or the SQLite file ``db_path`` when there is no URL.
+
+    Redis and SQLAlchemy clients belong to the event loop that first uses them: open a store in
+    the loop that will use it, and ``await store.close()`` there.
+    """
+    if not url:
+        return SQLiteStore(db_path)
+    scheme = urlsplit(url).scheme
+    if scheme in ("redis", "rediss", "unix"):
+        return RedisStore(url)
+    if scheme.startswith(("postgresql", "postgres", "sqlite+aiosqlite")):
+        return SQLStore(url)
+    raise StoreError(
+        f"unknown store URL {redact_url(url)!r}; use redis://..., postgresql://... or "
+        "sqlite+aiosqlite:///FILE (or no --store for the default SQLite file)"
+    )

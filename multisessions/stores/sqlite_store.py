@@ -1,0 +1,226 @@
+"""Sessions in a SQLite file: the SDK's ``SQLiteSession``, its tables, and one table of ours.
+
+``SQLiteStore`` adds the inventory over the SDK's own tables (``agent_sessions``,
+``agent_messages``) plus ``agent_session_last_agent`` beside them. ``SQLitePool`` serves many
+users from one file in bounded resources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from agents import SQLiteSession
+from agents.memory import Session, SessionSettings
+
+from multisessions.errors import StoreError
+from multisessions.stores.base import SessionInfo
+
+LAST_AGENT_TABLE = "agent_session_last_agent"
+SESSIONS_TABLE = "agent_sessions"
+MESSAGES_TABLE = "agent_messages"
+
+
+def read_only_uri(path: str | Path) -> str:
+    """A ``file:`` URI opening ``path`` read-only; ``?`` and ``#`` in the path are escaped."""
+    return f"file:{quote(str(Path(path).absolute()))}?mode=ro"
+
+
+def check_db_path(db_path: str | Path, *, must_exist: bool = False, writable: bool = True) -> Path:
+    """Fail early, in one line, on a db path SQLite could not use (and never change its data)."""
+    path = Path(db_path).expanduser()
+    if path.is_dir():
+        raise StoreError(f"{path} is a directory; give a file path for the database (--db)")
+    if not path.parent.is_dir():
+        raise StoreError(f"folder {path.parent} does not exist; create it or choose another --db")
+    if must_exist and not path.exists():
+        raise StoreError(f"no database at {path}; run the demos first: python agent.py --db {path}")
+    if path.exists():
+        try:
+            with closing(sqlite3.connect(read_only_uri(path), uri=True)) as conn:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"{path} is not a usable SQLite database ({exc}); move it aside or choose another --db"
+            ) from None
+        if writable:
+            try:
+                with open(path, "r+b"):  # opening for writing changes nothing
+                    pass
+            except OSError as exc:
+                raise StoreError(
+                    f"{path} is read-only ({exc.strerror}); check its permissions, or choose another --db"
+                ) from None
+    return path
+
+
+def _timestamp(value: str | None) -> datetime | None:
+    # SQLite's CURRENT_TIMESTAMP is UTC, "YYYY-MM-DD HH:MM:SS".
+    return datetime.fromisoformat(value).replace(tzinfo=UTC) if value else None
+
+
+class SQLiteStore:
+    """Sessions in one SQLite file, as the SDK's ``SQLiteSession`` writes them."""
+
+    def __init__(self, db_path: str | Path, *, pool: SQLitePool | None = None) -> None:
+        self.db_path = Path(db_path)
+        self.pool = pool
+        self.name = f"SQLite file {self.db_path}"
+
+    def open(self, session_id: str) -> Session:
+        """A plain ``SQLiteSession``, or a pooled one if the store has a pool."""
+        if self.pool is not None:
+            return self.pool.session(session_id)
+        return SQLiteSession(session_id, self.db_path)
+
+    async def check(self) -> None:
+        check_db_path(self.db_path)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.db_path, timeout=30)
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {LAST_AGENT_TABLE} ("
+            "session_id TEXT PRIMARY KEY, agent_name TEXT NOT NULL, "
+            "updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
+        )
+        return conn
+
+    async def list_sessions(self) -> list[SessionInfo]:
+        def query() -> list[SessionInfo]:
+            with closing(sqlite3.connect(read_only_uri(self.db_path), uri=True)) as conn:
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                if SESSIONS_TABLE not in tables:
+                    return []
+                rows = conn.execute(
+                    f"SELECT s.session_id, s.created_at, s.updated_at, "
+                    f"(SELECT count(*) FROM {MESSAGES_TABLE} m WHERE m.session_id = s.session_id) "
+                    f"FROM {SESSIONS_TABLE} s"
+                ).fetchall()
+            return [SessionInfo(r[0], r[3], _timestamp(r[1]), _timestamp(r[2])) for r in rows]
+
+        return await asyncio.to_thread(query)
+
+    async def delete(self, session_id: str) -> int:
+        """Remove the session through the SDK's ``clear_session``, and our row beside it."""
+
+        def count_and_forget() -> int:
+            with closing(self._connect()) as conn, conn:
+                conn.execute(f"DELETE FROM {LAST_AGENT_TABLE} WHERE session_id = ?", (session_id,))
+                return (
+                    int(
+                        conn.execute(
+                            f"SELECT count(*) FROM {MESSAGES_TABLE} WHERE session_id = ?", (session_id,)
+                        ).fetchone()[0]
+                    )
+                    if _has_table(conn, MESSAGES_TABLE)
+                    else 0
+                )
+
+        removed = await asyncio.to_thread(count_and_forget)
+        session = SQLiteSession(session_id, self.db_path)
+        try:
+            await session.clear_session()
+        finally:
+            session.close()
+        return removed
+
+    async def load_last_agent(self, session_id: str) -> str | None:
+        def read() -> str | None:
+            with closing(self._connect()) as conn:
+                row = conn.execute(
+                    f"SELECT agent_name FROM {LAST_AGENT_TABLE} WHERE session_id = ?", (session_id,)
+                ).fetchone()
+                return row[0] if row else None
+
+        return await asyncio.to_thread(read)
+
+    async def save_last_agent(self, session_id: str, agent_name: str) -> None:
+        def write() -> None:
+            with closing(self._connect()) as conn, conn:
+                conn.execute(
+                    f"INSERT INTO {LAST_AGENT_TABLE} (session_id, agent_name) VALUES (?, ?) "
+                    "ON CONFLICT(session_id) DO UPDATE SET agent_name = excluded.agent_name, "
+                    "updated_at = CURRENT_TIMESTAMP",
+                    (session_id, agent_name),
+                )
+
+        await asyncio.to_thread(write)
+
+    async def close(self) -> None:
+        return None
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return (
+        conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone()
+        is not None
+    )
+
+
+class SQLitePool:
+    """Many users on one SQLite file in bounded resources: the recommended pattern on one machine.
+
+    A plain ``SQLiteSession`` keeps a connection per executor thread that touched it, for as long
+    as it is open: 1,000 open sessions held about 11,700 file descriptors here. Sessions from a
+    pool hold nothing between operations: each read or write opens a ``SQLiteSession`` (off the
+    event loop), runs, and closes it, and at most ``max_open`` are open at once. The model call
+    in between holds no connection, so slow model calls do not hold the pool up.
+    """
+
+    def __init__(self, db_path: str | Path, max_open: int = 8) -> None:
+        self.db_path = Path(db_path)
+        self._slots = asyncio.Semaphore(max_open)
+
+    def session(self, session_id: str, session_settings: SessionSettings | None = None) -> PooledSession:
+        """A session handle; it opens a connection only while it reads or writes."""
+        return PooledSession(self, session_id, session_settings)
+
+    async def run(
+        self,
+        session_id: str,
+        settings: SessionSettings | None,
+        operation: Callable[[SQLiteSession], Awaitable[Any]],
+    ) -> Any:
+        """Run ``operation`` on a ``SQLiteSession`` opened for just this call."""
+        async with self._slots:
+            # Opening and closing take the SDK's per-file lock: do it off the event loop, so a
+            # write in progress (here or in another process) never freezes every other user.
+            session = await asyncio.to_thread(
+                SQLiteSession, session_id, self.db_path, session_settings=settings
+            )
+            try:
+                return await operation(session)
+            finally:
+                await asyncio.to_thread(session.close)
+
+
+class PooledSession:
+    """A ``Session`` whose every operation is a short-lived ``SQLiteSession`` from its pool."""
+
+    def __init__(
+        self, pool: SQLitePool, session_id: str, session_settings: SessionSettings | None = None
+    ) -> None:
+        self.pool = pool
+        self.session_id = session_id
+        self.session_settings = session_settings
+
+    async def get_items(self, limit: int | None = None) -> list[Any]:
+        items: list[Any] = await self.pool.run(
+            self.session_id, self.session_settings, lambda s: s.get_items(limit)
+        )
+        return items
+
+    async def add_items(self, items: list[Any]) -> None:
+        await self.pool.run(self.session_id, self.session_settings, lambda s: s.add_items(items))
+
+    async def pop_item(self) -> Any:
+        return await self.pool.run(self.session_id, self.session_settings, lambda s: s.pop_item())
+
+    async def clear_session(self) -> None:
+        await self.pool.run(self.session_id, self.session_settings, lambda s: s.clear_session())

@@ -1,0 +1,93 @@
+"""The simulated user that bench.py and stress.py share: a unique fact, small talk, the fact asked back.
+
+A model input holding the facts of two users is a leak; a final answer that is not the user's
+own fact is a wrong recall. Both are counted on the offline model, which answers only from
+what it is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents import Agent, RunConfig, RunResult
+from agents.memory import Session
+
+from multisessions import OfflineModel, run_turn
+
+FACT = re.compile(r"u(\d+)@example\.com")
+
+Turn = Callable[..., Awaitable[RunResult]]
+
+
+class LeakWatch(OfflineModel):
+    """The offline model, counting calls whose input holds facts of more than one user."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.leaks = 0
+
+    async def get_response(self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        if len(set(FACT.findall(json.dumps(input)))) > 1:
+            self.leaks += 1
+        return await super().get_response(system_instructions, input, *args, **kwargs)
+
+
+def user_script(i: int, turns: int) -> list[str]:
+    """User ``i`` states a unique fact, chats, and finally asks for the fact back."""
+    return [
+        f"My email is u{i}@example.com.",
+        *(f"Small talk {t}." for t in range(1, turns - 1)),
+        "What's my email?",
+    ]
+
+
+def recalled(i: int, result: RunResult | None) -> bool:
+    """Whether the last answer gave user ``i`` their own fact back."""
+    return result is not None and result.final_output == f"Your email is u{i}@example.com."
+
+
+@dataclass
+class Conversation:
+    """How one simulated user's conversation went."""
+
+    errors: int = 0
+    locked: int = 0
+    recalled: bool = False
+    latencies: list[float] = field(default_factory=list)
+
+
+async def converse(
+    i: int,
+    turns: int,
+    agent: Agent[Any],
+    session: Session,
+    run_config: RunConfig,
+    *,
+    turn: Turn = run_turn,
+    gate: asyncio.Semaphore | None = None,
+) -> Conversation:
+    """User ``i``'s whole conversation on ``session``, each turn through ``turn`` (and ``gate``)."""
+    outcome = Conversation()
+    result = None
+    slot: AbstractAsyncContextManager[Any] = gate if gate is not None else nullcontext()
+    for message in user_script(i, turns):
+        started = time.perf_counter()
+        try:
+            async with slot:
+                result = await turn(agent, session, message, run_config=run_config)
+        except Exception as exc:
+            outcome.errors += 1
+            outcome.locked += "locked" in str(exc)
+        finally:
+            outcome.latencies.append(time.perf_counter() - started)
+        await asyncio.sleep(0)
+    outcome.recalled = recalled(i, result)
+    return outcome
