@@ -12,10 +12,12 @@ at a real model to see the same demos with real answers.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,42 +27,116 @@ from agents.usage import Usage
 from openai.types.responses import (
     Response,
     ResponseCompletedEvent,
+    ResponseContentPartAddedEvent,
+    ResponseContentPartDoneEvent,
+    ResponseCreatedEvent,
+    ResponseFunctionCallArgumentsDeltaEvent,
+    ResponseFunctionCallArgumentsDoneEvent,
     ResponseFunctionToolCall,
+    ResponseInProgressEvent,
+    ResponseOutputItemAddedEvent,
+    ResponseOutputItemDoneEvent,
     ResponseOutputMessage,
     ResponseOutputText,
+    ResponseTextDeltaEvent,
+    ResponseTextDoneEvent,
     ResponseUsage,
 )
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
 from multisessions.items import message_text
 
-# What the offline model can remember, each with the pattern that states it.
-_FACT_PATTERNS: dict[str, re.Pattern[str]] = {
-    "name": re.compile(
-        # Only the trigger ignores case: the name itself must be capitalised ("Alice", not "and").
-        r"\b(?i:my name is|my name's|call me|this is)\s+([A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)?)"
-    ),
-    "email": re.compile(r"\b([\w.+-]+@[\w-]+(?:\.[\w-]+)+)\b"),
-    "order": re.compile(r"\border\s*(?:number|no\.?|id)?\s*(?:is\s*)?#?\s*([A-Z0-9-]*\d[A-Z0-9-]*)", re.I),
-    "ticket": re.compile(r"\bticket\s*(?:number|no\.?|id)?\s*(?:is\s*)?#?\s*([A-Z0-9-]*\d[A-Z0-9-]*)", re.I),
-    "plan": re.compile(r"\b(?:on|have|use|using|want|interested in) (?:the |a |an )?([\w-]+) plan\b", re.I),
-    "preference": re.compile(r"\bI (?:prefer|like|love|want)\s+([^.?!]+)", re.I),
-    "problem": re.compile(
-        r"([^.?!]*\b(?:problem|issue|broken|error|can't|cannot|won't|doesn't work|"
-        r"not working|charged|crash\w*|fail\w*)\b[^.?!]*)",
-        re.I,
-    ),
+# Every pattern below runs in time linear in the text it reads, because one user message can be
+# megabytes long and the model runs on the event loop: a quadratic pattern would stall every other
+# conversation. Possessive quantifiers (``*+``, ``++``) are used only where giving characters back
+# could never lead to a match, so they prune work without changing any answer.
+
+# Only the trigger ignores case: the name itself must be capitalised ("Alice", not "and").
+_NAME = re.compile(r"\b(?i:my name is|my name's|call me|this is)\s++([A-Z][\w'-]*+(?:\s++[A-Z][\w'-]*+)?)")
+# The address starts at the first word character of its run of address characters: anchoring on
+# the run stops the engine from rescanning the same run from each of its dots.
+_EMAIL = re.compile(r"(?<![\w.+-])[.+-]*+\b([\w.+-]++@[\w-]+(?:\.[\w-]+)+)\b")
+# An id is at most 64 characters either side of its last digit, so a long run after each of many
+# "order" words costs a bounded amount each (real order and ticket numbers are far shorter).
+_NUMBER_AFTER = r"\s*+(?:number|no\.?|id)?\s*+(?:is\s*+)?#?\s*+([A-Z0-9-]{0,64}\d[A-Z0-9-]{0,64})"
+_ORDER = re.compile(r"\border" + _NUMBER_AFTER, re.I)
+_TICKET = re.compile(r"\bticket" + _NUMBER_AFTER, re.I)
+_PLAN = re.compile(r"\b(?:on|have|use|using|want|interested in) (?:the |a |an )?([\w-]++) plan\b", re.I)
+# Linear as it stands: the first trigger followed by text succeeds and the search ends there.
+_PREFERENCE = re.compile(r"\bI (?:prefer|like|love|want)\s+([^.?!]+)", re.I)
+_PROBLEM_WORD = re.compile(
+    r"\b(?:problem|issue|broken|error|can't|cannot|won't|doesn't work|"
+    r"not working|charged|crash\w*|fail\w*)\b",
+    re.I,
+)
+_SENTENCE_END = re.compile(r"[.?!]")
+
+
+def _first_group(pattern: re.Pattern[str]) -> Callable[[str], str | None]:
+    def find(text: str) -> str | None:
+        match = pattern.search(text)
+        return match.group(1) if match else None
+
+    return find
+
+
+def _problem_sentence(text: str) -> str | None:
+    # The sentence (text between . ? or !) holding the first problem word. Searching for the word
+    # and then widening to its sentence is one pass; a pattern that matches the whole sentence
+    # retries from every character of a long sentence that has no problem word.
+    match = _PROBLEM_WORD.search(text)
+    if match is None:
+        return None
+    start = max(text.rfind(mark, 0, match.start()) for mark in ".?!") + 1
+    end = _SENTENCE_END.search(text, match.end())
+    return text[start : end.start() if end else len(text)]
+
+
+# What the offline model can remember, each with how to find it in one message.
+_FACT_FINDERS: dict[str, Callable[[str], str | None]] = {
+    "name": _first_group(_NAME),
+    "email": _first_group(_EMAIL),
+    "order": _first_group(_ORDER),
+    "ticket": _first_group(_TICKET),
+    "plan": _first_group(_PLAN),
+    "preference": _first_group(_PREFERENCE),
+    "problem": _problem_sentence,
 }
 
+
+def _found(pattern: re.Pattern[str]) -> Callable[[str], bool]:
+    return lambda text: pattern.search(text) is not None
+
+
+def _either(*checks: Callable[[str], bool]) -> Callable[[str], bool]:
+    return lambda text: any(check(text) for check in checks)
+
+
+def _found_before_question_mark(pattern: re.Pattern[str]) -> Callable[[str], bool]:
+    # Means ``pattern.*\?``: the phrase, then a "?" later on the same line. Each line is read once;
+    # the regex form rescans the rest of the line from every phrase when no "?" follows.
+    def found(text: str) -> bool:
+        for line in text.split("\n"):
+            mark = line.rfind("?")
+            if mark > 0 and pattern.search(line, 0, mark):
+                return True
+        return False
+
+    return found
+
+
 # Recall questions, mapped to the fact they ask about.
-_RECALL_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
-    ("name", re.compile(r"\b(?:what(?:'s| is) my name|who am i|do you know my name)\b", re.I)),
-    ("email", re.compile(r"\bmy (?:e-?mail|email address)\b.*\?|\bwhat(?:'s| is) my e-?mail", re.I)),
-    ("order", re.compile(r"\b(?:what|which)(?:'s| is| was)? my order\b", re.I)),
-    ("ticket", re.compile(r"\b(?:what|which)(?:'s| is| was)? my ticket\b", re.I)),
-    ("plan", re.compile(r"\b(?:what|which)(?:'s| is| was)? (?:my )?plan\b.*\?", re.I)),
-    ("preference", re.compile(r"\bwhat do i (?:prefer|like|want)\b", re.I)),
-    ("problem", re.compile(r"\bwhat(?:'s| is| was) (?:my|the) (?:problem|issue)\b", re.I)),
+_MY_EMAIL = re.compile(r"\bmy (?:e-?mail|email address)\b", re.I)
+_WHATS_MY_EMAIL = re.compile(r"\bwhat(?:'s| is) my e-?mail", re.I)
+_WHICH_PLAN = re.compile(r"\b(?:what|which)(?:'s| is| was)? (?:my )?plan\b", re.I)
+_RECALL_CHECKS: list[tuple[str, Callable[[str], bool]]] = [
+    ("name", _found(re.compile(r"\b(?:what(?:'s| is) my name|who am i|do you know my name)\b", re.I))),
+    ("email", _either(_found_before_question_mark(_MY_EMAIL), _found(_WHATS_MY_EMAIL))),
+    ("order", _found(re.compile(r"\b(?:what|which)(?:'s| is| was)? my order\b", re.I))),
+    ("ticket", _found(re.compile(r"\b(?:what|which)(?:'s| is| was)? my ticket\b", re.I))),
+    ("plan", _found_before_question_mark(_WHICH_PLAN)),
+    ("preference", _found(re.compile(r"\bwhat do i (?:prefer|like|want)\b", re.I))),
+    ("problem", _found(re.compile(r"\bwhat(?:'s| is| was) (?:my|the) (?:problem|issue)\b", re.I))),
 ]
 _RECALL_EVERYTHING = re.compile(
     r"\b(?:what do you (?:know|remember) about me|what did i (?:tell|say)|remind me)\b", re.I
@@ -87,20 +163,38 @@ def extract_facts(texts: list[str]) -> dict[str, str]:
     """Facts stated in the user's messages; a later statement overrides an earlier one."""
     facts: dict[str, str] = {}
     for text in texts:
-        if is_recall_question(text):
-            continue
-        for kind, pattern in _FACT_PATTERNS.items():
-            match = pattern.search(text)
-            if match:
-                facts[kind] = match.group(1).strip()
+        facts.update(_read(text).facts)
     return facts
 
 
 def is_recall_question(text: str) -> bool:
     """Whether the message asks for something said earlier (it then states no new fact)."""
-    return bool(_RECALL_EVERYTHING.search(text)) or any(
-        pattern.search(text) for _, pattern in _RECALL_PATTERNS
-    )
+    reading = _read(text)
+    return reading.asks_everything or bool(reading.asked)
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """Everything the rules need from one message."""
+
+    asks_everything: bool
+    asked: tuple[str, ...]
+    facts: tuple[tuple[str, str], ...]
+
+
+# Every turn resends the whole history, so each message is read once and the result remembered:
+# a long message in the history then costs a hash per turn instead of a full scan. The bound keeps
+# memory in check; an evicted message is simply read again.
+@functools.lru_cache(maxsize=256)
+def _read(text: str) -> _Reading:
+    asks_everything = bool(_RECALL_EVERYTHING.search(text))
+    asked = tuple(kind for kind, asks in _RECALL_CHECKS if asks(text))
+    if asks_everything or asked:
+        # A question states no new fact.
+        return _Reading(asks_everything, asked, ())
+    found = ((kind, find(text)) for kind, find in _FACT_FINDERS.items())
+    facts = tuple((kind, value.strip()) for kind, value in found if value is not None)
+    return _Reading(False, (), facts)
 
 
 def estimate_tokens(text: str) -> int:
@@ -190,32 +284,10 @@ class OfflineModel(Model):
             conversation_id=conversation_id,
             prompt=prompt,
         )
-        usage = response.usage
-        yield ResponseCompletedEvent(
-            type="response.completed",
-            sequence_number=0,
-            response=Response(
-                id=_digest(input, "resp"),
-                created_at=0,
-                model=self.model_name,
-                object="response",
-                output=response.output,
-                tool_choice="auto",
-                tools=[],
-                top_p=None,
-                parallel_tool_calls=False,
-                status="completed",
-                usage=ResponseUsage(
-                    input_tokens=usage.input_tokens,
-                    output_tokens=usage.output_tokens,
-                    total_tokens=usage.total_tokens,
-                    input_tokens_details=InputTokensDetails.model_validate(
-                        {"cached_tokens": 0, "cache_write_tokens": 0}
-                    ),
-                    output_tokens_details=OutputTokensDetails(reasoning_tokens=0),
-                ),
-            ),
-        )
+        # The events are replayed from the finished response, so streaming can never decide
+        # differently from ``get_response``; they follow the order the Responses API uses.
+        for event in _stream_events(_digest(input, "resp"), self.model_name, response):
+            yield event
 
     def _decide(self, input: str | list[TResponseInputItem], handoffs: list[Any]) -> list[Any]:
         conv = _Conversation.from_input(input)
@@ -244,6 +316,150 @@ class OfflineModel(Model):
         ]
 
 
+# Word by word, keeping each word's trailing space, so the deltas join back to the exact text.
+_PIECE = re.compile(r"\S+\s*|\s+")
+# A huge answer is sent in at most this many deltas: the event count stays bounded too.
+_MAX_DELTAS = 256
+
+
+def _text_pieces(text: str) -> list[str]:
+    pieces = _PIECE.findall(text)
+    if len(pieces) <= _MAX_DELTAS:
+        return pieces
+    size = -(-len(pieces) // _MAX_DELTAS)
+    return ["".join(pieces[i : i + size]) for i in range(0, len(pieces), size)]
+
+
+def _stream_events(response_id: str, model: str, response: ModelResponse) -> Iterator[TResponseStreamEvent]:
+    """The Responses-API event sequence that streams ``response``, numbered in order."""
+    seq = itertools.count()
+    yield ResponseCreatedEvent(
+        type="response.created",
+        sequence_number=next(seq),
+        response=_response(response_id, model, [], "in_progress", None),
+    )
+    yield ResponseInProgressEvent(
+        type="response.in_progress",
+        sequence_number=next(seq),
+        response=_response(response_id, model, [], "in_progress", None),
+    )
+    for index, item in enumerate(response.output):
+        if isinstance(item, ResponseOutputMessage):
+            yield from _message_events(item, index, seq)
+        elif isinstance(item, ResponseFunctionToolCall):
+            yield from _function_call_events(item, index, seq)
+        else:
+            raise TypeError(f"cannot stream output item {type(item).__name__}")
+    usage = response.usage
+    yield ResponseCompletedEvent(
+        type="response.completed",
+        sequence_number=next(seq),
+        response=_response(
+            response_id,
+            model,
+            response.output,
+            "completed",
+            ResponseUsage(
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                total_tokens=usage.total_tokens,
+                input_tokens_details=InputTokensDetails.model_validate(
+                    {"cached_tokens": 0, "cache_write_tokens": 0}
+                ),
+                output_tokens_details=OutputTokensDetails(reasoning_tokens=0),
+            ),
+        ),
+    )
+
+
+def _message_events(
+    item: ResponseOutputMessage, index: int, seq: Iterator[int]
+) -> Iterator[TResponseStreamEvent]:
+    # Like the API: the item opens empty, each text part opens empty and grows by deltas.
+    yield ResponseOutputItemAddedEvent(
+        type="response.output_item.added",
+        sequence_number=next(seq),
+        output_index=index,
+        item=item.model_copy(update={"status": "in_progress", "content": []}),
+    )
+    for content_index, part in enumerate(item.content):
+        where: dict[str, Any] = {"item_id": item.id, "output_index": index, "content_index": content_index}
+        yield ResponseContentPartAddedEvent(
+            type="response.content_part.added",
+            sequence_number=next(seq),
+            part=part.model_copy(update={"text": ""}) if isinstance(part, ResponseOutputText) else part,
+            **where,
+        )
+        if isinstance(part, ResponseOutputText):
+            for piece in _text_pieces(part.text):
+                yield ResponseTextDeltaEvent(
+                    type="response.output_text.delta",
+                    sequence_number=next(seq),
+                    delta=piece,
+                    logprobs=[],
+                    **where,
+                )
+            yield ResponseTextDoneEvent(
+                type="response.output_text.done",
+                sequence_number=next(seq),
+                text=part.text,
+                logprobs=[],
+                **where,
+            )
+        yield ResponseContentPartDoneEvent(
+            type="response.content_part.done", sequence_number=next(seq), part=part, **where
+        )
+    yield ResponseOutputItemDoneEvent(
+        type="response.output_item.done", sequence_number=next(seq), output_index=index, item=item
+    )
+
+
+def _function_call_events(
+    item: ResponseFunctionToolCall, index: int, seq: Iterator[int]
+) -> Iterator[TResponseStreamEvent]:
+    # Like the API: the call opens with empty arguments, which then arrive (here in one delta).
+    where: dict[str, Any] = {"item_id": item.id or "", "output_index": index}
+    yield ResponseOutputItemAddedEvent(
+        type="response.output_item.added",
+        sequence_number=next(seq),
+        output_index=index,
+        item=item.model_copy(update={"status": "in_progress", "arguments": ""}),
+    )
+    yield ResponseFunctionCallArgumentsDeltaEvent(
+        type="response.function_call_arguments.delta",
+        sequence_number=next(seq),
+        delta=item.arguments,
+        **where,
+    )
+    yield ResponseFunctionCallArgumentsDoneEvent(
+        type="response.function_call_arguments.done",
+        sequence_number=next(seq),
+        arguments=item.arguments,
+        **where,
+    )
+    yield ResponseOutputItemDoneEvent(
+        type="response.output_item.done", sequence_number=next(seq), output_index=index, item=item
+    )
+
+
+def _response(
+    response_id: str, model: str, output: list[Any], status: Any, usage: ResponseUsage | None
+) -> Response:
+    return Response(
+        id=response_id,
+        created_at=0,
+        model=model,
+        object="response",
+        output=output,
+        tool_choice="auto",
+        tools=[],
+        top_p=None,
+        parallel_tool_calls=False,
+        status=status,
+        usage=usage,
+    )
+
+
 def choose_handoff(text: str, handoffs: list[Any]) -> Any | None:
     """The handoff whose agent name and description share the most words with ``text``."""
     words = _keywords(text)
@@ -264,13 +480,14 @@ def _keywords(text: str) -> set[str]:
 def answer(earlier_user_texts: list[str], message: str) -> str:
     """The reply to ``message``, given what the user said earlier in this conversation."""
     known = extract_facts([*earlier_user_texts, message])
-    if _RECALL_EVERYTHING.search(message):
+    reading = _read(message)
+    if reading.asks_everything:
         if not known:
             return "This conversation doesn't tell me anything about you yet."
         return (
             "Here is what you told me: " + "; ".join(f"{_LABELS[k]} is {v}" for k, v in known.items()) + "."
         )
-    asked = [kind for kind, pattern in _RECALL_PATTERNS if pattern.search(message)]
+    asked = reading.asked
     if asked:
         return " ".join(
             f"{_LABELS[kind].capitalize()} is {known[kind]}."
@@ -278,7 +495,7 @@ def answer(earlier_user_texts: list[str], message: str) -> str:
             else f"I don't know {_LABELS[kind]}: nothing in this conversation says it."
             for kind in asked
         )
-    new = extract_facts([message])
+    new = dict(reading.facts)
     if new:
         name = known.get("name")
         greeting = f"Thanks, {name}." if name else "Thanks."
