@@ -40,6 +40,7 @@ from multisessions import (
     read_all,
     resolve_model,
     run_turn,
+    stream_turn,
     thread_session_id,
     user_session_id,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "run_turn",
     "session_naming_demo",
     "shared_session_agents",
+    "stream_turn",
     "support_agents",
     "thread_session_id",
     "user_session_id",

@@ -38,7 +38,14 @@ from multisessions.stores import (
     close_session,
     open_store,
 )
-from multisessions.turns import MAX_MESSAGE_CHARS, PendingTurn, check_message, run_turn, session_lock
+from multisessions.turns import (
+    MAX_MESSAGE_CHARS,
+    PendingTurn,
+    check_message,
+    run_turn,
+    session_lock,
+    stream_turn,
+)
 
 __all__ = [
     "ALL_ITEMS",
@@ -84,6 +91,7 @@ __all__ = [
     "resolve_model",
     "run_turn",
     "session_lock",
+    "stream_turn",
     "thread_session_id",
     "user_session_id",
 ]

@@ -16,6 +16,8 @@ from typing import Any, TextIO
 from agents import Agent, RunConfig
 from agents.memory import Session
 from agents.models.interface import Model
+from agents.stream_events import AgentUpdatedStreamEvent, RawResponsesStreamEvent
+from openai.types.responses import ResponseTextDeltaEvent
 
 from multisessions.errors import TurnFailed
 from multisessions.inventory import format_listing, list_sessions
@@ -23,7 +25,7 @@ from multisessions.items import history_lines, read_all
 from multisessions.models import describe_failure
 from multisessions.naming import dated_session_id, feature_session_id, thread_session_id, user_session_id
 from multisessions.stores import SessionStore, close_session
-from multisessions.turns import run_turn
+from multisessions.turns import stream_turn
 
 
 def chat_session_id(user: str, *, feature: str | None, thread: str | None, day: str | None) -> str:
@@ -100,14 +102,36 @@ async def chat(
                 last = await store.load_last_agent(session.session_id)
                 agent = agents_by_name.get(last or "", agents_by_name[first_agent])
                 try:
-                    result = await run_turn(agent, session, text, run_config=run_config)
+                    name = await _streamed_answer(agent, session, text, run_config)
                 except TurnFailed as exc:
                     print(f"error: {describe_failure(exc.cause)} (nothing was saved)")
                     continue
                 except ValueError as exc:
                     print(f"error: {exc}")
                     continue
-                await store.save_last_agent(session.session_id, result.last_agent.name)
-                print(f"[{session.session_id}] {result.last_agent.name}: {result.final_output}")
+                await store.save_last_agent(session.session_id, name)
     finally:
         await close_session(session)
+
+
+async def _streamed_answer(agent: Agent[Any], session: Session, text: str, run_config: RunConfig) -> str:
+    """Print the answer as it streams, prefixed with the session and the agent; returns the agent."""
+    prefix = f"[{session.session_id}]"
+    speaking: str | None = None
+    current = agent.name
+    async with stream_turn(agent, session, text, run_config=run_config) as result:
+        async for event in result.stream_events():
+            if isinstance(event, AgentUpdatedStreamEvent):
+                current = event.new_agent.name
+            elif isinstance(event, RawResponsesStreamEvent) and isinstance(
+                event.data, ResponseTextDeltaEvent
+            ):
+                if speaking is None:
+                    speaking = current
+                    print(f"{prefix} {current}: ", end="", flush=True)
+                # Each line of a multi-line answer keeps the session prefix.
+                print(event.data.delta.replace("\n", f"\n{prefix}   "), end="", flush=True)
+    if speaking is None:  # a model that does not stream text: print the whole answer
+        print(f"{prefix} {result.last_agent.name}: {result.final_output}", end="")
+    print()
+    return result.last_agent.name

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from agents import Agent, Runner, RunResult
+from agents import Agent, Runner, RunResult, RunResultStreaming
 from agents.items import TResponseInputItem
 from agents.memory import Session, SessionSettings
 from agents.memory.session_settings import resolve_session_limit
+from agents.stream_events import StreamEvent
 
 from multisessions.errors import TurnFailed
 
@@ -144,3 +145,58 @@ async def run_turn(agent: Agent[Any], session: Session, user_input: str, **runne
         except Exception as exc:
             raise TurnFailed(session.session_id, exc) from exc
         return result
+
+
+@asynccontextmanager
+async def stream_turn(
+    agent: Agent[Any], session: Session, user_input: str, **runner_kwargs: Any
+) -> AsyncIterator[RunResultStreaming]:
+    """One streamed turn, whole or not at all: ``async with stream_turn(...) as result:``.
+
+    Yields the SDK's ``RunResultStreaming``; read ``result.stream_events()`` inside the block.
+    The session's lock is held for the whole stream, and the turn is committed in one write
+    only when the stream was read to its end. An exception or cancellation (raised as
+    ``TurnFailed`` or the cancellation), or leaving the block before the stream ends, leaves the
+    session exactly as it was.
+    """
+    user_input = check_message(user_input)
+    async with session_lock(session.session_id):
+        turn = PendingTurn(session)
+        result = Runner.run_streamed(agent, user_input, session=turn, **runner_kwargs)
+        read_to_the_end = _watch_the_end(result)
+        try:
+            yield result
+        except BaseException as exc:
+            await _abandon(result)
+            if isinstance(exc, Exception):
+                raise TurnFailed(session.session_id, exc) from exc
+            raise
+        if not read_to_the_end():
+            await _abandon(result)  # the reader left early: nothing of this turn is kept
+            return
+        try:
+            await turn.commit()
+        except Exception as exc:
+            raise TurnFailed(session.session_id, exc) from exc
+
+
+def _watch_the_end(result: RunResultStreaming) -> Callable[[], bool]:
+    """Make ``result.stream_events()`` note when it is read to its end (then the run is whole)."""
+    events = result.stream_events
+    finished = False
+
+    async def stream_events() -> AsyncIterator[StreamEvent]:
+        nonlocal finished
+        async for event in events():
+            yield event
+        finished = True  # stream_events returns only once the run settled without error
+
+    result.stream_events = stream_events  # type: ignore[method-assign]
+    return lambda: finished
+
+
+async def _abandon(result: RunResultStreaming) -> None:
+    """Stop the run and let its tasks settle; whatever it wrote went to the discarded turn."""
+    result.cancel()
+    if result.run_loop_task is not None:
+        await asyncio.gather(result.run_loop_task, return_exceptions=True)
