@@ -4,7 +4,15 @@ Imports flow one way: errors, naming, items -> offline_model, settings -> models
 inventory, turns -> chat -> cli. Nothing here imports a lesson or a tool.
 """
 
-from multisessions.errors import ConfigError, MultiSessionsError, StoreError, TurnFailed, UsageError
+from multisessions.errors import (
+    ConfigError,
+    LeaseLost,
+    MultiSessionsError,
+    SessionBusy,
+    StoreError,
+    TurnFailed,
+    UsageError,
+)
 from multisessions.inventory import (
     delete_sessions,
     delete_user_sessions,
@@ -14,6 +22,7 @@ from multisessions.inventory import (
     list_sessions,
 )
 from multisessions.items import ALL_ITEMS, history_lines, item_summary, message_text, read_all
+from multisessions.locks import held_locks, hold_session
 from multisessions.models import ModelLike, describe_failure, describe_model, resolve_model
 from multisessions.naming import (
     ParsedSessionId,
@@ -43,7 +52,6 @@ from multisessions.turns import (
     PendingTurn,
     check_message,
     run_turn,
-    session_lock,
     stream_turn,
 )
 
@@ -90,7 +98,10 @@ __all__ = [
     "read_all",
     "resolve_model",
     "run_turn",
-    "session_lock",
+    "hold_session",
+    "held_locks",
+    "SessionBusy",
+    "LeaseLost",
     "stream_turn",
     "thread_session_id",
     "user_session_id",

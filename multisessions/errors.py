@@ -31,3 +31,11 @@ class TurnFailed(MultiSessionsError):
 
 class UsageError(MultiSessionsError):
     """Bad command-line usage (exit 2)."""
+
+
+class SessionBusy(MultiSessionsError):
+    """Another turn (maybe in another process) held the session for longer than we could wait."""
+
+
+class LeaseLost(MultiSessionsError):
+    """The session's lease expired while this turn ran (the process stalled); the turn was not saved."""

@@ -8,7 +8,8 @@ retry then sends it twice); a crash leaves half a turn; two turns on one session
 ``Runner.run``, reads through to the real session, and holds the turn's writes in memory. Only
 when the run succeeds does ``commit()`` write them, in one ``add_items`` call (one transaction
 on SQLite and PostgreSQL, one pipeline on Redis). A failed or cancelled turn writes nothing.
-``session_lock`` serialises turns on the same session id across asyncio tasks in one process.
+Turns on one session id run one at a time, across tasks, processes and machines (locks.py): a
+turn reads the history, calls the model and commits while it holds the session's lease.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ from agents.memory import Session, SessionSettings
 from agents.memory.session_settings import resolve_session_limit
 from agents.stream_events import StreamEvent
 
-from multisessions.errors import TurnFailed
+from multisessions.errors import SessionBusy, TurnFailed
+from multisessions.locks import Lease, hold_session
+from multisessions.locks import held_locks as held_locks  # re-exported for callers and tests
+from multisessions.stores import leases_for
 
 MAX_MESSAGE_CHARS = 100_000
 """Longer messages are refused: no model takes them whole, and they bloat every later turn."""
@@ -103,32 +107,6 @@ class PendingTurn:
         self.pending = []
 
 
-_locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-
-@asynccontextmanager
-async def session_lock(session_id: str) -> AsyncIterator[None]:
-    """Hold the lock for ``session_id``; the lock is dropped when nobody waits on it."""
-    lock, users = _locks.get(session_id, (None, 0))
-    if lock is None:
-        lock = asyncio.Lock()
-    _locks[session_id] = (lock, users + 1)
-    try:
-        async with lock:
-            yield
-    finally:
-        lock, users = _locks[session_id]
-        if users <= 1:
-            del _locks[session_id]
-        else:
-            _locks[session_id] = (lock, users - 1)
-
-
-def held_locks() -> int:
-    """How many session ids have a turn running or waiting (0 when idle: nothing leaks)."""
-    return len(_locks)
-
-
 async def run_turn(agent: Agent[Any], session: Session, user_input: str, **runner_kwargs: Any) -> RunResult:
     """Run one turn on ``session``: never two at once on one session id, all or nothing.
 
@@ -137,14 +115,25 @@ async def run_turn(agent: Agent[Any], session: Session, user_input: str, **runne
     An empty, over-long or non-text message raises ``ValueError`` before anything runs.
     """
     user_input = check_message(user_input)
-    async with session_lock(session.session_id):
+    async with _turn_on(session) as lease:
         turn = PendingTurn(session)
         try:
             result = await Runner.run(agent, user_input, session=turn, **runner_kwargs)
+            await lease.confirm()  # no other turn can have run on this session meanwhile
             await turn.commit()  # the whole turn, in one write
         except Exception as exc:
             raise TurnFailed(session.session_id, exc) from exc
         return result
+
+
+@asynccontextmanager
+async def _turn_on(session: Session) -> AsyncIterator[Lease]:
+    """Hold the session for one turn (here and in every process); a busy session fails the turn."""
+    try:
+        async with hold_session(session.session_id, leases_for(session)) as lease:
+            yield lease
+    except SessionBusy as exc:
+        raise TurnFailed(session.session_id, exc) from exc
 
 
 @asynccontextmanager
@@ -160,7 +149,7 @@ async def stream_turn(
     session exactly as it was.
     """
     user_input = check_message(user_input)
-    async with session_lock(session.session_id):
+    async with _turn_on(session) as lease:
         turn = PendingTurn(session)
         result = Runner.run_streamed(agent, user_input, session=turn, **runner_kwargs)
         read_to_the_end = _watch_the_end(result)
@@ -175,6 +164,7 @@ async def stream_turn(
             await _abandon(result)  # the reader left early: nothing of this turn is kept
             return
         try:
+            await lease.confirm()
             await turn.commit()
         except Exception as exc:
             raise TurnFailed(session.session_id, exc) from exc

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Coroutine
 from contextlib import closing
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,16 @@ from agents import (
 )
 from agents.testing import ModelStep, ScriptedModel, function_call
 
-from multisessions import OfflineModel, TurnFailed, close_session, read_all, run_turn, user_session_id
+from multisessions import (
+    OfflineModel,
+    TurnFailed,
+    close_session,
+    open_store,
+    read_all,
+    run_turn,
+    user_session_id,
+)
+from multisessions.stores import leases_for
 from tools.workload import LeakWatch, converse
 
 set_tracing_disabled(True)
@@ -351,7 +361,162 @@ def many_processes(db_path: Path, processes: int = 4, users: int = 200, turns: i
     }
 
 
-# --- 6. Bad input -------------------------------------------------------------------------
+# --- 6. Several processes, one session ----------------------------------------------------
+
+
+class SeenCounter(OfflineModel):
+    """The offline model, noting how many earlier user messages each turn's input held."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, int] = {}
+
+    async def get_response(self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any) -> Any:
+        users = [i["content"] for i in input if isinstance(i, dict) and i.get("role") == "user"]
+        self.seen.setdefault(users[-1], len(users) - 1)  # the first call of the turn
+        return await super().get_response(system_instructions, input, *args, **kwargs)
+
+
+def _one_session_worker(url: str | None, db: str, tag: str, turns: int, write_fd: int) -> None:
+    async def go() -> dict[str, Any]:
+        store = open_store(url, db_path=db)
+        model = SeenCounter()
+        config = RunConfig(model=model)
+        agent = Agent(name="Support Agent")
+        session = store.open("thread_shared")
+        errors = 0
+
+        async def one(t: int) -> None:
+            nonlocal errors
+            try:
+                await run_turn(agent, session, f"{tag}: my order number is {t}.", run_config=config)
+            except TurnFailed:
+                errors += 1
+
+        try:
+            await asyncio.gather(*(one(t) for t in range(turns)))  # all at once, in this process too
+        finally:
+            await close_session(session)
+            await store.close()
+        return {"seen": model.seen, "errors": errors}
+
+    os.write(write_fd, json.dumps(asyncio.run(go())).encode())
+    os._exit(0)
+
+
+def one_session_many_processes(
+    url: str | None, db: Path, processes: int = 4, turns: int = 25
+) -> dict[str, int]:
+    """``processes`` processes x ``turns`` concurrent turns, all on one session id.
+
+    A turn is *stale* if its model input missed a turn committed before it (the history it was
+    sent holds fewer earlier messages than the store holds before it).
+    """
+    ctx = multiprocessing.get_context("fork")
+    children = []
+    for p in range(processes):
+        read_fd, write_fd = os.pipe()
+        child = ctx.Process(target=_one_session_worker, args=(url, str(db), f"p{p}", turns, write_fd))
+        child.start()
+        os.close(write_fd)
+        children.append((child, read_fd))
+    seen: dict[str, int] = {}
+    errors = 0
+    for child, read_fd in children:
+        report = json.loads(drain(read_fd) or b'{"seen": {}, "errors": 1}')
+        child.join()
+        seen.update(report["seen"])
+        errors += report["errors"]
+
+    async def stored() -> list[Any]:
+        store = open_store(url, db_path=db)
+        session = store.open("thread_shared")
+        try:
+            return await read_all(session)
+        finally:
+            await store.delete("thread_shared")
+            await close_session(session)
+            await store.close()
+
+    items = asyncio.run(stored())
+    asked = [i["content"] for i in items if i.get("role") == "user"]
+    expected = {f"p{p}: my order number is {t}." for p in range(processes) for t in range(turns)}
+    return {
+        "processes": processes,
+        "turns": processes * turns,
+        "errors": errors,
+        "stale": sum(seen.get(message) != position for position, message in enumerate(asked)),
+        "interleaved": int(not pairs_whole(items)),
+        "lost": len(expected - set(asked)),
+        "duplicated": len(asked) - len(set(asked)),
+    }
+
+
+class Hangs(OfflineModel):
+    """A model that tells its parent it is inside a turn, then never answers."""
+
+    def __init__(self, write_fd: int) -> None:
+        self.write_fd = write_fd
+
+    async def get_response(self, *args: Any, **kwargs: Any) -> Any:
+        os.write(self.write_fd, b"holding\n")
+        await asyncio.sleep(3600)
+
+
+def _holder(url: str | None, db: str, lease: float, write_fd: int) -> None:
+    async def go() -> None:
+        store = open_store(url, db_path=db)
+        session = store.open("thread_killed")
+        backend = leases_for(session)
+        assert backend is not None
+        backend.seconds = lease
+        await run_turn(
+            Agent(name="Support Agent"), session, "hello?", run_config=RunConfig(model=Hangs(write_fd))
+        )
+
+    asyncio.run(go())
+
+
+def killed_holder(url: str | None, db: Path, lease: float = 2.0) -> dict[str, Any]:
+    """SIGKILL a process inside a turn (holding the session); the next turn waits at most one lease."""
+    ctx = multiprocessing.get_context("fork")
+    read_fd, write_fd = os.pipe()
+    child = ctx.Process(target=_holder, args=(url, str(db), lease, write_fd), daemon=True)
+    child.start()
+    os.close(write_fd)
+    ready, _, _ = select.select([read_fd], [], [], 30)
+    held = bool(ready) and os.read(read_fd, 64).startswith(b"holding")
+    assert child.pid is not None
+    os.kill(child.pid, signal.SIGKILL)
+    child.join()
+    os.close(read_fd)
+    killed_at = time.monotonic()
+
+    async def next_turn() -> list[Any]:
+        store = open_store(url, db_path=db)
+        session = store.open("thread_killed")
+        try:
+            await run_turn(
+                Agent(name="Support Agent"),
+                session,
+                "My name is Kim.",
+                run_config=RunConfig(model=OfflineModel()),
+            )
+            return await read_all(session)
+        finally:
+            await store.delete("thread_killed")
+            await close_session(session)
+            await store.close()
+
+    items = asyncio.run(next_turn())
+    return {
+        "held_when_killed": int(held),
+        "lease_s": lease,
+        "next_turn_after_s": round(time.monotonic() - killed_at, 2),
+        "items_after": len(items),
+    }
+
+
+# --- 7. Bad input -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -494,6 +659,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--plain", action="store_true", help="use Runner.run straight on the session instead of run_turn"
     )
+    parser.add_argument(
+        "--store",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="also run the one-session scenarios on this store (redis://..., postgresql://...)",
+    )
     args = parser.parse_args(argv)
     global turn
     turn = plain_turn if args.plain else run_turn
@@ -501,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        scenarios: list[tuple[str, Callable[[], dict[str, int]]]] = [
+        scenarios: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             ("many users", lambda: asyncio.run(many_users(folder / "a.db", 100 if quick else 500, 5))),
             ("burst on one session", lambda: asyncio.run(shared_burst(folder / "b.db", 50))),
             ("faults", lambda: asyncio.run(faults(folder / "c.db"))),
@@ -509,6 +681,12 @@ def main(argv: list[str] | None = None) -> int:
             ("processes", lambda: many_processes(folder / "e.db", 4, 40 if quick else 200, 5)),
             ("bad input", lambda: bad_inputs(folder)),
         ]
+        for url in [None, *args.store]:
+            where = (url or "sqlite").split(":")[0]
+            scenarios += [
+                (f"one session, {where}", partial(one_session_many_processes, url, folder / "f.db", 4, 25)),
+                (f"killed holder, {where}", partial(killed_holder, url, folder / "g.db", 2.0)),
+            ]
         for name, scenario in scenarios:
             started = time.perf_counter()
             figures = scenario()

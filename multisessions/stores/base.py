@@ -8,12 +8,14 @@ last. Each store (SQLite file, Redis, PostgreSQL) implements ``SessionStore`` fo
 from __future__ import annotations
 
 import inspect
+import weakref
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from agents.memory import Session
 
+from multisessions.locks import LeaseBackend
 from multisessions.naming import ParsedSessionId, parse_session_id
 
 
@@ -63,6 +65,23 @@ class SessionStore(Protocol):
     async def close(self) -> None:
         """Release the store's clients and pools."""
         ...
+
+
+S = TypeVar("S")
+
+# Which store's leases guard a session: noted by the store that opened it, gone with the session.
+_leases: weakref.WeakKeyDictionary[Any, LeaseBackend] = weakref.WeakKeyDictionary()
+
+
+def remember_leases(session: S, leases: LeaseBackend) -> S:
+    """Note that turns on ``session`` take their cross-process lease from ``leases``."""
+    _leases[session] = leases
+    return session
+
+
+def noted_leases(session: Any) -> LeaseBackend | None:
+    """The leases noted for ``session`` by the store that opened it, if any."""
+    return _leases.get(session)
 
 
 async def close_session(session: Session) -> None:

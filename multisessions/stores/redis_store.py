@@ -13,7 +13,8 @@ from typing import Any
 from agents.memory import Session
 
 from multisessions.errors import StoreError
-from multisessions.stores.base import SessionInfo
+from multisessions.stores.base import SessionInfo, remember_leases
+from multisessions.stores.leases import RedisLeases
 from multisessions.stores.urls import INSTALL_HINT, redact_url, split_options
 
 DEFAULT_KEY_PREFIX = "multi_sessions"
@@ -40,11 +41,13 @@ class RedisStore:
         except ValueError:
             raise StoreError(f"ttl={options['ttl']!r} in the Redis URL must be whole seconds") from None
         self.name = f"Redis {redact_url(url)} (prefix {self.key_prefix})"
+        self.leases = RedisLeases(self.client, self.key_prefix)
 
     def open(self, session_id: str) -> Session:
-        return self._session_class(
+        session = self._session_class(
             session_id, redis_client=self.client, key_prefix=self.key_prefix, ttl=self.ttl
         )
+        return remember_leases(session, self.leases)
 
     async def check(self) -> None:
         """Fail in one line if the server cannot be reached."""

@@ -12,7 +12,8 @@ from typing import Any
 from agents.memory import Session
 
 from multisessions.errors import StoreError
-from multisessions.stores.base import SessionInfo
+from multisessions.stores.base import SessionInfo, remember_leases
+from multisessions.stores.leases import SQLLeases
 from multisessions.stores.sqlite_store import LAST_AGENT_TABLE, MESSAGES_TABLE, SESSIONS_TABLE
 from multisessions.stores.urls import INSTALL_HINT, redact_url
 
@@ -40,10 +41,12 @@ class SQLStore:
         except ImportError as exc:
             raise StoreError(f"{redact_url(url)} needs its driver ({exc.name}); {INSTALL_HINT}") from None
         self.name = f"{self.engine.dialect.name} {redact_url(url)}"
+        self.leases = SQLLeases(self.engine)
         self._tables_ready = False
 
     def open(self, session_id: str) -> Session:
-        return self._session_class(session_id, engine=self.engine, create_tables=True)
+        session = self._session_class(session_id, engine=self.engine, create_tables=True)
+        return remember_leases(session, self.leases)
 
     async def check(self) -> None:
         """Fail in one line if the database cannot be reached."""

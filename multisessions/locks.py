@@ -1,0 +1,145 @@
+"""One turn at a time per session id, across tasks, processes and machines: a lease lock.
+
+In one process an ``asyncio.Lock`` per session id queues the turns. Across processes each store
+keeps a *lease*: a row (SQLite, PostgreSQL) or a key (Redis) naming the holder and when the
+lease ends. The holder renews it every third of the lease while its turn runs; a holder that
+dies stops renewing, so the session is free again within one lease (``LEASE_SECONDS``).
+Before a turn commits, the holder renews once more: a turn whose lease was lost (its process
+stalled past the lease and another turn took the session) is not saved (``LeaseLost``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Protocol
+
+from multisessions.errors import LeaseLost, SessionBusy
+
+LEASE_SECONDS = 15.0
+"""How long a lease lasts without renewal: a dead holder frees its session within this."""
+WAIT_SECONDS = 150.0
+"""How long a turn waits for a busy session: longer than one model call with its retries."""
+
+
+class LeaseBackend(Protocol):
+    """Where leases live: a store's table or keys. Each call is one short round trip."""
+
+    seconds: float
+    """How long this store's leases last without renewal."""
+
+    async def try_acquire(self, session_id: str, owner: str, seconds: float) -> bool:
+        """Take the lease if it is free or expired; True if ``owner`` now holds it."""
+        ...
+
+    async def renew(self, session_id: str, owner: str, seconds: float) -> bool:
+        """Extend the lease if ``owner`` still holds it; False if it was lost."""
+        ...
+
+    async def release(self, session_id: str, owner: str) -> None:
+        """Give the lease up if ``owner`` still holds it."""
+        ...
+
+
+class Lease:
+    """A held lease: ``confirm()`` just before committing proves it was never lost."""
+
+    def __init__(self, backend: LeaseBackend | None, session_id: str, owner: str, seconds: float) -> None:
+        self.backend = backend
+        self.session_id = session_id
+        self.owner = owner
+        self.seconds = seconds
+        self.lost = False
+
+    async def confirm(self) -> None:
+        """Renew once more; raise ``LeaseLost`` if another turn may have taken the session."""
+        if self.backend is None:
+            return
+        if self.lost or not await self.backend.renew(self.session_id, self.owner, self.seconds):
+            self.lost = True
+            raise LeaseLost(
+                f"session {self.session_id!r}: this turn's lease expired before it could be saved "
+                "(the process stalled); nothing was saved, send the message again"
+            )
+
+
+_local: dict[str, tuple[asyncio.Lock, int]] = {}
+
+
+@asynccontextmanager
+async def _local_lock(session_id: str) -> AsyncIterator[None]:
+    """The in-process queue for ``session_id``; dropped when nobody waits on it."""
+    lock, users = _local.get(session_id, (None, 0))
+    if lock is None:
+        lock = asyncio.Lock()
+    _local[session_id] = (lock, users + 1)
+    try:
+        async with lock:
+            yield
+    finally:
+        lock, users = _local[session_id]
+        if users <= 1:
+            del _local[session_id]
+        else:
+            _local[session_id] = (lock, users - 1)
+
+
+def held_locks() -> int:
+    """How many session ids have a turn running or waiting in this process (0 when idle)."""
+    return len(_local)
+
+
+@asynccontextmanager
+async def hold_session(
+    session_id: str,
+    backend: LeaseBackend | None = None,
+    *,
+    wait: float = WAIT_SECONDS,
+) -> AsyncIterator[Lease]:
+    """Hold ``session_id`` for one turn: in this process, and through ``backend`` across processes.
+
+    Raises ``SessionBusy`` after ``wait`` seconds without getting the lease.
+    """
+    async with _local_lock(session_id):
+        owner = uuid.uuid4().hex
+        if backend is None:
+            yield Lease(None, session_id, owner, 0)
+            return
+        seconds = backend.seconds
+        lease = Lease(backend, session_id, owner, seconds)
+        deadline = time.monotonic() + wait
+        pause = 0.002
+        while not await backend.try_acquire(session_id, owner, seconds):
+            if time.monotonic() >= deadline:
+                raise SessionBusy(
+                    f"session {session_id!r} is busy with another turn (waited {wait:g} s); try again later"
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.1)
+        renewing = asyncio.create_task(_keep_renewing(lease))
+        try:
+            yield lease
+        finally:
+            renewing.cancel()
+            await asyncio.gather(renewing, return_exceptions=True)
+            # Shielded: a cancelled turn still frees its session at once, not after the lease.
+            # If the store is down, the lease simply runs out.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(backend.release(session_id, owner))
+
+
+async def _keep_renewing(lease: Lease) -> None:
+    assert lease.backend is not None
+    while True:
+        await asyncio.sleep(lease.seconds / 3)
+        try:
+            still_held = await lease.backend.renew(lease.session_id, lease.owner, lease.seconds)
+        except Exception:
+            continue  # a blip in the store: try again; confirm() decides before the commit
+        if not still_held:
+            lease.lost = True
+            return

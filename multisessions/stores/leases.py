@@ -1,0 +1,151 @@
+"""Where each store keeps its leases (see locks.py): a table or keys of our own, beside the SDK's.
+
+Lease names live in a namespace no session id can reach: a separate table on SQLite and
+PostgreSQL, keys starting ``<prefix>/lease/`` on Redis (the SDK's keys are ``<prefix>:<id>...``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from multisessions.locks import LEASE_SECONDS
+
+try:
+    from sqlalchemy import text
+except ImportError:  # the optional driver is missing; SQLStore() says so in one line
+    text = None  # type: ignore[assignment]
+
+LEASES_TABLE = "multisessions_leases"
+
+
+class SQLiteLeases:
+    """Leases in a table of the SQLite file, on one connection per process (off the event loop)."""
+
+    def __init__(self, db_path: str | Path, seconds: float = LEASE_SECONDS) -> None:
+        self.db_path = Path(db_path)
+        self.seconds = seconds
+        self._conn: sqlite3.Connection | None = None
+        self._guard = threading.Lock()
+
+    def _run(self, sql: str, params: tuple[Any, ...]) -> int:
+        with self._guard:
+            if self._conn is None:
+                conn = sqlite3.connect(
+                    self.db_path, timeout=30, isolation_level=None, check_same_thread=False
+                )
+                conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {LEASES_TABLE} "
+                    "(session_id TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL)"
+                )
+                self._conn = conn
+            return self._conn.execute(sql, params).rowcount
+
+    async def try_acquire(self, session_id: str, owner: str, seconds: float) -> bool:
+        now = time.time()
+        taken = await asyncio.to_thread(
+            self._run,
+            f"INSERT INTO {LEASES_TABLE} (session_id, owner, expires) VALUES (?, ?, ?) "
+            f"ON CONFLICT(session_id) DO UPDATE SET owner = excluded.owner, expires = excluded.expires "
+            f"WHERE {LEASES_TABLE}.expires < ?",
+            (session_id, owner, now + seconds, now),
+        )
+        return taken == 1
+
+    async def renew(self, session_id: str, owner: str, seconds: float) -> bool:
+        renewed = await asyncio.to_thread(
+            self._run,
+            f"UPDATE {LEASES_TABLE} SET expires = ? WHERE session_id = ? AND owner = ?",
+            (time.time() + seconds, session_id, owner),
+        )
+        return renewed == 1
+
+    async def release(self, session_id: str, owner: str) -> None:
+        await asyncio.to_thread(
+            self._run, f"DELETE FROM {LEASES_TABLE} WHERE session_id = ? AND owner = ?", (session_id, owner)
+        )
+
+    def close(self) -> None:
+        with self._guard:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+# Owner-checked, in one step on the server: never extend or free a lease another turn took.
+_RENEW = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+)
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+class RedisLeases:
+    """Leases as Redis keys with an expiry: ``SET NX PX`` to take, owner-checked scripts to renew and free."""
+
+    def __init__(self, client: Any, key_prefix: str, seconds: float = LEASE_SECONDS) -> None:
+        self.seconds = seconds
+        self.client = client
+        self.key_prefix = key_prefix
+
+    def _key(self, session_id: str) -> str:
+        return f"{self.key_prefix}/lease/{session_id}"
+
+    async def try_acquire(self, session_id: str, owner: str, seconds: float) -> bool:
+        return bool(await self.client.set(self._key(session_id), owner, nx=True, px=int(seconds * 1000)))
+
+    async def renew(self, session_id: str, owner: str, seconds: float) -> bool:
+        return bool(await self.client.eval(_RENEW, 1, self._key(session_id), owner, int(seconds * 1000)))
+
+    async def release(self, session_id: str, owner: str) -> None:
+        await self.client.eval(_RELEASE, 1, self._key(session_id), owner)
+
+
+class SQLLeases:
+    """Leases in a table of the database; expiry by the database server's clock, shared by every machine."""
+
+    def __init__(self, engine: Any, seconds: float = LEASE_SECONDS) -> None:
+        self.seconds = seconds
+        self.engine = engine
+        self._ready = False
+
+    async def _execute(self, sql: str, params: dict[str, Any]) -> int:
+        async with self.engine.begin() as conn:
+            if not self._ready:
+                await conn.execute(
+                    text(
+                        f"CREATE TABLE IF NOT EXISTS {LEASES_TABLE} (session_id VARCHAR PRIMARY KEY, "
+                        "owner VARCHAR NOT NULL, expires TIMESTAMPTZ NOT NULL)"
+                    )
+                )
+                self._ready = True
+            result = await conn.execute(text(sql), params)
+            return int(result.rowcount)
+
+    async def try_acquire(self, session_id: str, owner: str, seconds: float) -> bool:
+        taken = await self._execute(
+            f"INSERT INTO {LEASES_TABLE} (session_id, owner, expires) "
+            "VALUES (:id, :owner, now() + make_interval(secs => :s)) "
+            "ON CONFLICT (session_id) DO UPDATE SET owner = excluded.owner, expires = excluded.expires "
+            f"WHERE {LEASES_TABLE}.expires < now()",
+            {"id": session_id, "owner": owner, "s": seconds},
+        )
+        return taken == 1
+
+    async def renew(self, session_id: str, owner: str, seconds: float) -> bool:
+        renewed = await self._execute(
+            f"UPDATE {LEASES_TABLE} SET expires = now() + make_interval(secs => :s) "
+            "WHERE session_id = :id AND owner = :owner",
+            {"id": session_id, "owner": owner, "s": seconds},
+        )
+        return renewed == 1
+
+    async def release(self, session_id: str, owner: str) -> None:
+        await self._execute(
+            f"DELETE FROM {LEASES_TABLE} WHERE session_id = :id AND owner = :owner",
+            {"id": session_id, "owner": owner},
+        )

@@ -1,0 +1,52 @@
+"""Turns on one session id are serialised across processes on every store, and a dead holder frees it."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from multisessions import StoreError, open_store
+from tools import stress
+
+REDIS = "redis://127.0.0.1:6379/15"
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
+async def url(request) -> str | None:
+    """No URL (the SQLite file), or a reachable server's URL with a key prefix of this test's own."""
+    if request.param == "sqlite":
+        return None
+    url = f"{REDIS}?key_prefix=xproc-{uuid.uuid4().hex[:8]}" if request.param == "redis" else POSTGRES
+    store = open_store(url)
+    try:
+        await store.check()
+    except StoreError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{request.param} is required in CI: {exc}")
+        pytest.skip(f"{request.param} is not usable here: {exc}")
+    finally:
+        await store.close()
+    return url
+
+
+def test_concurrent_turns_from_several_processes_each_see_every_turn_committed_before_them(url, db):
+    figures = stress.one_session_many_processes(url, db, processes=3, turns=6)
+    assert figures == {
+        "processes": 3,
+        "turns": 18,
+        "errors": 0,
+        "stale": 0,
+        "interleaved": 0,
+        "lost": 0,
+        "duplicated": 0,
+    }
+
+
+def test_a_holder_killed_mid_turn_frees_the_session_within_its_lease(url, db):
+    figures = stress.killed_holder(url, db, lease=1.0)
+    assert figures["held_when_killed"] == 1  # the kill really came while the session was held
+    assert 0.5 < figures["next_turn_after_s"] < 1.0 + 3.0  # waited for the lease, not forever
+    assert figures["items_after"] == 2  # the killed turn left nothing; the next one is whole
