@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import sys
 from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from agents import Agent, RunConfig, RunHooks, RunResult, SQLiteSession
+from agents import Agent, RunConfig, RunHooks, RunResult, SQLiteSession, function_tool
 from agents.items import HandoffOutputItem
 from agents.memory import Session, SessionSettings
 from agents.usage import Usage
@@ -30,6 +31,7 @@ from multisessions import (
     ModelLike,
     SessionStore,
     SQLiteStore,
+    TurnFailed,
     close_session,
     dated_session_id,
     feature_session_id,
@@ -37,8 +39,10 @@ from multisessions import (
     item_summary,
     list_sessions,
     parse_session_id,
+    pending_approvals,
     read_all,
     resolve_model,
+    resume_turn,
     run_turn,
     stream_turn,
     thread_session_id,
@@ -152,12 +156,22 @@ async def context_based_sessions(
 # --- Demo 3 -------------------------------------------------------------------------------
 
 
-def support_agents() -> dict[str, Agent[Any]]:
-    """A triage agent that hands off to a billing or a technical specialist, by name."""
+@function_tool(needs_approval=True)
+def refund_order(order_id: str) -> str:
+    """Refund the double charge on an order. A supervisor must approve every refund."""
+    return f"refund issued for order {order_id}"
+
+
+def support_agents(*, refunds: bool = False) -> dict[str, Agent[Any]]:
+    """A triage agent that hands off to a billing or a technical specialist, by name.
+
+    With ``refunds``, the billing specialist can refund an order, once a supervisor approves.
+    """
     billing = Agent(
         name="Billing Agent",
         handoff_description="Billing: charges, double charges, refunds, invoices, payments, plans.",
         instructions="You are the billing specialist. Use everything the customer already said.",
+        tools=[refund_order] if refunds else [],
     )
     technical = Agent(
         name="Technical Agent",
@@ -259,6 +273,57 @@ async def session_naming_demo(
 
     await print_sessions(sessions)
     return sessions
+
+
+# --- Extra: a refund that waits for a supervisor ------------------------------------------
+
+
+async def approval_demo(
+    *, model: ModelLike = None, store: SessionStore | None = None, db_path: str | Path = DEFAULT_DB
+) -> dict[str, Session]:
+    """A tool call that needs a human: the turn pauses, the session waits, another process approves."""
+    print("\n=== Extra: a refund that waits for a supervisor's approval ===")
+    run_config = RunConfig(model=resolve_model(model))
+    store = store or SQLiteStore(db_path)
+    agents_by_name = support_agents(refunds=True)
+    triage = agents_by_name["Triage Agent"]
+    session = open_session(thread_session_id("refund-5512"), store)
+    await start_fresh(store, {"refund": session})
+
+    for message in (
+        "Hi, my name is Dana and my order number is 5512.",
+        "I was charged twice for order 5512, please refund it.",
+        "Hello, is anyone there?",  # refused: the session waits for the supervisor
+    ):
+        agent = agents_by_name.get(await store.load_last_agent(session.session_id) or "", triage)
+        try:
+            result = await run_turn(agent, session, message, run_config=run_config)
+        except TurnFailed as exc:
+            print(f"[{session.session_id}] dana: {message}")
+            print(f"[{session.session_id}]   refused: {exc.cause}")
+            continue
+        if result.interruptions:  # nothing of this turn is in the history yet
+            print(f"[{session.session_id}] dana: {message}")
+            for call in result.interruptions:
+                print(
+                    f"[{session.session_id}]   paused: {call.name}({call.arguments}) waits for a supervisor"
+                )
+            continue
+        await store.save_last_agent(session.session_id, result.last_agent.name)
+        print_turn(session, "dana", message, result)
+
+    # The supervisor, in another process: a new session object; the paused turn comes from the store.
+    for waiting in await pending_approvals(store):
+        asked = f"{waiting.tool}({waiting.arguments})"
+        print(f"\nSupervisor sees: {waiting.session_id}: {waiting.agent} asks {asked}")
+    resumed = open_session(session.session_id, store)
+    result = await resume_turn(triage, resumed, approve=True, run_config=run_config)
+    await store.save_last_agent(resumed.session_id, result.last_agent.name)
+    print_turn(resumed, "supervisor", "approve", result)
+    await close_session(session)
+
+    await print_sessions({"refund": resumed})
+    return {"refund": resumed}
 
 
 # --- Extra: a history cap -----------------------------------------------------------------
@@ -367,12 +432,14 @@ DEMOS = {
 }
 """What ``python agent.py`` runs."""
 
-EXTRA_DEMOS = {"history-cap": history_cap_demo}
+EXTRA_DEMOS = {"history-cap": history_cap_demo, "approvals": approval_demo}
 """Run by name only: ``python agent.py history-cap``."""
 
 
 if __name__ == "__main__":
     from multisessions.cli import Lesson, main
 
-    lesson = Lesson(DEMOS, EXTRA_DEMOS, agents=support_agents, first_agent="Triage Agent")
+    lesson = Lesson(
+        DEMOS, EXTRA_DEMOS, agents=partial(support_agents, refunds=True), first_agent="Triage Agent"
+    )
     sys.exit(main(sys.argv[1:], lesson))

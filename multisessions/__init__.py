@@ -4,7 +4,9 @@ Imports flow one way: errors, naming, items -> offline_model, settings -> models
 inventory, turns -> chat -> cli. Nothing here imports a lesson or a tool.
 """
 
+from multisessions.approvals import Approval, pending_approvals
 from multisessions.errors import (
+    AwaitingApproval,
     ConfigError,
     LeaseLost,
     MultiSessionsError,
@@ -51,11 +53,16 @@ from multisessions.turns import (
     MAX_MESSAGE_CHARS,
     PendingTurn,
     check_message,
+    resume_turn,
     run_turn,
     stream_turn,
 )
 
 __all__ = [
+    "Approval",
+    "AwaitingApproval",
+    "pending_approvals",
+    "resume_turn",
     "ALL_ITEMS",
     "DEFAULT_DB",
     "MAX_MESSAGE_CHARS",

@@ -22,10 +22,9 @@ from openai.types.responses import ResponseTextDeltaEvent
 from multisessions.errors import TurnFailed
 from multisessions.inventory import format_listing, list_sessions
 from multisessions.items import history_lines, read_all
-from multisessions.models import describe_failure
 from multisessions.naming import dated_session_id, feature_session_id, thread_session_id, user_session_id
 from multisessions.stores import SessionStore, close_session
-from multisessions.turns import stream_turn
+from multisessions.turns import stream_turn, why_it_failed
 
 
 def chat_session_id(user: str, *, feature: str | None, thread: str | None, day: str | None) -> str:
@@ -103,8 +102,10 @@ async def chat(
                 agent = agents_by_name.get(last or "", agents_by_name[first_agent])
                 try:
                     name = await _streamed_answer(agent, session, text, run_config)
+                    if name is None:
+                        continue  # paused for approval: the last agent stays until it is decided
                 except TurnFailed as exc:
-                    print(f"error: {describe_failure(exc.cause)} (nothing was saved)")
+                    print(f"error: {why_it_failed(exc)} (nothing was saved)")
                     continue
                 except ValueError as exc:
                     print(f"error: {exc}")
@@ -114,8 +115,13 @@ async def chat(
         await close_session(session)
 
 
-async def _streamed_answer(agent: Agent[Any], session: Session, text: str, run_config: RunConfig) -> str:
-    """Print the answer as it streams, prefixed with the session and the agent; returns the agent."""
+async def _streamed_answer(
+    agent: Agent[Any], session: Session, text: str, run_config: RunConfig
+) -> str | None:
+    """Print the answer as it streams, prefixed with the session and the agent; returns the agent.
+
+    A turn paused for a supervisor's approval prints what waits and returns None.
+    """
     prefix = f"[{session.session_id}]"
     speaking: str | None = None
     current = agent.name
@@ -131,6 +137,13 @@ async def _streamed_answer(agent: Agent[Any], session: Session, text: str, run_c
                     print(f"{prefix} {current}: ", end="", flush=True)
                 # Each line of a multi-line answer keeps the session prefix.
                 print(event.data.delta.replace("\n", f"\n{prefix}   "), end="", flush=True)
+    if result.interruptions:
+        for call in result.interruptions:
+            print(
+                f"{prefix}   paused: {call.name}({call.arguments}) needs a supervisor: "
+                f"python agent.py approvals approve {session.session_id}"
+            )
+        return None
     if speaking is None:  # a model that does not stream text: print the whole answer
         print(f"{prefix} {result.last_agent.name}: {result.final_output}", end="")
     print()

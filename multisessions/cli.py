@@ -4,6 +4,7 @@
     python agent.py sessions list [--user U] [--prefix P] [--db PATH | --store URL]
     python agent.py sessions show ID | delete ID | delete --user U | expire --older-than DAYS
     python agent.py chat --user NAME [--feature F | --thread ID | --date today|YYYYMMDD]
+    python agent.py approvals list | approve ID | reject ID [--reason TEXT]
 
 Settings are read once (settings.py); the store and the model are built once, in the one event
 loop a command runs, and handed to what needs them. Every user error is one line.
@@ -22,10 +23,11 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from agents import Agent
+from agents import Agent, RunConfig
 from agents.memory import Session
 from agents.models.interface import Model
 
+from multisessions.approvals import PausedTurn, pending_approvals
 from multisessions.chat import chat
 from multisessions.errors import ConfigError, StoreError, TurnFailed, UsageError
 from multisessions.inventory import (
@@ -36,7 +38,7 @@ from multisessions.inventory import (
     list_sessions,
 )
 from multisessions.items import history_lines, read_all
-from multisessions.models import describe_failure, resolve_model
+from multisessions.models import resolve_model
 from multisessions.naming import check_session_id
 from multisessions.settings import APIS, Settings, load_settings, parse_api
 from multisessions.stores import (
@@ -47,6 +49,7 @@ from multisessions.stores import (
     close_session,
     open_store,
 )
+from multisessions.turns import resume_turn, why_it_failed
 
 Demo = Callable[..., Coroutine[Any, Any, Mapping[str, Session]]]
 
@@ -86,7 +89,8 @@ def _demo_parser(lesson: Lesson) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python agent.py",
         description="Run the multi-session demos (the four main ones when no DEMO is named).",
-        epilog="also: 'python agent.py sessions --help' (inventory), 'python agent.py chat --help'",
+        epilog="also: 'python agent.py sessions --help' (inventory), 'python agent.py chat --help', "
+        "'python agent.py approvals --help'",
     )
     names = ", ".join([*lesson.demos, *lesson.extras])
     parser.add_argument("demo", nargs="*", metavar="DEMO", help=f"one of: {names}")
@@ -113,6 +117,25 @@ def _sessions_parser() -> argparse.ArgumentParser:
         _store_options(command)
     for command in (delete, expire):
         command.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    return parser
+
+
+def _approvals_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python agent.py approvals",
+        description="Tool calls waiting for a supervisor: list them, approve or reject (from any process).",
+    )
+    sub = parser.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    listing = sub.add_parser("list", help="every tool call waiting for a decision")
+    approve = sub.add_parser("approve", help="approve the call paused on a session, and finish its turn")
+    approve.add_argument("session_id", metavar="ID")
+    reject = sub.add_parser("reject", help="reject the call paused on a session, and finish its turn")
+    reject.add_argument("session_id", metavar="ID")
+    reject.add_argument("--reason", default=None, help="what the model is told")
+    for command in (listing, approve, reject):
+        _store_options(command)
+    for command in (approve, reject):
+        _model_options(command)
     return parser
 
 
@@ -146,7 +169,7 @@ def main(argv: Sequence[str], lesson: Lesson, settings: Settings | None = None) 
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except TurnFailed as exc:
-        print(f"error: {exc.session_id}: {describe_failure(exc.cause)}", file=sys.stderr)
+        print(f"error: {exc.session_id}: {why_it_failed(exc)}", file=sys.stderr)
         return 1
     except sqlite3.Error as exc:
         print(f"error: the database failed ({exc}); check the --db file and its folder", file=sys.stderr)
@@ -171,6 +194,8 @@ def _parse(argv: list[str], lesson: Lesson) -> tuple[Command, argparse.Namespace
         return _sessions, _sessions_parser().parse_args(argv[1:])
     if argv[:1] == ["chat"]:
         return _chat, _chat_parser().parse_args(argv[1:])
+    if argv[:1] == ["approvals"]:
+        return _approvals, _approvals_parser().parse_args(argv[1:])
     args = _demo_parser(lesson).parse_args(argv)
     known = {**lesson.demos, **lesson.extras}
     unknown = [name for name in args.demo if name not in known]
@@ -244,6 +269,46 @@ async def _chat(args: argparse.Namespace, lesson: Lesson, settings: Settings) ->
             thread=args.thread,
             day=args.day,
         )
+    finally:
+        await store.close()
+
+
+async def _approvals(args: argparse.Namespace, lesson: Lesson, settings: Settings) -> int:
+    store = await _open_store(args, settings, must_exist=True, writable=args.action != "list")
+    try:
+        if args.action == "list":
+            waiting = await pending_approvals(store)
+            for call in waiting:
+                print(f"{call.session_id}  {call.agent}: {call.tool}({call.arguments})")
+            print(f"{len(waiting)} call(s) waiting in {store.name}")
+            return 0
+        session_id = check_session_id(args.session_id)
+        record = await store.load_pending(session_id)
+        if record is None:
+            raise StoreError(
+                f"no call waits for approval on {session_id!r}; see: python agent.py approvals list"
+            )
+        agents = lesson.agents() if lesson.agents is not None else {}
+        starting = PausedTurn.loads(record).starting_agent
+        if starting not in agents:
+            raise StoreError(f"the paused turn started with {starting!r}, which this lesson does not have")
+        session = store.open(session_id)
+        try:
+            result = await resume_turn(
+                agents[starting],
+                session,
+                approve=args.action == "approve",
+                reason=getattr(args, "reason", None),
+                run_config=RunConfig(model=_model(args, settings)),
+            )
+        finally:
+            await close_session(session)
+        if result.interruptions:
+            print(f"[{session_id}] {args.action}d; the turn paused again for another call")
+            return 0
+        await store.save_last_agent(session_id, result.last_agent.name)
+        print(f"[{session_id}] {args.action}d. {result.last_agent.name}: {result.final_output}")
+        return 0
     finally:
         await store.close()
 

@@ -39,3 +39,7 @@ class SessionBusy(MultiSessionsError):
 
 class LeaseLost(MultiSessionsError):
     """The session's lease expired while this turn ran (the process stalled); the turn was not saved."""
+
+
+class AwaitingApproval(MultiSessionsError):
+    """The session's last turn is paused until someone approves or rejects its tool call."""

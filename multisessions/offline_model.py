@@ -209,12 +209,16 @@ class _Conversation:
     user_texts: list[str] = field(default_factory=list)
     last_user_text: str = ""
     handed_off_this_turn: bool = False
+    tool_called_this_turn: bool = False
+    tool_output_this_turn: tuple[str, str] | None = None
+    """(tool name, its output) once a tool of this turn answered."""
 
     @classmethod
     def from_input(cls, input: str | list[TResponseInputItem]) -> _Conversation:
         if isinstance(input, str):
             return cls(user_texts=[input], last_user_text=input)
         conv = cls()
+        calls: dict[str, str] = {}
         for item in input:
             if not isinstance(item, dict):
                 continue
@@ -222,9 +226,17 @@ class _Conversation:
                 text = message_text(item)
                 conv.user_texts.append(text)
                 conv.last_user_text = text
-                conv.handed_off_this_turn = False
-            elif item.get("type") == "function_call" and str(item.get("name", "")).startswith("transfer_to_"):
-                conv.handed_off_this_turn = True
+                conv.handed_off_this_turn = conv.tool_called_this_turn = False
+                conv.tool_output_this_turn = None
+            elif item.get("type") == "function_call":
+                name = str(item.get("name", ""))
+                if name.startswith("transfer_to_"):
+                    conv.handed_off_this_turn = True
+                else:
+                    conv.tool_called_this_turn = True
+                    calls[str(item.get("call_id"))] = name
+            elif item.get("type") == "function_call_output" and str(item.get("call_id")) in calls:
+                conv.tool_output_this_turn = (calls[str(item.get("call_id"))], str(item.get("output", "")))
         return conv
 
 
@@ -247,7 +259,7 @@ class OfflineModel(Model):
         conversation_id: str | None = None,
         prompt: Any = None,
     ) -> ModelResponse:
-        output = self._decide(input, handoffs)
+        output = self._decide(input, handoffs, tools)
         input_tokens = estimate_tokens((system_instructions or "") + json.dumps(input, default=str))
         output_tokens = estimate_tokens(json.dumps([o.model_dump() for o in output]))
         usage = Usage(
@@ -289,22 +301,23 @@ class OfflineModel(Model):
         for event in _stream_events(_digest(input, "resp"), self.model_name, response):
             yield event
 
-    def _decide(self, input: str | list[TResponseInputItem], handoffs: list[Any]) -> list[Any]:
+    def _decide(
+        self, input: str | list[TResponseInputItem], handoffs: list[Any], tools: list[Any] | None = None
+    ) -> list[Any]:
         conv = _Conversation.from_input(input)
         if handoffs and not conv.handed_off_this_turn:
             target = choose_handoff(conv.last_user_text, handoffs)
             if target is not None:
-                call_id = _digest(input, "call")
-                return [
-                    ResponseFunctionToolCall(
-                        id=call_id,
-                        call_id=call_id,
-                        type="function_call",
-                        name=target.tool_name,
-                        arguments="{}",
-                    )
-                ]
-        text = answer(conv.user_texts[:-1], conv.last_user_text)
+                return [_call(input, target.tool_name, {})]
+        if tools and not conv.tool_called_this_turn:
+            chosen = choose_tool(conv.last_user_text, extract_facts(conv.user_texts), tools)
+            if chosen is not None:
+                return [_call(input, *chosen)]
+        if conv.tool_output_this_turn is not None:
+            tool, output = conv.tool_output_this_turn
+            text = f"{tool}: {output}"
+        else:
+            text = answer(conv.user_texts[:-1], conv.last_user_text)
         return [
             ResponseOutputMessage(
                 id=_digest(input, "msg"),
@@ -458,6 +471,40 @@ def _response(
         status=status,
         usage=usage,
     )
+
+
+def _call(input: Any, name: str, arguments: dict[str, str]) -> ResponseFunctionToolCall:
+    call_id = _digest(input, "call")
+    return ResponseFunctionToolCall(
+        id=call_id, call_id=call_id, type="function_call", name=name, arguments=json.dumps(arguments)
+    )
+
+
+# Which stated fact fills a tool parameter, by a word in the parameter's name.
+_PARAMETER_FACTS = {"order": "order", "ticket": "ticket", "email": "email", "name": "name", "plan": "plan"}
+
+
+def choose_tool(text: str, facts: dict[str, str], tools: list[Any]) -> tuple[str, dict[str, str]] | None:
+    """The function tool whose name and description share the most words with ``text``, and its
+    arguments filled from the facts the user stated; None if no tool fits or an argument is unknown."""
+    words = _keywords(text)
+    best: tuple[int, str, dict[str, str]] | None = None
+    for tool in tools:
+        schema = getattr(tool, "params_json_schema", None)
+        if not isinstance(schema, dict):
+            continue  # not a function tool
+        name = str(tool.name)
+        score = len(words & _keywords(f"{name.replace('_', ' ')} {getattr(tool, 'description', '')}"))
+        arguments: dict[str, str] = {}
+        for parameter in schema.get("properties", {}):
+            fact = next((f for word, f in _PARAMETER_FACTS.items() if word in parameter.lower()), None)
+            if fact is None or fact not in facts:
+                break
+            arguments[parameter] = facts[fact]
+        else:
+            if score and (best is None or score > best[0]):
+                best = (score, name, arguments)
+    return None if best is None else (best[1], best[2])
 
 
 def choose_handoff(text: str, handoffs: list[Any]) -> Any | None:

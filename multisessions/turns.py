@@ -20,16 +20,18 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from agents import Agent, Runner, RunResult, RunResultStreaming
+from agents import Agent, Runner, RunResult, RunResultStreaming, RunState
 from agents.items import TResponseInputItem
 from agents.memory import Session, SessionSettings
 from agents.memory.session_settings import resolve_session_limit
 from agents.stream_events import StreamEvent
 
-from multisessions.errors import SessionBusy, TurnFailed
+from multisessions.approvals import PausedTurn, paused_turn
+from multisessions.errors import AwaitingApproval, MultiSessionsError, SessionBusy, StoreError, TurnFailed
 from multisessions.locks import Lease, hold_session
 from multisessions.locks import held_locks as held_locks  # re-exported for callers and tests
-from multisessions.stores import leases_for
+from multisessions.models import describe_failure
+from multisessions.stores import SessionStore, leases_for, store_of
 
 MAX_MESSAGE_CHARS = 100_000
 """Longer messages are refused: no model takes them whole, and they bloat every later turn."""
@@ -118,12 +120,94 @@ async def run_turn(agent: Agent[Any], session: Session, user_input: str, **runne
     async with _turn_on(session) as lease:
         turn = PendingTurn(session)
         try:
+            await _refuse_if_waiting(session)
             result = await Runner.run(agent, user_input, session=turn, **runner_kwargs)
             await lease.confirm()  # no other turn can have run on this session meanwhile
-            await turn.commit()  # the whole turn, in one write
+            await _finish(agent, session, turn, result)
         except Exception as exc:
             raise TurnFailed(session.session_id, exc) from exc
         return result
+
+
+async def resume_turn(
+    agent: Agent[Any],
+    session: Session,
+    *,
+    approve: bool,
+    reason: str | None = None,
+    **runner_kwargs: Any,
+) -> RunResult:
+    """Approve (or reject, with ``reason`` sent to the model) the turn paused on ``session``, and run it on.
+
+    ``agent`` is the agent the paused turn started with. Works from any process: the paused
+    turn is read from the store. The resumed turn is committed whole, with its paused part;
+    if it pauses again, it is kept for the next decision. Raises ``TurnFailed`` (the session
+    and the paused turn unchanged) if it fails, or if no turn is waiting.
+    """
+    async with _turn_on(session) as lease:
+        try:
+            store = _store_for_approvals(session)
+            record = await store.load_pending(session.session_id)
+            if record is None:
+                raise ValueError(f"no turn is waiting for approval on session {session.session_id!r}")
+            paused = PausedTurn.loads(record)
+            if paused.starting_agent != agent.name:
+                raise ValueError(
+                    f"the paused turn started with {paused.starting_agent!r}, not {agent.name!r}"
+                )
+            state = await RunState.from_string(agent, paused.state)
+            for item in state.get_interruptions():
+                if approve:
+                    state.approve(item)
+                else:
+                    state.reject(item, rejection_message=reason)
+            turn = PendingTurn(session)
+            turn.pending = list(paused.items)  # the paused part, as if the SDK had just written it
+            result = await Runner.run(agent, state, session=turn, **runner_kwargs)
+            await lease.confirm()
+            await _finish(agent, session, turn, result)
+            if not result.interruptions:
+                await store.save_pending(session.session_id, None)  # decided, and whole in the history
+        except Exception as exc:
+            raise TurnFailed(session.session_id, exc) from exc
+        return result
+
+
+def why_it_failed(failure: TurnFailed) -> str:
+    """The one line for a failed turn: our own errors say it themselves; a model's gets a fix."""
+    if isinstance(failure.cause, MultiSessionsError):
+        return str(failure.cause)
+    return describe_failure(failure.cause)
+
+
+def _store_for_approvals(session: Session) -> SessionStore:
+    store = store_of(session)
+    if store is None:
+        raise StoreError("this session has no store to keep a paused turn in (an in-memory session?)")
+    return store
+
+
+async def _refuse_if_waiting(session: Session) -> None:
+    store = store_of(session)
+    if store is not None and await store.load_pending(session.session_id) is not None:
+        raise AwaitingApproval(
+            f"session {session.session_id!r} waits for a supervisor to approve or reject a tool call; "
+            "see: python agent.py approvals list"
+        )
+
+
+async def _finish(
+    agent: Agent[Any], session: Session, turn: PendingTurn, result: RunResult | RunResultStreaming
+) -> None:
+    """Commit the whole turn, or, if it paused for approval, keep it beside the session instead."""
+    store = store_of(session)
+    if result.interruptions:
+        if store is None:
+            raise StoreError("a turn paused for approval needs a store to wait in (not an in-memory session)")
+        paused = paused_turn(session.session_id, agent.name, result, turn.pending)
+        await store.save_pending(session.session_id, paused.dumps())
+        return
+    await turn.commit()  # the whole turn, in one write
 
 
 @asynccontextmanager
@@ -150,6 +234,10 @@ async def stream_turn(
     """
     user_input = check_message(user_input)
     async with _turn_on(session) as lease:
+        try:
+            await _refuse_if_waiting(session)
+        except Exception as exc:
+            raise TurnFailed(session.session_id, exc) from exc
         turn = PendingTurn(session)
         result = Runner.run_streamed(agent, user_input, session=turn, **runner_kwargs)
         read_to_the_end = _watch_the_end(result)
@@ -165,7 +253,7 @@ async def stream_turn(
             return
         try:
             await lease.confirm()
-            await turn.commit()
+            await _finish(agent, session, turn, result)
         except Exception as exc:
             raise TurnFailed(session.session_id, exc) from exc
 

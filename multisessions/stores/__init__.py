@@ -7,7 +7,6 @@ engine. Every store gives the same inventory and keeps each session's last agent
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,8 +15,7 @@ from agents import SQLiteSession
 
 from multisessions.errors import StoreError
 from multisessions.locks import LeaseBackend
-from multisessions.stores.base import SessionInfo, SessionStore, close_session, noted_leases
-from multisessions.stores.leases import SQLiteLeases
+from multisessions.stores.base import SessionInfo, SessionStore, close_session, noted_store
 from multisessions.stores.redis_store import RedisStore
 from multisessions.stores.sql_store import SQLStore
 from multisessions.stores.sqlite_store import PooledSession, SQLitePool, SQLiteStore, check_db_path
@@ -35,6 +33,7 @@ __all__ = [
     "check_db_path",
     "close_session",
     "leases_for",
+    "store_of",
     "open_store",
 ]
 
@@ -61,30 +60,22 @@ def open_store(url: str | None = None, *, db_path: str | Path = DEFAULT_DB) -> S
     )
 
 
-_sqlite_leases: OrderedDict[Path, SQLiteLeases] = OrderedDict()
-_KEEP_FILES = 16  # lease connections kept open per process (most recently used files)
+def store_of(session: Any) -> SessionStore | None:
+    """The store ``session`` lives in: the one that opened it, or its SQLite file; None if unknown.
 
-
-def leases_for(session: Any) -> LeaseBackend | None:
-    """Where turns on ``session`` take their cross-process lease; None: this process only.
-
-    Sessions from a store use that store's leases; a plain ``SQLiteSession`` (or a pooled one)
-    on a file uses a table in that file. An in-memory SQLite session is private to its object.
+    An in-memory SQLite session is private to its object: it has no store to share.
     """
-    noted = noted_leases(session)
+    noted = noted_store(session)
     if noted is not None:
         return noted
     if isinstance(session, SQLiteSession | PooledSession):
         path = session.db_path if isinstance(session, SQLiteSession) else session.pool.db_path
-        if str(path) == ":memory:":
-            return None
-        return _sqlite_leases_at(Path(path).absolute())
+        if str(path) != ":memory:":
+            return SQLiteStore(path)
     return None
 
 
-def _sqlite_leases_at(path: Path) -> SQLiteLeases:
-    leases = _sqlite_leases.pop(path, None) or SQLiteLeases(path)
-    _sqlite_leases[path] = leases
-    while len(_sqlite_leases) > _KEEP_FILES:
-        _sqlite_leases.popitem(last=False)[1].close()
-    return leases
+def leases_for(session: Any) -> LeaseBackend | None:
+    """Where turns on ``session`` take their cross-process lease; None: this process only."""
+    store = store_of(session)
+    return None if store is None else store.leases

@@ -38,6 +38,11 @@ class SessionStore(Protocol):
 
     name: str
 
+    @property
+    def leases(self) -> LeaseBackend:
+        """Where turns on this store's sessions take their cross-process lease."""
+        ...
+
     def open(self, session_id: str) -> Session:
         """The SDK session for ``session_id`` in this store."""
         ...
@@ -62,6 +67,18 @@ class SessionStore(Protocol):
         """Record which agent answered the session's last turn."""
         ...
 
+    async def save_pending(self, session_id: str, state: str | None) -> None:
+        """Keep a turn paused for approval beside the session (``None`` drops it)."""
+        ...
+
+    async def load_pending(self, session_id: str) -> str | None:
+        """The turn paused for approval on this session, if any."""
+        ...
+
+    async def list_pending(self) -> list[str]:
+        """The ids of sessions with a turn paused for approval."""
+        ...
+
     async def close(self) -> None:
         """Release the store's clients and pools."""
         ...
@@ -69,19 +86,20 @@ class SessionStore(Protocol):
 
 S = TypeVar("S")
 
-# Which store's leases guard a session: noted by the store that opened it, gone with the session.
-_leases: weakref.WeakKeyDictionary[Any, LeaseBackend] = weakref.WeakKeyDictionary()
+# Which store opened a session (for its leases and paused turns): noted by the store itself,
+# gone with the session object.
+_stores: weakref.WeakKeyDictionary[Any, SessionStore] = weakref.WeakKeyDictionary()
 
 
-def remember_leases(session: S, leases: LeaseBackend) -> S:
-    """Note that turns on ``session`` take their cross-process lease from ``leases``."""
-    _leases[session] = leases
+def remember_store(session: S, store: SessionStore) -> S:
+    """Note that ``session`` lives in ``store``."""
+    _stores[session] = store
     return session
 
 
-def noted_leases(session: Any) -> LeaseBackend | None:
-    """The leases noted for ``session`` by the store that opened it, if any."""
-    return _leases.get(session)
+def noted_store(session: Any) -> SessionStore | None:
+    """The store that opened ``session``, if one noted it."""
+    return _stores.get(session)
 
 
 async def close_session(session: Session) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from agents.memory import Session
 
 from multisessions.errors import StoreError
-from multisessions.stores.base import SessionInfo, remember_leases
+from multisessions.stores.base import SessionInfo, remember_store
 from multisessions.stores.leases import RedisLeases
 from multisessions.stores.urls import INSTALL_HINT, redact_url, split_options
 
@@ -47,7 +47,7 @@ class RedisStore:
         session = self._session_class(
             session_id, redis_client=self.client, key_prefix=self.key_prefix, ttl=self.ttl
         )
-        return remember_leases(session, self.leases)
+        return remember_store(session, self)
 
     async def check(self) -> None:
         """Fail in one line if the server cannot be reached."""
@@ -81,6 +81,7 @@ class RedisStore:
         removed = await self.client.llen(f"{self.key_prefix}:{session_id}:messages")
         await session.clear_session()
         await self.client.delete(self._last_agent_key(session_id))
+        await self.client.hdel(self._pending_key(), session_id)
         return int(removed)
 
     async def load_last_agent(self, session_id: str) -> str | None:
@@ -89,6 +90,23 @@ class RedisStore:
 
     async def save_last_agent(self, session_id: str, agent_name: str) -> None:
         await self.client.set(self._last_agent_key(session_id), agent_name, ex=self.ttl)
+
+    def _pending_key(self) -> str:
+        # Our own namespace: "<prefix>/...", where the SDK's keys are "<prefix>:<id>...".
+        return f"{self.key_prefix}/pending"
+
+    async def save_pending(self, session_id: str, state: str | None) -> None:
+        if state is None:
+            await self.client.hdel(self._pending_key(), session_id)
+        else:
+            await self.client.hset(self._pending_key(), session_id, state)
+
+    async def load_pending(self, session_id: str) -> str | None:
+        value = await self.client.hget(self._pending_key(), session_id)
+        return None if value is None else bytes(value).decode()
+
+    async def list_pending(self) -> list[str]:
+        return [bytes(key).decode() for key in await self.client.hkeys(self._pending_key())]
 
     async def close(self) -> None:
         await self.client.aclose()

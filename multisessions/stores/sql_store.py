@@ -12,9 +12,9 @@ from typing import Any
 from agents.memory import Session
 
 from multisessions.errors import StoreError
-from multisessions.stores.base import SessionInfo, remember_leases
+from multisessions.stores.base import SessionInfo, remember_store
 from multisessions.stores.leases import SQLLeases
-from multisessions.stores.sqlite_store import LAST_AGENT_TABLE, MESSAGES_TABLE, SESSIONS_TABLE
+from multisessions.stores.sqlite_store import LAST_AGENT_TABLE, MESSAGES_TABLE, PENDING_TABLE, SESSIONS_TABLE
 from multisessions.stores.urls import INSTALL_HINT, redact_url
 
 try:
@@ -46,7 +46,7 @@ class SQLStore:
 
     def open(self, session_id: str) -> Session:
         session = self._session_class(session_id, engine=self.engine, create_tables=True)
-        return remember_leases(session, self.leases)
+        return remember_store(session, self)
 
     async def check(self) -> None:
         """Fail in one line if the database cannot be reached."""
@@ -70,6 +70,12 @@ class SQLStore:
                 text(
                     f"CREATE TABLE IF NOT EXISTS {LAST_AGENT_TABLE} (session_id VARCHAR PRIMARY KEY, "
                     "agent_name VARCHAR NOT NULL, updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
+                )
+            )
+            await conn.execute(
+                text(
+                    f"CREATE TABLE IF NOT EXISTS {PENDING_TABLE} (session_id VARCHAR PRIMARY KEY, "
+                    "state TEXT NOT NULL, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
                 )
             )
         self._tables_ready = True
@@ -98,9 +104,8 @@ class SQLStore:
             ).scalar_one()
         await self.open(session_id).clear_session()
         async with self.engine.begin() as conn:
-            await conn.execute(
-                text(f"DELETE FROM {LAST_AGENT_TABLE} WHERE session_id = :id"), {"id": session_id}
-            )
+            for table in (LAST_AGENT_TABLE, PENDING_TABLE):
+                await conn.execute(text(f"DELETE FROM {table} WHERE session_id = :id"), {"id": session_id})
         return int(removed)
 
     async def load_last_agent(self, session_id: str) -> str | None:
@@ -125,6 +130,34 @@ class SQLStore:
                 ),
                 {"id": session_id, "name": agent_name},
             )
+
+    async def save_pending(self, session_id: str, state: str | None) -> None:
+        await self._ready()
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                text(f"DELETE FROM {PENDING_TABLE} WHERE session_id = :id"), {"id": session_id}
+            )
+            if state is not None:
+                await conn.execute(
+                    text(f"INSERT INTO {PENDING_TABLE} (session_id, state) VALUES (:id, :state)"),
+                    {"id": session_id, "state": state},
+                )
+
+    async def load_pending(self, session_id: str) -> str | None:
+        await self._ready()
+        async with self.engine.connect() as conn:
+            value = (
+                await conn.execute(
+                    text(f"SELECT state FROM {PENDING_TABLE} WHERE session_id = :id"), {"id": session_id}
+                )
+            ).scalar_one_or_none()
+        return None if value is None else str(value)
+
+    async def list_pending(self) -> list[str]:
+        await self._ready()
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(text(f"SELECT session_id FROM {PENDING_TABLE}"))).all()
+        return [str(r[0]) for r in rows]
 
     async def close(self) -> None:
         await self.engine.dispose()

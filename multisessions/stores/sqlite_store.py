@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextlib import closing
 from datetime import UTC, datetime
@@ -21,8 +22,10 @@ from agents.memory import Session, SessionSettings
 
 from multisessions.errors import StoreError
 from multisessions.stores.base import SessionInfo
+from multisessions.stores.leases import SQLiteLeases
 
 LAST_AGENT_TABLE = "agent_session_last_agent"
+PENDING_TABLE = "agent_session_pending"
 SESSIONS_TABLE = "agent_sessions"
 MESSAGES_TABLE = "agent_messages"
 
@@ -73,6 +76,11 @@ class SQLiteStore:
         self.pool = pool
         self.name = f"SQLite file {self.db_path}"
 
+    @property
+    def leases(self) -> SQLiteLeases:
+        """Leases in this file, shared by every store and session on it in this process."""
+        return sqlite_leases(self.db_path)
+
     def open(self, session_id: str) -> Session:
         """A plain ``SQLiteSession``, or a pooled one if the store has a pool."""
         if self.pool is not None:
@@ -88,6 +96,11 @@ class SQLiteStore:
             f"CREATE TABLE IF NOT EXISTS {LAST_AGENT_TABLE} ("
             "session_id TEXT PRIMARY KEY, agent_name TEXT NOT NULL, "
             "updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
+        )
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {PENDING_TABLE} ("
+            "session_id TEXT PRIMARY KEY, state TEXT NOT NULL, "
+            "created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
         )
         return conn
 
@@ -112,6 +125,7 @@ class SQLiteStore:
         def count_and_forget() -> int:
             with closing(self._connect()) as conn, conn:
                 conn.execute(f"DELETE FROM {LAST_AGENT_TABLE} WHERE session_id = ?", (session_id,))
+                conn.execute(f"DELETE FROM {PENDING_TABLE} WHERE session_id = ?", (session_id,))
                 return (
                     int(
                         conn.execute(
@@ -152,8 +166,50 @@ class SQLiteStore:
 
         await asyncio.to_thread(write)
 
+    async def save_pending(self, session_id: str, state: str | None) -> None:
+        def write() -> None:
+            with closing(self._connect()) as conn, conn:
+                conn.execute(f"DELETE FROM {PENDING_TABLE} WHERE session_id = ?", (session_id,))
+                if state is not None:
+                    conn.execute(
+                        f"INSERT INTO {PENDING_TABLE} (session_id, state) VALUES (?, ?)", (session_id, state)
+                    )
+
+        await asyncio.to_thread(write)
+
+    async def load_pending(self, session_id: str) -> str | None:
+        def read() -> str | None:
+            with closing(self._connect()) as conn:
+                row = conn.execute(
+                    f"SELECT state FROM {PENDING_TABLE} WHERE session_id = ?", (session_id,)
+                ).fetchone()
+                return None if row is None else str(row[0])
+
+        return await asyncio.to_thread(read)
+
+    async def list_pending(self) -> list[str]:
+        def read() -> list[str]:
+            with closing(self._connect()) as conn:
+                return [str(r[0]) for r in conn.execute(f"SELECT session_id FROM {PENDING_TABLE}")]
+
+        return await asyncio.to_thread(read)
+
     async def close(self) -> None:
         return None
+
+
+_leases_by_file: OrderedDict[Path, SQLiteLeases] = OrderedDict()
+_KEEP_FILES = 16  # lease connections kept open per process (the most recently used files)
+
+
+def sqlite_leases(db_path: str | Path) -> SQLiteLeases:
+    """The leases of one SQLite file, one connection per file per process."""
+    path = Path(db_path).absolute()
+    leases = _leases_by_file.pop(path, None) or SQLiteLeases(path)
+    _leases_by_file[path] = leases
+    while len(_leases_by_file) > _KEEP_FILES:
+        _leases_by_file.popitem(last=False)[1].close()
+    return leases
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:
