@@ -1,4 +1,4 @@
-"""Turns on one session id are serialised across processes on every store, and a dead holder frees it."""
+"""Across processes, on every store: turns serialised per session id, dead holders, approvals, streams."""
 
 from __future__ import annotations
 
@@ -50,3 +50,19 @@ def test_a_holder_killed_mid_turn_frees_the_session_within_its_lease(url, db):
     assert figures["held_when_killed"] == 1  # the kill really came while the session was held
     assert 0.5 < figures["next_turn_after_s"] < 1.0 + 3.0  # waited for the lease, not forever
     assert figures["items_after"] == 2  # the killed turn left nothing; the next one is whole
+
+
+def test_turns_paused_for_approval_are_decided_from_another_process_and_end_well_formed(url, db):
+    figures = stress.paused_turns(url, db, turns=4)
+    assert figures == {
+        "paused": 4,
+        "refused_meanwhile": 4,
+        "decided_elsewhere": 4,
+        "well_formed": 4,
+        "still_waiting": 0,
+    }
+
+
+async def test_streams_left_early_or_cancelled_change_no_session(db):
+    figures = await stress.abandoned_streams(db, streams=10)
+    assert figures == {"abandoned": 10, "cancelled": 10, "sessions_changed": 0, "locks_left": 0}

@@ -45,11 +45,16 @@ from agents.testing import ModelStep, ScriptedModel, function_call
 
 from multisessions import (
     OfflineModel,
+    SQLiteStore,
     TurnFailed,
     close_session,
+    held_locks,
     open_store,
     read_all,
+    resume_turn,
     run_turn,
+    stream_turn,
+    thread_session_id,
     user_session_id,
 )
 from multisessions.stores import leases_for
@@ -516,7 +521,140 @@ def killed_holder(url: str | None, db: Path, lease: float = 2.0) -> dict[str, An
     }
 
 
-# --- 7. Bad input -------------------------------------------------------------------------
+# --- 7. Streams left early, and turns paused for approval -----------------------------------
+
+
+async def abandoned_streams(db_path: Path, streams: int = 100) -> dict[str, int]:
+    """``streams`` streams left after the first event and ``streams`` cancelled mid-stream: 0 changes."""
+    store = SQLiteStore(db_path)
+    sessions = [store.open(user_session_id(f"s{i}")) for i in range(streams)]
+    config = RunConfig(model=OfflineModel())
+    agent = Agent(name="Support Agent")
+    for session in sessions:
+        await run_turn(agent, session, "My name is Ada.", run_config=config)
+    before = [await read_all(s) for s in sessions]
+
+    async def leave_early(session: Any) -> None:
+        async with stream_turn(agent, session, "My email is ada@example.com.", run_config=config) as result:
+            async for _ in result.stream_events():
+                break
+
+    async def cancelled(session: Any) -> None:
+        async with stream_turn(agent, session, "My email is ada@example.com.", run_config=config) as result:
+            async for _ in result.stream_events():
+                await asyncio.sleep(3600)
+
+    await asyncio.gather(*(leave_early(s) for s in sessions))
+    tasks = [asyncio.create_task(cancelled(s)) for s in sessions]
+    await asyncio.sleep(0.2)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    after = [await read_all(s) for s in sessions]
+    for session in sessions:
+        await close_session(session)
+    return {
+        "abandoned": streams,
+        "cancelled": streams,
+        "sessions_changed": sum(a != b for a, b in zip(after, before, strict=True)),
+        "locks_left": held_locks(),
+    }
+
+
+def _supervisor(url: str | None, db: str, ids: list[str], write_fd: int) -> None:
+    async def go() -> int:
+        store = open_store(url, db_path=db)
+        triage = refund_agents()["Triage Agent"]
+        decided = 0
+        for k, session_id in enumerate(ids):
+            session = store.open(session_id)
+            await resume_turn(
+                triage,
+                session,
+                approve=k % 2 == 0,
+                reason="Not this time.",
+                run_config=RunConfig(model=OfflineModel()),
+            )
+            decided += 1
+        await store.close()
+        return decided
+
+    os.write(write_fd, str(asyncio.run(go())).encode())
+    os._exit(0)
+
+
+def paused_turns(url: str | None, db: Path, turns: int = 50) -> dict[str, int]:
+    """``turns`` sessions pause for approval; new turns on them are refused; another process decides."""
+    ids = [thread_session_id(f"refund{i}") for i in range(turns)]
+    config = RunConfig(model=OfflineModel())
+
+    async def pause_all() -> int:
+        store = open_store(url, db_path=db)
+        triage = refund_agents()["Triage Agent"]
+        refused = 0
+        for session_id in ids:
+            session = store.open(session_id)
+            await store.delete(session_id)
+            await run_turn(triage, session, "My order number is 5512.", run_config=config)
+            await run_turn(
+                triage, session, "I was charged twice for order 5512, refund it.", run_config=config
+            )
+            try:
+                await run_turn(triage, session, "Hello?", run_config=config)
+            except TurnFailed:
+                refused += 1
+        await store.close()
+        return refused
+
+    refused = asyncio.run(pause_all())
+    read_fd, write_fd = os.pipe()
+    child = multiprocessing.get_context("fork").Process(
+        target=_supervisor, args=(url, str(db), ids, write_fd)
+    )
+    child.start()
+    os.close(write_fd)
+    decided = int(drain(read_fd) or b"0")
+    child.join()
+
+    async def check() -> tuple[int, int]:
+        store = open_store(url, db_path=db)
+        well_formed = 0
+        for session_id in ids:
+            items = await read_all(store.open(session_id))
+            calls = [i["call_id"] for i in items if i.get("type") == "function_call"]
+            outputs = [i["call_id"] for i in items if i.get("type") == "function_call_output"]
+            well_formed += calls == outputs and len(items) == 8 and items[-1].get("role") == "assistant"
+            await store.delete(session_id)
+        waiting = len(await store.list_pending())
+        await store.close()
+        return well_formed, waiting
+
+    well_formed, waiting = asyncio.run(check())
+    return {
+        "paused": turns,
+        "refused_meanwhile": refused,
+        "decided_elsewhere": decided,
+        "well_formed": well_formed,
+        "still_waiting": waiting,
+    }
+
+
+def refund_agents() -> dict[str, Agent[Any]]:
+    """Triage and a billing specialist whose refund tool needs a supervisor (as in agent.py)."""
+
+    @function_tool(needs_approval=True)
+    def refund_order(order_id: str) -> str:
+        """Refund the double charge on an order."""
+        return f"refund issued for order {order_id}"
+
+    billing = Agent(
+        name="Billing Agent", handoff_description="Billing: charges, refunds.", tools=[refund_order]
+    )
+    triage = Agent(name="Triage Agent", handoffs=[billing])
+    return {a.name: a for a in (triage, billing)}
+
+
+# --- 8. Bad input -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -680,12 +818,14 @@ def main(argv: list[str] | None = None) -> int:
             ("crashes", lambda: crash_kills(folder / "d.db", 5 if quick else 20)),
             ("processes", lambda: many_processes(folder / "e.db", 4, 40 if quick else 200, 5)),
             ("bad input", lambda: bad_inputs(folder)),
+            ("streams left early", lambda: asyncio.run(abandoned_streams(folder / "h.db", 100))),
         ]
         for url in [None, *args.store]:
             where = (url or "sqlite").split(":")[0]
             scenarios += [
                 (f"one session, {where}", partial(one_session_many_processes, url, folder / "f.db", 4, 25)),
                 (f"killed holder, {where}", partial(killed_holder, url, folder / "g.db", 2.0)),
+                (f"approvals, {where}", partial(paused_turns, url, folder / "i.db", 50)),
             ]
         for name, scenario in scenarios:
             started = time.perf_counter()
