@@ -240,7 +240,8 @@ def render_compaction(body: dict[str, Any]) -> dict[str, Any]:
     OpenAI returns the user messages and one opaque compaction item; a single readable assistant
     message is enough to see, in a test, that the stored history was replaced by the compacted one.
     """
-    items = body.get("input") if isinstance(body.get("input"), list) else []
+    raw_input = body.get("input")
+    items: list[Any] = raw_input if isinstance(raw_input, list) else []
     summary = f"Summary of {len(items)} earlier items."
     message = {
         "id": f"msg_{uuid.uuid4().hex[:24]}",
