@@ -15,15 +15,24 @@ turn reads the history, calls the model and commits while it holds the session's
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from agents import Agent, Runner, RunResult, RunResultStreaming, RunState
 from agents.items import TResponseInputItem
-from agents.memory import Session, SessionSettings
+from agents.memory import (
+    OpenAIConversationsSession,
+    OpenAIResponsesCompactionArgs,
+    Session,
+    SessionSettings,
+    is_openai_responses_compaction_aware_session,
+)
 from agents.memory.session_settings import resolve_session_limit
+from agents.run_context import RunContextWrapper
 from agents.stream_events import StreamEvent
 
 from multisessions.approvals import PausedTurn, paused_turn
@@ -32,6 +41,9 @@ from multisessions.locks import Lease, hold_session
 from multisessions.locks import held_locks as held_locks  # re-exported for callers and tests
 from multisessions.models import describe_failure
 from multisessions.stores import SessionStore, leases_for, store_of
+
+logger = logging.getLogger(__name__)
+_Context = RunContextWrapper[Any] | None  # the SDK's run context, as it passes it to sessions
 
 MAX_MESSAGE_CHARS = 100_000
 """Longer messages are refused: no model takes them whole, and they bloat every later turn."""
@@ -55,24 +67,57 @@ def check_message(user_input: object) -> str:
 
 
 class PendingTurn:
-    """A session stand-in that reads through to ``session`` and keeps this turn's writes."""
+    """A session stand-in that reads through to ``session`` and keeps this turn's writes.
+
+    It offers the SDK exactly what ``session`` offers: its ``session_settings``; the run context
+    (``wrapper``) when ``session`` takes it (then this is a ``ContextPendingTurn``, see
+    ``__new__``); ``run_compaction`` when ``session`` compacts, run after the commit
+    (``compact_after_commit``). An ``OpenAIConversationsSession`` is refused (``StoreError``).
+    """
+
+    def __new__(cls, session: Session) -> PendingTurn:
+        # The SDK hands the run context only to a session whose four history methods all take
+        # ``wrapper``, so the stand-in must take it exactly when ``session`` does.
+        if cls is PendingTurn and _takes_the_run_context(session):
+            cls = ContextPendingTurn
+        return super().__new__(cls)
 
     def __init__(self, session: Session) -> None:
+        if isinstance(session, OpenAIConversationsSession):
+            raise StoreError(
+                "run_turn cannot hold an OpenAIConversationsSession's turn: OpenAI's server stores "
+                "it 20 items per request (no all-or-nothing write) and the SDK cleans its items only "
+                "for that exact class; run Runner.run(agent, message, session=session) instead"
+            )
         self.session = session
         self.session_id = session.session_id
         self.session_settings: SessionSettings | None = getattr(session, "session_settings", None)
         self.pending: list[TResponseInputItem] = []
+        self.wrapper: RunContextWrapper[Any] | None = None
+        """The run context the SDK last passed (only to a ``ContextPendingTurn``); the commit uses it."""
+        self.compaction: tuple[OpenAIResponsesCompactionArgs | None, _Context] | None = None
+        """The SDK's latest compaction request during this turn, run by ``compact_after_commit``."""
+        self.deferred_compaction: tuple[str, bool | None, _Context] | None = None
+
+    @property
+    def _ignore_ids_for_matching(self) -> bool:
+        # The SDK compares items without their ids for stores that say so; keep the store's answer.
+        return bool(getattr(self.session, "_ignore_ids_for_matching", False))
+
+    def _context(self) -> dict[str, Any]:
+        """Keyword arguments passing the run context on to ``session``, when it takes it."""
+        return {"wrapper": self.wrapper} if self.wrapper is not None else {}
 
     async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
         """The stored history followed by this turn's unsaved items, newest ``limit`` of them."""
         limit = resolve_session_limit(limit, self.session_settings)
         if limit is None:
-            return [*await self.session.get_items(), *self.pending]
+            return [*await self.session.get_items(**self._context()), *self.pending]
         if limit <= 0:
-            return [*await self.session.get_items(limit), *self.pending]
+            return [*await self.session.get_items(limit, **self._context()), *self.pending]
         if len(self.pending) >= limit:
             return list(self.pending[-limit:])
-        stored = await self.session.get_items(limit - len(self.pending))
+        stored = await self.session.get_items(limit - len(self.pending), **self._context())
         return [*stored, *self.pending]
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
@@ -100,13 +145,119 @@ class PendingTurn:
             return
         for attempt in range(attempts):
             try:
-                await self.session.add_items(items)
+                await self.session.add_items(items, **self._context())
                 break
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc) or attempt == attempts - 1:
                     raise
                 await asyncio.sleep(0.05 * 2**attempt)
         self.pending = []
+
+    @property
+    def run_compaction(self) -> Callable[..., Awaitable[None]]:
+        """Present exactly when ``session`` compacts: then the SDK's request is kept for after the commit."""
+        if not is_openai_responses_compaction_aware_session(self.session):
+            raise AttributeError("run_compaction")  # so the SDK sees no compaction, as with the session
+        return self._request_compaction
+
+    async def _request_compaction(
+        self, args: OpenAIResponsesCompactionArgs | None = None, *, wrapper: _Context = None
+    ) -> None:
+        # Compacting now would rewrite history before this turn is in it: note the latest request.
+        self.compaction = (args, wrapper)
+
+    async def _defer_compaction(
+        self, response_id: str, store: bool | None = None, *, wrapper: _Context = None
+    ) -> None:
+        # The SDK defers compaction while a response's tool outputs are still local; note it too.
+        self.deferred_compaction = (response_id, store, wrapper)
+
+    async def compact_after_commit(self) -> None:
+        """Run the compaction the SDK asked for during the turn, now that the whole turn is stored.
+
+        The request runs as the SDK would have run it (automatic: only history the model just saw
+        is compacted, and the session's decision hook decides). A turn that ended while its
+        compaction was deferred passes the deferral on, so the next turn's compaction is forced.
+        """
+        compaction, self.compaction = self.compaction, None
+        deferred, self.deferred_compaction = self.deferred_compaction, None
+        try:
+            if compaction is not None:
+                args, wrapper = compaction
+                await _run_compaction(self.session, args, wrapper)
+            elif deferred is not None:
+                defer = getattr(self.session, "_defer_compaction", None)
+                if callable(defer):
+                    response_id, store, wrapper = deferred
+                    await defer(response_id, store, **_context_for(defer, wrapper))
+        except Exception as exc:
+            # The turn is stored; failing it now would make the caller send the message twice.
+            # The session keeps its uncompacted history and may compact after a later turn.
+            logger.warning("session %r: compaction after the turn failed (%s)", self.session_id, exc)
+
+
+class ContextPendingTurn(PendingTurn):
+    """A ``PendingTurn`` for a context-aware session: the SDK's run context is passed on to it."""
+
+    async def get_items(
+        self, limit: int | None = None, *, wrapper: RunContextWrapper[Any] | None = None
+    ) -> list[TResponseInputItem]:
+        """As ``PendingTurn.get_items``, reading with the run context."""
+        self.wrapper = wrapper or self.wrapper
+        return await super().get_items(limit)
+
+    async def add_items(
+        self, items: list[TResponseInputItem], *, wrapper: RunContextWrapper[Any] | None = None
+    ) -> None:
+        """As ``PendingTurn.add_items``; the commit writes with the last run context seen."""
+        self.wrapper = wrapper or self.wrapper
+        await super().add_items(items)
+
+    async def pop_item(self, *, wrapper: RunContextWrapper[Any] | None = None) -> TResponseInputItem | None:
+        """As ``PendingTurn.pop_item``."""
+        self.wrapper = wrapper or self.wrapper
+        return await super().pop_item()
+
+    async def clear_session(self, *, wrapper: RunContextWrapper[Any] | None = None) -> None:
+        """As ``PendingTurn.clear_session``."""
+        await super().clear_session()
+
+
+def _takes_wrapper(method: object) -> bool:
+    """Whether ``method`` has a ``wrapper`` parameter passable by keyword: the SDK's own test."""
+    try:
+        parameters = inspect.signature(method).parameters.values()  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return any(p.name == "wrapper" and p.kind in keyword for p in parameters)
+
+
+def _takes_the_run_context(session: Session) -> bool:
+    """Whether the SDK passes ``session`` the run context: all four history methods must take it."""
+    names = ("get_items", "add_items", "pop_item", "clear_session")
+    return all(_takes_wrapper(getattr(session, name, None)) for name in names)
+
+
+def _context_for(method: object, wrapper: RunContextWrapper[Any] | None) -> dict[str, Any]:
+    return {"wrapper": wrapper} if wrapper is not None and _takes_wrapper(method) else {}
+
+
+async def _run_compaction(
+    session: Session, args: OpenAIResponsesCompactionArgs | None, wrapper: RunContextWrapper[Any] | None
+) -> None:
+    """Call ``session.run_compaction`` the way the SDK does after a write (automatic compaction)."""
+    assert is_openai_responses_compaction_aware_session(session)
+    if wrapper is None:
+        await session.run_compaction(args)
+        return
+    # The SDK marks its own post-write call automatic; without the mark the session would
+    # compact its whole history instead of only what the model just saw.
+    wrapper._session_compaction_is_automatic = True  # type: ignore[attr-defined]
+    try:
+        await session.run_compaction(args, **_context_for(session.run_compaction, wrapper))
+    finally:
+        wrapper._session_compaction_is_automatic = False  # type: ignore[attr-defined]
 
 
 async def run_turn(agent: Agent[Any], session: Session, user_input: str, **runner_kwargs: Any) -> RunResult:
@@ -208,6 +359,7 @@ async def _finish(
         await store.save_pending(session.session_id, paused.dumps())
         return
     await turn.commit()  # the whole turn, in one write
+    await turn.compact_after_commit()  # a compacting session compacts what is now whole
 
 
 @asynccontextmanager

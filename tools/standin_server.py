@@ -1,10 +1,11 @@
 """A stand-in OpenAI-compatible server, so tests can drive the SDK's real model classes over real HTTP.
 
-It speaks ``POST /v1/responses`` and ``POST /v1/chat/completions`` (plain JSON and SSE streams) and
-``GET /v1/models``, on 127.0.0.1 only. Every answer comes from the project's offline model, so the
-tutorial's demo stories hold over HTTP: each request is turned into the Responses-style input items
-the SDK's ``Model`` interface gets, the offline model decides (a text answer or a ``transfer_to_...``
-handoff call), and the decision is rendered in the API's own format.
+It speaks ``POST /v1/responses`` and ``POST /v1/chat/completions`` (plain JSON and SSE streams),
+``POST /v1/responses/compact`` (history compaction: one summary message) and ``GET /v1/models``,
+on 127.0.0.1 only. Every model answer comes from the project's offline model, so the tutorial's
+demo stories hold over HTTP: each request is turned into the Responses-style input items the SDK's
+``Model`` interface gets, the offline model decides (a text answer or a ``transfer_to_...`` handoff
+call), and the decision is rendered in the API's own format.
 
 Tests read the request log and can make the server fail on purpose (see ``FAILURES``)::
 
@@ -230,6 +231,32 @@ def render_response(reply: Reply, *, status: str = "completed", with_output: boo
         "incomplete_details": None,
         "metadata": {},
         "usage": _responses_usage(reply.usage) if with_output else None,
+    }
+
+
+def render_compaction(body: dict[str, Any]) -> dict[str, Any]:
+    """A ``response.compaction`` for ``POST /v1/responses/compact``: the input as one summary message.
+
+    OpenAI returns the user messages and one opaque compaction item; a single readable assistant
+    message is enough to see, in a test, that the stored history was replaced by the compacted one.
+    """
+    raw_input = body.get("input")
+    items: list[Any] = raw_input if isinstance(raw_input, list) else []
+    summary = f"Summary of {len(items)} earlier items."
+    message = {
+        "id": f"msg_{uuid.uuid4().hex[:24]}",
+        "type": "message",
+        "role": "assistant",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": summary, "annotations": []}],
+    }
+    usage = Usage(input_tokens=len(items), output_tokens=1, total_tokens=len(items) + 1)
+    return {
+        "id": f"cmp_{uuid.uuid4().hex[:24]}",
+        "object": "response.compaction",
+        "created_at": int(time.time()),
+        "output": [message],
+        "usage": _responses_usage(usage),
     }
 
 
@@ -623,6 +650,11 @@ class StandinServer:
         @app.post("/v1/responses")
         async def responses(request: Request) -> Response:
             return await self._handle(request, "responses")
+
+        @app.post("/v1/responses/compact")
+        async def compact(request: Request) -> Response:
+            body = await self._record(request, "responses")
+            return JSONResponse(render_compaction(body if isinstance(body, dict) else {}))
 
         @app.post("/v1/chat/completions")
         async def chat_completions(request: Request) -> Response:
