@@ -18,9 +18,9 @@ from agents.memory import Session
 from agents.models.interface import Model
 
 from multisessions.errors import TurnFailed
+from multisessions.failures import describe_failure
 from multisessions.inventory import format_listing, list_sessions
 from multisessions.items import history_lines, read_all
-from multisessions.models import describe_failure
 from multisessions.naming import dated_session_id, feature_session_id, thread_session_id, user_session_id
 from multisessions.stores import SessionStore, close_session
 from multisessions.turns import run_turn

@@ -28,6 +28,7 @@ from agents.models.interface import Model
 
 from multisessions.chat import chat
 from multisessions.errors import ConfigError, StoreError, TurnFailed, UsageError
+from multisessions.failures import describe_failure
 from multisessions.inventory import (
     delete_sessions,
     expire_sessions,
@@ -36,7 +37,7 @@ from multisessions.inventory import (
     list_sessions,
 )
 from multisessions.items import history_lines, read_all
-from multisessions.models import describe_failure, resolve_model
+from multisessions.models import resolve_model
 from multisessions.naming import check_session_id
 from multisessions.settings import APIS, Settings, load_settings, parse_api
 from multisessions.stores import (
@@ -146,7 +147,8 @@ def main(argv: Sequence[str], lesson: Lesson, settings: Settings | None = None) 
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except TurnFailed as exc:
-        print(f"error: {exc.session_id}: {describe_failure(exc.cause)}", file=sys.stderr)
+        line = describe_failure(exc.cause, [settings.api_key] if settings else [])
+        print(f"error: {exc.session_id}: {line}", file=sys.stderr)
         return 1
     except sqlite3.Error as exc:
         print(f"error: the database failed ({exc}); check the --db file and its folder", file=sys.stderr)
