@@ -108,6 +108,11 @@ async def chat(
                     print(f"error: {exc}")
                     continue
                 await store.save_last_agent(session.session_id, result.last_agent.name)
-                print(f"[{session.session_id}] {result.last_agent.name}: {result.final_output}")
+                # Every line carries the session id, also each line of an answer that spans several.
+                prefix = f"[{session.session_id}]"
+                first, *rest = str(result.final_output).splitlines() or [""]
+                print(f"{prefix} {result.last_agent.name}: {first}")
+                for more in rest:
+                    print(f"{prefix}   {more}")
     finally:
         await close_session(session)
