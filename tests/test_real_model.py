@@ -294,24 +294,24 @@ def test_the_default_timeout_and_retries_end_a_silent_server_within_two_minutes(
     )
     tries = DEFAULT_MAX_RETRIES + 1
     assert backoff == 0.5 + 1.0
-    assert DEFAULT_TIMEOUT * tries + backoff < 120  # 106.5 s
+    assert DEFAULT_TIMEOUT * tries + backoff < 120 - 20  # 91.5 s, and room for the process around it
 
 
 @pytest.mark.parametrize("api", APIS)
 def test_a_server_that_never_answers_ends_the_command_in_one_line(api, standin: StandinServer, capsys, db):
     standin.fail_always("hang")
-    settings = settings_for(api, standin, timeout=0.5, max_retries=1)
+    settings = settings_for(api, standin, timeout=0.3, max_retries=1)
     started = time.monotonic()
     code = main(["multi-user", "--db", str(db)], lesson(), settings=settings)
     took = time.monotonic() - started
     err = capsys.readouterr().err
     assert code == 1
     assert re.fullmatch(
-        r"error: user_alice: APITimeoutError: the server did not answer within 0\.5 s, 2 tries\. Fix: .*\n",
+        r"error: user_alice: APITimeoutError: the server did not answer within 0\.3 s, 2 tries\. Fix: .*\n",
         err,
     ), err
     assert len(model_requests(standin)) == 2  # the client tried again once, as OPENAI_MAX_RETRIES=1 says
-    assert took < 2 * 0.5 + 0.5 + 3  # two tries, one backoff, and the demo around them
+    assert took < 2 * 0.3 + 0.5 + 3  # two tries, one backoff, and the demo around them
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM agent_messages").fetchone() == (0,)
 
