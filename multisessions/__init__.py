@@ -1,6 +1,6 @@
 """The machinery under the lessons (agent.py, serve.py): everything a reader need not learn first.
 
-Imports flow one way: errors, naming, items -> offline_model, settings -> models -> stores ->
+Imports flow one way: errors, naming, items -> offline_model, settings, failures -> models -> stores ->
 inventory, turns -> chat -> cli. Nothing here imports a lesson or a tool.
 """
 
@@ -15,6 +15,7 @@ from multisessions.errors import (
     TurnFailed,
     UsageError,
 )
+from multisessions.failures import describe_failure
 from multisessions.inventory import (
     delete_sessions,
     delete_user_sessions,
@@ -25,7 +26,7 @@ from multisessions.inventory import (
 )
 from multisessions.items import ALL_ITEMS, history_lines, item_summary, message_text, read_all
 from multisessions.locks import held_locks, hold_session
-from multisessions.models import ModelLike, describe_failure, describe_model, resolve_model
+from multisessions.models import ModelLike, describe_model, resolve_model
 from multisessions.naming import (
     ParsedSessionId,
     check_session_id,

@@ -169,7 +169,8 @@ def main(argv: Sequence[str], lesson: Lesson, settings: Settings | None = None) 
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except TurnFailed as exc:
-        print(f"error: {exc.session_id}: {why_it_failed(exc)}", file=sys.stderr)
+        line = why_it_failed(exc, [settings.api_key] if settings else [])
+        print(f"error: {exc.session_id}: {line}", file=sys.stderr)
         return 1
     except sqlite3.Error as exc:
         print(f"error: the database failed ({exc}); check the --db file and its folder", file=sys.stderr)

@@ -3,6 +3,33 @@ what is wrong and what to do, so a command line can print it as it is."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+
+SECRET_LOOKALIKE = re.compile(r"\bsk-[A-Za-z0-9_\-*]{4,}")
+"""Anything shaped like an OpenAI key (``sk-...``, ``sk-proj-...``), masked or not."""
+
+REDACTED = "[redacted]"
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with every given secret, and anything that looks like an API key, replaced.
+
+    Servers sometimes quote the key back in an error message; nothing we print may carry it.
+    Secrets shorter than 6 characters are left to the pattern: masking every "abc" would garble text.
+    """
+    for secret in sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return SECRET_LOOKALIKE.sub(REDACTED, text)
+
+
+def sent_key(exc: BaseException) -> list[str]:
+    """The API key an ``openai`` error's request carried (its ``Authorization`` header), if any."""
+    headers = getattr(getattr(exc, "request", None), "headers", None)
+    value = headers.get("authorization", "") if headers is not None else ""
+    key = value.removeprefix("Bearer ").strip() if isinstance(value, str) else ""
+    return [key] if key else []
+
 
 class MultiSessionsError(Exception):
     """Base of the errors below; ``str(error)`` is the one line to show a user."""
@@ -22,7 +49,7 @@ class TurnFailed(MultiSessionsError):
     def __init__(self, session_id: str, cause: BaseException) -> None:
         self.session_id = session_id
         self.cause = cause
-        reason = str(cause).splitlines()[0] if str(cause) else ""
+        reason = redact(str(cause).splitlines()[0], sent_key(cause)) if str(cause).strip() else ""
         super().__init__(
             f"turn on session {session_id!r} failed ({type(cause).__name__}"
             f"{': ' + reason if reason else ''}); the session is unchanged"

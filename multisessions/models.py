@@ -7,19 +7,24 @@
 
 Each call of ``resolve_model`` builds its own ``AsyncOpenAI`` client, bound to the event loop
 that uses it: the SDK's shared default client keeps connections of the first loop and fails
-with "Event loop is closed" in the next one.
+with "Event loop is closed" in the next one. The client waits ``OPENAI_TIMEOUT`` seconds per
+try and tries ``OPENAI_MAX_RETRIES`` more times on timeouts, connection errors, 429 and 5xx;
+an answer that is not the API's JSON fails at once, as ``openai.APIResponseValidationError``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
+import httpx2
 from agents import ModelSettings, OpenAIChatCompletionsModel, OpenAIResponsesModel, set_tracing_disabled
 from agents.items import ModelResponse, TResponseStreamEvent
 from agents.models.interface import Model
-from openai import AsyncOpenAI
+from openai import APIResponseValidationError, AsyncOpenAI, DefaultAsyncHttpxClient
+from openai._models import FinalRequestOptions
 
 from multisessions.offline_model import OfflineModel
 from multisessions.settings import Settings, load_settings
@@ -46,20 +51,77 @@ def resolve_model(
         print(describe_model(settings, named=isinstance(model, str)))
     if settings.uses_offline_model:
         return OfflineModel()
-    client = AsyncOpenAI(
+    real: Model
+    if settings.api == "chat_completions":
+        real = OpenAIChatCompletionsModel(settings.model, openai_client=model_client(settings))
+    else:
+        real = OpenAIResponsesModel(settings.model, openai_client=model_client(settings))
+    if settings.max_tokens is not None:
+        real = WithModelSettings(real, ModelSettings(max_tokens=settings.max_tokens))
+    return real
+
+
+def model_client(settings: Settings) -> AsyncOpenAI:
+    """A fresh client for this event loop: bounded tries, answers checked, history every server reads."""
+    client_class = ChatCompletionsClient if settings.api == "chat_completions" else AsyncOpenAI
+    return client_class(
         api_key=settings.api_key,
         base_url=settings.base_url or None,
         timeout=settings.timeout,
         max_retries=settings.max_retries,
+        http_client=DefaultAsyncHttpxClient(event_hooks={"response": [check_answer]}),
     )
-    real: Model
-    if settings.api == "chat_completions":
-        real = OpenAIChatCompletionsModel(model=settings.model, openai_client=client)
+
+
+async def check_answer(response: httpx2.Response) -> None:
+    """Fail at once, in words, on a 2xx answer that is not the API's JSON or event stream.
+
+    A captive portal's HTML page or a truncated body would otherwise surface deep in the SDK as
+    ``AttributeError: 'str' object has no attribute 'usage'`` or a bare ``JSONDecodeError``.
+    """
+    kind = response.headers.get("content-type", "")
+    if not response.is_success or response.request.method != "POST" or "event-stream" in kind:
+        return
+    body = (await response.aread()).decode(errors="replace")
+    if "json" in kind:
+        try:
+            json.loads(body)
+            return
+        except ValueError as exc:
+            problem = f"the answer is not valid JSON ({exc})"
     else:
-        real = OpenAIResponsesModel(model=settings.model, openai_client=client)
-    if settings.max_tokens is not None:
-        real = WithModelSettings(real, ModelSettings(max_tokens=settings.max_tokens))
-    return real
+        problem = f"the answer is {kind or 'untyped'}, not the API's JSON"
+    raise APIResponseValidationError(response, body, message=f"{problem}: {body[:500]}")
+
+
+class ChatCompletionsClient(AsyncOpenAI):
+    """An ``AsyncOpenAI`` client that sends ``content: ""``, not ``null``, beside ``tool_calls``.
+
+    After a handoff the SDK's converter (``agents/models/chatcmpl_converter.py``) replays the
+    transfer call as ``{"role": "assistant", "content": None, "tool_calls": [...]}``. OpenAI
+    accepts that; llama.cpp's server and others answer 500. An empty string means the same and
+    every server reads it. ``_prepare_options`` is the client's hook for adjusting a request
+    before it is sent (``AzureOpenAI`` uses it too); only the copy being sent changes.
+    """
+
+    async def _prepare_options(self, options: FinalRequestOptions) -> FinalRequestOptions:
+        options = await super()._prepare_options(options)
+        body = options.json_data
+        if options.url == "/chat/completions" and isinstance(body, dict):
+            messages = body.get("messages")
+            if isinstance(messages, list) and any(map(_null_beside_tool_calls, messages)):
+                fixed = [{**m, "content": ""} if _null_beside_tool_calls(m) else m for m in messages]
+                options.json_data = {**body, "messages": fixed}
+        return options
+
+
+def _null_beside_tool_calls(message: object) -> bool:
+    return (
+        isinstance(message, dict)
+        and message.get("role") == "assistant"
+        and bool(message.get("tool_calls"))
+        and message.get("content") is None
+    )
 
 
 def describe_model(settings: Settings, *, named: bool = False) -> str:
@@ -94,20 +156,3 @@ class WithModelSettings(Model):
     ) -> AsyncIterator[TResponseStreamEvent]:
         settings = (model_settings or ModelSettings()).resolve(self.extra)
         return self.inner.stream_response(system_instructions, input, settings, *args, **kw)
-
-
-def describe_failure(exc: BaseException) -> str:
-    """One line saying what failed in a model call and what to do about it."""
-    name = type(exc).__name__
-    text = (str(exc).splitlines()[0] if str(exc) else name).rstrip(".")
-    hints: dict[str, str] = {
-        "AuthenticationError": "check OPENAI_API_KEY (in the environment or .env)",
-        "OpenAIError": "set OPENAI_API_KEY (in the environment or .env)",
-        "PermissionDeniedError": "check that the key may use this model",
-        "NotFoundError": "check OPENAI_MODEL and OPENAI_BASE_URL",
-        "RateLimitError": "wait and retry, or check the account's quota",
-        "APIConnectionError": "check the network and OPENAI_BASE_URL",
-        "APITimeoutError": "check the network and OPENAI_BASE_URL",
-    }
-    hint = hints.get(name, "see the message above")
-    return f"{name}: {text}. Fix: {hint}, or run offline with --offline."

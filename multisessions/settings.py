@@ -22,8 +22,11 @@ Api = Literal["responses", "chat_completions"]
 APIS: tuple[Api, ...] = ("responses", "chat_completions")
 
 DEFAULT_MODEL = "gpt-4.1-mini"
-DEFAULT_TIMEOUT = 35.0
-"""Seconds per model call. With 2 retries a server that never answers ends a turn in ~107 s."""
+DEFAULT_TIMEOUT = 30.0
+"""Seconds per try of a model call. The openai client retries a timeout too, with 0.5 s then 1 s
+of backoff, so with 2 retries a server that never answers ends a turn after at most
+3 x 30 + 1.5 = 91.5 s: within 2 minutes with room for the process around it (35 s per try
+measured 113.6 s end to end, too close). tests/test_real_model.py checks the sum."""
 DEFAULT_MAX_RETRIES = 2
 
 
@@ -73,11 +76,17 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         base_url=get("OPENAI_BASE_URL"),
         api=parse_api(get("OPENAI_API") or "responses", "OPENAI_API"),
         timeout=parse_seconds(get("OPENAI_TIMEOUT"), "OPENAI_TIMEOUT", DEFAULT_TIMEOUT),
-        max_retries=parse_count(get("OPENAI_MAX_RETRIES"), "OPENAI_MAX_RETRIES", None, low=0)
-        or DEFAULT_MAX_RETRIES,
+        max_retries=_or(
+            parse_count(get("OPENAI_MAX_RETRIES"), "OPENAI_MAX_RETRIES", None, low=0), DEFAULT_MAX_RETRIES
+        ),
         max_tokens=parse_count(get("OPENAI_MAX_TOKENS"), "OPENAI_MAX_TOKENS", None, low=1),
         store_url=get("SESSION_STORE_URL") or None,
     )
+
+
+def _or(value: int | None, default: int) -> int:
+    """``value`` unless it was not given: 0 retries is a choice, not a blank."""
+    return default if value is None else value
 
 
 def parse_api(value: str, name: str = "--api") -> Api:

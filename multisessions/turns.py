@@ -18,7 +18,7 @@ import asyncio
 import inspect
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -37,9 +37,9 @@ from agents.stream_events import StreamEvent
 
 from multisessions.approvals import PausedTurn, paused_turn
 from multisessions.errors import AwaitingApproval, MultiSessionsError, SessionBusy, StoreError, TurnFailed
+from multisessions.failures import describe_failure
 from multisessions.locks import Lease, hold_session
 from multisessions.locks import held_locks as held_locks  # re-exported for callers and tests
-from multisessions.models import describe_failure
 from multisessions.stores import SessionStore, leases_for, store_of
 
 logger = logging.getLogger(__name__)
@@ -324,11 +324,14 @@ async def resume_turn(
         return result
 
 
-def why_it_failed(failure: TurnFailed) -> str:
-    """The one line for a failed turn: our own errors say it themselves; a model's gets a fix."""
+def why_it_failed(failure: TurnFailed, secrets: Iterable[str] = ()) -> str:
+    """The one line for a failed turn: our own errors say it themselves; a model's gets a fix.
+
+    ``secrets`` (such as the API key) never appear in it, even if a server echoed them.
+    """
     if isinstance(failure.cause, MultiSessionsError):
         return str(failure.cause)
-    return describe_failure(failure.cause)
+    return describe_failure(failure.cause, secrets)
 
 
 def _store_for_approvals(session: Session) -> SessionStore:
