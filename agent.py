@@ -305,15 +305,18 @@ async def approval_demo(
         if result.interruptions:  # nothing of this turn is in the history yet
             print(f"[{session.session_id}] dana: {message}")
             for call in result.interruptions:
-                print(
-                    f"[{session.session_id}]   paused: {call.name}({call.arguments}) waits for a supervisor"
-                )
+                print(f"[{session.session_id}]   paused: {call.name}({call.arguments}) needs a supervisor")
             continue
         await store.save_last_agent(session.session_id, result.last_agent.name)
         print_turn(session, "dana", message, result)
 
     # The supervisor, in another process: a new session object; the paused turn comes from the store.
-    for waiting in await pending_approvals(store):
+    waiting_calls = await pending_approvals(store, session.session_id)
+    if not waiting_calls:  # a real model may answer without the refund tool: then nothing waits
+        print(f"\nNothing waits on {session.session_id}: the model did not call refund_order.")
+        await print_sessions({"refund": session})
+        return {"refund": session}
+    for waiting in waiting_calls:
         asked = f"{waiting.tool}({waiting.arguments})"
         print(f"\nSupervisor sees: {waiting.session_id}: {waiting.agent} asks {asked}")
     resumed = open_session(session.session_id, store)
@@ -432,7 +435,7 @@ DEMOS = {
 }
 """What ``python agent.py`` runs."""
 
-EXTRA_DEMOS = {"history-cap": history_cap_demo, "approvals": approval_demo}
+EXTRA_DEMOS = {"history-cap": history_cap_demo, "refund": approval_demo}
 """Run by name only: ``python agent.py history-cap``."""
 
 

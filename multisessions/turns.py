@@ -300,11 +300,15 @@ async def resume_turn(
             store = _store_for_approvals(session)
             record = await store.load_pending(session.session_id)
             if record is None:
-                raise ValueError(f"no turn is waiting for approval on session {session.session_id!r}")
+                raise StoreError(
+                    f"no turn is waiting for approval on session {session.session_id!r}; "
+                    "see: python agent.py approvals list"
+                )
             paused = PausedTurn.loads(record)
             if paused.starting_agent != agent.name:
-                raise ValueError(
-                    f"the paused turn started with {paused.starting_agent!r}, not {agent.name!r}"
+                raise StoreError(
+                    f"the paused turn started with {paused.starting_agent!r}, not {agent.name!r}; "
+                    "resume it with that agent"
                 )
             state = await RunState.from_string(agent, paused.state)
             for item in state.get_interruptions():

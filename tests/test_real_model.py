@@ -37,6 +37,7 @@ from standin_fixture import (  # noqa: F401  (the fixtures)
     lesson,
     model_requests,
     module_standin_fixture,
+    sent_text,
     sessions_in,
     settings_for,
     standin_fixture,
@@ -366,3 +367,17 @@ def test_settings_read_the_model_path_variables():
         300,
     )
     assert Settings().timeout == DEFAULT_TIMEOUT and Settings().max_retries == DEFAULT_MAX_RETRIES
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_a_refund_pauses_over_http_and_a_supervisor_approves_it_from_the_command_line(
+    api, standin: StandinServer, capsys, db
+):
+    settings = settings_for(api, standin)
+    assert main(["refund", "--db", str(db)], lesson(), settings=settings) == 0
+    out = capsys.readouterr().out
+    assert 'paused: refund_order({"order_id": "5512"}) needs a supervisor' in out
+    assert "refused: session 'thread_refund-5512' waits for a supervisor" in out
+    assert "Billing Agent: refund_order: refund issued for order 5512" in out
+    calls = [r for r in model_requests(standin) if "refund_order" in sent_text(r)]
+    assert calls, "the server was never offered the refund tool"

@@ -74,6 +74,8 @@ class Turn:
     instructions: str | None
     items: list[dict[str, Any]]
     handoffs: list[SimpleNamespace]
+    tools: list[SimpleNamespace] = field(default_factory=list)
+    """The other function tools, as the offline model sees them (name, description, parameters)."""
     stream: bool = False
     include_usage: bool = False  # Chat Completions streams only
 
@@ -92,6 +94,19 @@ def _handoffs(named_tools: Iterator[tuple[str, str | None]]) -> list[SimpleNames
     return [h for name, description in named_tools if (h := _handoff(name, description)) is not None]
 
 
+def _function_tools(functions: list[dict[str, Any]]) -> list[SimpleNamespace]:
+    """The function tools that are not handoffs, shaped like the SDK's ``FunctionTool``."""
+    return [
+        SimpleNamespace(
+            name=str(f.get("name", "")),
+            description=f.get("description") or "",
+            params_json_schema=f.get("parameters") or {},
+        )
+        for f in functions
+        if not str(f.get("name", "")).startswith("transfer_to_")
+    ]
+
+
 def parse_responses_request(body: dict[str, Any]) -> Turn:
     """A Responses API body: ``input`` is already in Model-interface item form."""
     raw_input = body.get("input")
@@ -102,6 +117,7 @@ def parse_responses_request(body: dict[str, Any]) -> Turn:
         instructions=body.get("instructions"),
         items=[item for item in items if isinstance(item, dict)],
         handoffs=_handoffs((str(t.get("name", "")), t.get("description")) for t in tools),
+        tools=_function_tools(tools),
         stream=bool(body.get("stream")),
     )
 
@@ -141,6 +157,7 @@ def parse_chat_request(body: dict[str, Any]) -> Turn:
         instructions="\n\n".join(instructions) or None,
         items=items,
         handoffs=_handoffs((str(f.get("name", "")), f.get("description")) for f in functions),
+        tools=_function_tools(functions),
         stream=bool(body.get("stream")),
         include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
     )
@@ -180,7 +197,7 @@ async def decide(turn: Turn) -> Reply:
     """Ask the offline model what to answer to this turn."""
     items: Any = turn.items  # the SDK's input items, as plain dicts
     response = await OfflineModel().get_response(
-        turn.instructions, items, ModelSettings(), [], None, turn.handoffs, ModelTracing.DISABLED
+        turn.instructions, items, ModelSettings(), turn.tools, None, turn.handoffs, ModelTracing.DISABLED
     )
     return Reply(model=turn.model, output=list(response.output), usage=response.usage)
 
