@@ -202,6 +202,11 @@ def check_tenant(tenant: object) -> str:
     return tenant  # type: ignore[return-value]
 
 
+def tenant_prefix(tenant: str) -> str:
+    """What every id of ``tenant`` starts with: the escaped tenant and ``:``."""
+    return f"{_escape('tenant', tenant)}:"
+
+
 def in_tenant(session_id: str, tenant: str | None) -> bool:
     """Whether ``session_id`` belongs to ``tenant``; ``tenant=None`` means ids with no tenant.
 
@@ -211,7 +216,7 @@ def in_tenant(session_id: str, tenant: str | None) -> bool:
     """
     if tenant is None:
         return ":" not in session_id
-    return session_id.startswith(_escape("tenant", tenant) + ":")
+    return session_id.startswith(tenant_prefix(tenant))
 
 
 def tenant_label(session_id: str) -> str | None:
