@@ -13,6 +13,7 @@ A store that fails outside a turn (reading or saving the last agent, ``/history`
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from datetime import UTC, date, datetime
 from typing import Any, TextIO
@@ -26,10 +27,30 @@ from multisessions.inventory import format_listing, list_sessions
 from multisessions.items import history_lines, read_all
 from multisessions.models import describe_failure
 from multisessions.naming import dated_session_id, feature_session_id, thread_session_id, user_session_id
-from multisessions.stores import DRIVER_ERRORS, SessionStore, close_session, scrub
+from multisessions.stores import (
+    DRIVER_ERRORS,
+    SessionStore,
+    close_session,
+    describe_sqlite_failure,
+    scrub,
+)
 from multisessions.turns import run_turn
 
 _STORE_FAILURES: tuple[type[BaseException], ...] = (StoreError, *DRIVER_ERRORS)
+
+
+def describe_turn_failure(cause: BaseException, where: object, store_url: str | None = None) -> str:
+    """One true line for why a turn failed: the store (disk full, server gone) or the model.
+
+    ``where`` names the store (its SQLite path or name); ``store_url``'s secrets are scrubbed.
+    """
+    if isinstance(cause, sqlite3.Error | OSError):
+        return describe_sqlite_failure(cause, str(where))
+    if isinstance(cause, _STORE_FAILURES):
+        text = str(cause).strip()
+        reason = scrub(text.splitlines()[0], store_url) if text else ""
+        return f"{where}: the store failed ({type(cause).__name__}{': ' + reason if reason else ''})"
+    return scrub(describe_failure(cause), store_url)
 
 
 def chat_session_id(
@@ -115,7 +136,8 @@ async def chat(
                 try:
                     result = await run_turn(agent, session, text, run_config=run_config)
                 except TurnFailed as exc:
-                    print(f"error: {describe_failure(exc.cause)} (nothing was saved)")
+                    where = getattr(store, "db_path", store.name)
+                    print(f"error: {describe_turn_failure(exc.cause, where, store_url)} (nothing was saved)")
                     continue
                 except ValueError as exc:
                     print(f"error: {exc}")

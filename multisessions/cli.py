@@ -32,7 +32,7 @@ from agents import Agent
 from agents.memory import Session
 from agents.models.interface import Model
 
-from multisessions.chat import chat
+from multisessions.chat import chat, describe_turn_failure
 from multisessions.errors import ConfigError, StoreError, TurnFailed, UsageError
 from multisessions.inventory import (
     delete_sessions,
@@ -42,7 +42,7 @@ from multisessions.inventory import (
     list_sessions,
 )
 from multisessions.items import history_lines, read_all
-from multisessions.models import describe_failure, resolve_model
+from multisessions.models import resolve_model
 from multisessions.naming import check_session_id, check_tenant, tenant_prefix
 from multisessions.settings import APIS, Settings, load_settings, parse_api
 from multisessions.stores import (
@@ -178,7 +178,8 @@ def main(argv: Sequence[str], lesson: Lesson, settings: Settings | None = None) 
     except (StoreError, ValueError) as exc:
         return _fail(str(exc), 1, store_url)
     except TurnFailed as exc:
-        return _fail(f"{exc.session_id}: {describe_failure(exc.cause)}", 1, store_url)
+        where = db_path if not store_url else "the store"
+        return _fail(f"{exc.session_id}: {describe_turn_failure(exc.cause, where, store_url)}", 1, store_url)
     except sqlite3.Error as exc:
         return _fail(describe_sqlite_failure(exc, db_path), 1, store_url)
     except BrokenPipeError:

@@ -39,12 +39,14 @@ def read_only_uri(path: str | Path, *, immutable: bool = False) -> str:
 
 def connect_read_only(path: str | Path) -> sqlite3.Connection:
     """A read-only connection; on a read-only folder or full disk, an immutable one instead."""
-    conn = sqlite3.connect(read_only_uri(path), uri=True)
+    conn = None
     try:
+        conn = sqlite3.connect(read_only_uri(path), uri=True)
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         return conn
     except sqlite3.OperationalError as exc:
-        conn.close()
+        if conn is not None:
+            conn.close()
         if _environment_problem(exc) is None and "unable to open" not in str(exc):
             raise
         return sqlite3.connect(read_only_uri(path, immutable=True), uri=True)

@@ -16,7 +16,7 @@ INSTALL_HINT = "install the store drivers: pip install -r requirements-stores.tx
 def split_options(url: str, names: tuple[str, ...]) -> tuple[str, dict[str, str]]:
     """Take our own query options out of a URL, leaving the driver's."""
     parts = urlsplit(url)
-    query = parse_qsl(parts.query)
+    query = parse_qsl(parts.query, keep_blank_values=True)  # "?ttl=" is a ttl, and a wrong one
     ours = {k: v for k, v in query if k in names}
     rest = [(k, v) for k, v in query if k not in names]
     return urlunsplit(parts._replace(query=urlencode(rest))), ours
@@ -40,7 +40,7 @@ def redact_url(url: str) -> str:
 
 _SECRET_KEYS = ("pass", "secret", "token", "auth", "key")
 _SHORT = 4
-"""Secrets shorter than this are not replaced inside a text (it would mangle it): the text goes."""
+"""Secrets shorter than this are replaced only where they stand alone (not inside words)."""
 
 
 def url_secrets(url: str) -> set[str]:
@@ -81,17 +81,17 @@ def url_secrets(url: str) -> set[str]:
 
 
 def scrub(text: str, url: str | None) -> str:
-    """``text`` (an error message) with every secret of ``url`` hidden.
+    """``text`` (an error message) with every secret of ``url`` replaced by ``***``.
 
-    Long secrets are replaced by ``***``; if a short one (under 4 characters) appears, replacing
-    it would mangle the text, so the details are dropped instead.
+    Secrets of 4 characters or more are replaced wherever they appear; shorter ones (a tiny
+    password, or the tail of one after a ``#`` or ``/``) only where they stand alone, so that
+    the words around them stay readable.
     """
     if not url:
         return text
     for secret in sorted(url_secrets(url), key=len, reverse=True):
-        if secret not in text:
-            continue
-        if len(secret) < _SHORT:
-            return "(details hidden: they held part of the store password)"
-        text = text.replace(secret, "***")
+        if len(secret) >= _SHORT:
+            text = text.replace(secret, "***")
+        else:
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
     return text
