@@ -98,7 +98,8 @@ def test_delete_removes_one_session_and_its_rows_and_says_so(tmp_path, demo_db):
 def test_delete_dry_run_removes_nothing(tmp_path, demo_db):
     db = tmp_path / "copy.db"
     db.write_bytes(demo_db.read_bytes())
-    result = run_cli("sessions", "delete", "--tenant", "demo", "--user", "alice", "--dry-run", "--db", str(db))
+    demo_alice = ["--tenant", "demo", "--user", "alice"]
+    result = run_cli("sessions", "delete", *demo_alice, "--dry-run", "--db", str(db))
     assert "would remove 4 session(s)" in result.stdout
     assert table_counts(db) == table_counts(demo_db)
 
