@@ -26,6 +26,7 @@ from multisessions import (
     expire_sessions,
     feature_session_id,
     list_sessions,
+    load_settings,
     read_all,
     run_turn,
     user_session_id,
@@ -514,3 +515,8 @@ async def test_one_100k_message_barely_holds_up_other_users(tmp_path):
     figures = await big_message(tmp_path / "big.db", others=3, turns=2)
     assert figures["message_chars"] == 100_000
     assert figures["big_turn_loop_ms"] < 1000 and figures["max_loop_stall_ms"] < 1000, figures
+
+
+def test_the_encryption_key_comes_from_settings_and_is_never_in_their_repr(tmp_path):
+    settings = load_settings({"SESSION_ENCRYPTION_KEY": SECRET}, dotenv=tmp_path / "none")
+    assert settings.encryption_key == SECRET and SECRET not in repr(settings)
