@@ -8,11 +8,13 @@ import asyncio
 import errno
 import io
 import sqlite3
+import subprocess
 import sys
 import uuid
 from typing import Any
 
 import pytest
+import redis
 from agents import Agent, RunConfig
 
 import agent
@@ -168,6 +170,17 @@ def test_the_demos_never_touch_a_users_own_chat(db, capsys):
     assert after.fetchall() == before and len(before) == 2
 
 
+def test_chat_in_a_tenant_stays_in_it(db, capsys):
+    code, out, err = cli(
+        capsys, "chat", "--user", "alice", "--tenant", "acme", "--db", str(db), stdin="Hi.\n"
+    )
+    assert code == 0 and "[acme:user_alice] Triage Agent:" in out, err
+    code, out, err = cli(capsys, "sessions", "list", "--db", str(db))
+    assert "0 session(s)" in out
+    code, out, err = cli(capsys, "sessions", "list", "--tenant", "acme", "--db", str(db))
+    assert "acme:user_alice" in out
+
+
 # --- Row 2: no password is ever printed ---------------------------------------------------
 
 PASSWORDS = [
@@ -261,6 +274,11 @@ def test_a_bad_ttl_is_one_line_exit_2_and_stores_nothing(ttl, capsys):
         assert code == 2 and "ttl=" in one_error_line(err)
     with pytest.raises(ConfigError):
         RedisStore(url)
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        assert client.keys(f"{prefix}*") == []  # nothing was stored under the prefix
+    finally:
+        client.close()
 
 
 def test_the_longest_ttl_is_accepted():
@@ -520,3 +538,18 @@ async def test_one_100k_message_barely_holds_up_other_users(tmp_path):
 def test_the_encryption_key_comes_from_settings_and_is_never_in_their_repr(tmp_path):
     settings = load_settings({"SESSION_ENCRYPTION_KEY": SECRET}, dotenv=tmp_path / "none")
     assert settings.encryption_key == SECRET and SECRET not in repr(settings)
+
+
+def test_listing_and_showing_an_immutable_healthy_file_works(db, capsys):
+    cli(capsys, "naming", "--db", str(db))
+    if subprocess.run(["chattr", "+i", str(db)], capture_output=True).returncode:
+        pytest.skip("chattr +i is not available here")
+    try:
+        code, out, err = cli(capsys, "sessions", "list", "--tenant", "demo", "--db", str(db))
+        assert code == 0 and "4 session(s)" in out, err
+        code, out, err = cli(capsys, "sessions", "show", "demo:user_123", "--db", str(db))
+        assert code == 0 and "Sam" in out, err
+        code, out, err = cli(capsys, "naming", "--db", str(db))
+        assert code == 1 and "read-only" in one_error_line(err) and "move it aside" not in err
+    finally:
+        subprocess.run(["chattr", "-i", str(db)], capture_output=True)
