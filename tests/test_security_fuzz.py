@@ -21,7 +21,7 @@ from multisessions import OfflineModel, Settings, SQLiteStore, TurnFailed, read_
 from multisessions.cli import Lesson, main
 
 LESSON = Lesson(agent.DEMOS, agent.EXTRA_DEMOS, agents=agent.support_agents, first_agent="Triage Agent")
-FAST = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+FAST = settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 
 HOSTILE = st.sampled_from(
     [
