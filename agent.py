@@ -11,6 +11,11 @@ Four demos, each one idea:
 Run all of them with ``python agent.py`` (``--help`` for options), or one with
 ``python -c "import asyncio; from agent import multi_user_sessions; asyncio.run(multi_user_sessions())"``.
 With no ``OPENAI_API_KEY`` they run on a built-in offline model (see offline_model.py).
+
+The demos keep their sessions in a tenant of their own, ``demo`` (``demo:user_alice``): they
+clear their sessions before each run, and must never clear yours (``python agent.py chat
+--user alice`` is ``user_alice``, no tenant). ``python agent.py sessions list --tenant demo``
+lists what they left.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from multisessions import (
 )
 
 __all__ = [
+    "DEMO_TENANT",
     "context_based_sessions",
     "dated_session_id",
     "feature_session_id",
@@ -65,6 +71,10 @@ __all__ = [
     "thread_session_id",
     "user_session_id",
 ]
+
+
+DEMO_TENANT = "demo"
+"""The tenant every demo's session ids are built in, apart from any user's own sessions."""
 
 
 def open_session(session_id: str, store: SessionStore | str | Path = DEFAULT_DB) -> Session:
@@ -94,9 +104,9 @@ async def multi_user_sessions(
     )
     # One database file, one session id per user: the id is what keeps them apart.
     sessions = {
-        "alice": open_session(user_session_id("alice"), store),
-        "bob": open_session(user_session_id("bob"), store),
-        "carol": open_session(user_session_id("carol"), store),
+        "alice": open_session(user_session_id("alice", tenant=DEMO_TENANT), store),
+        "bob": open_session(user_session_id("bob", tenant=DEMO_TENANT), store),
+        "carol": open_session(user_session_id("carol", tenant=DEMO_TENANT), store),
     }
     await start_fresh(store, sessions)
 
@@ -134,7 +144,10 @@ async def context_based_sessions(
         "sales": Agent(name="Sales Agent", instructions="You answer questions about plans and pricing."),
         "chat": Agent(name="Feature Chat Agent", instructions="You help with the in-app chat feature."),
     }
-    sessions = {context: open_session(feature_session_id(context, user), store) for context in contexts}
+    sessions = {
+        context: open_session(feature_session_id(context, user, tenant=DEMO_TENANT), store)
+        for context in contexts
+    }
     await start_fresh(store, sessions)
 
     script = [
@@ -196,7 +209,7 @@ async def shared_session_agents(
     store = store or SQLiteStore(db_path)
     agents_by_name = support_agents()
     triage = agents_by_name["Triage Agent"]
-    session = open_session(thread_session_id("support-7731"), store)
+    session = open_session(thread_session_id("support-7731", tenant=DEMO_TENANT), store)
     await start_fresh(store, {"support": session})
 
     script = [
@@ -238,10 +251,10 @@ async def session_naming_demo(
     store = store or SQLiteStore(db_path)
     agent = Agent(name="Assistant", instructions="You are a helpful assistant.")
     ids = {
-        "user": user_session_id("123"),  # user_123
-        "feature": feature_session_id("chat", "123"),  # chat_feature_user_123
-        "thread": thread_session_id("abc123"),  # thread_abc123
-        "dated": dated_session_id("123", date(2024, 12, 15)),  # user_123_20241215
+        "user": user_session_id("123", tenant=DEMO_TENANT),  # demo:user_123
+        "feature": feature_session_id("chat", "123", tenant=DEMO_TENANT),  # demo:chat_feature_user_123
+        "thread": thread_session_id("abc123", tenant=DEMO_TENANT),  # demo:thread_abc123
+        "dated": dated_session_id("123", date(2024, 12, 15), tenant=DEMO_TENANT),  # demo:user_123_20241215
     }
     sessions = {kind: open_session(session_id, store) for kind, session_id in ids.items()}
     await start_fresh(store, sessions)
@@ -264,10 +277,10 @@ async def session_naming_demo(
     for session_id in ids.values():
         parsed = parse_session_id(session_id)
         parts = {k: v for k, v in vars(parsed).items() if v is not None and k != "kind"}
-        print(f"  {session_id:<24} kind={parsed.kind:<8} {parts}")
+        print(f"  {session_id:<29} kind={parsed.kind:<8} {parts}")
 
-    print("\nThe inventory of what this demo created (python agent.py sessions list):")
-    rows = [row for row in await list_sessions(store) if row.session_id in ids.values()]
+    print("\nThe inventory of what this demo created (python agent.py sessions list --tenant demo):")
+    rows = [row for row in await list_sessions(store, tenant=DEMO_TENANT) if row.session_id in ids.values()]
     for line in format_listing(rows):
         print(f"  {line}")
 
@@ -287,7 +300,7 @@ async def approval_demo(
     store = store or SQLiteStore(db_path)
     agents_by_name = support_agents(refunds=True)
     triage = agents_by_name["Triage Agent"]
-    session = open_session(thread_session_id("refund-5512"), store)
+    session = open_session(thread_session_id("refund-5512", tenant=DEMO_TENANT), store)
     await start_fresh(store, {"refund": session})
 
     for message in (
@@ -361,7 +374,10 @@ async def history_cap_demo(
         # The cap counts items, not turns: 10 items is about the last 5 exchanges.
         "capped": RunConfig(model=resolve_model(model), session_settings=SessionSettings(limit=cap)),
     }
-    sessions = {label: open_session(feature_session_id(label, "longtalk"), store) for label in configs}
+    sessions = {
+        label: open_session(feature_session_id(label, "longtalk", tenant=DEMO_TENANT), store)
+        for label in configs
+    }
     await start_fresh(store, sessions)
 
     counters = {label: CountInput() for label in configs}

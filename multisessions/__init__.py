@@ -41,6 +41,7 @@ from multisessions.offline_model import OfflineModel
 from multisessions.settings import Settings, load_settings
 from multisessions.stores import (
     DEFAULT_DB,
+    EncryptedStore,
     RedisStore,
     SessionInfo,
     SessionStore,
@@ -68,6 +69,7 @@ __all__ = [
     "DEFAULT_DB",
     "MAX_MESSAGE_CHARS",
     "ConfigError",
+    "EncryptedStore",
     "ModelLike",
     "MultiSessionsError",
     "OfflineModel",

@@ -1,10 +1,14 @@
 """``python agent.py chat``: talk to the support agents yourself, in the session the naming helpers give.
 
-    python agent.py chat --user alice [--feature chat | --thread ID | --date today|YYYYMMDD]
+    python agent.py chat --user alice [--tenant T] [--feature chat | --thread ID | --date today|YYYYMMDD]
 
 The session continues across runs (it lives in the store). In the chat: ``/user NAME`` switches
 user and session, ``/history`` shows this session, ``/sessions`` the inventory, ``/quit`` leaves;
-end of input leaves too.
+end of input leaves too. Without ``--tenant`` the chat is in the sessions with no tenant
+(``user_alice``), never in the demos' (``demo:user_alice``) or another app's.
+
+A store that fails outside a turn (reading or saving the last agent, ``/history``,
+``/sessions``) ends the chat with one line and exit 1: what was said so far is kept.
 """
 
 from __future__ import annotations
@@ -19,24 +23,28 @@ from agents.models.interface import Model
 from agents.stream_events import AgentUpdatedStreamEvent, RawResponsesStreamEvent
 from openai.types.responses import ResponseTextDeltaEvent
 
-from multisessions.errors import TurnFailed
+from multisessions.errors import StoreError, TurnFailed
 from multisessions.inventory import format_listing, list_sessions
 from multisessions.items import history_lines, read_all
 from multisessions.naming import dated_session_id, feature_session_id, thread_session_id, user_session_id
-from multisessions.stores import SessionStore, close_session
+from multisessions.stores import DRIVER_ERRORS, SessionStore, close_session, scrub
 from multisessions.turns import stream_turn, why_it_failed
 
+_STORE_FAILURES: tuple[type[BaseException], ...] = (StoreError, *DRIVER_ERRORS)
 
-def chat_session_id(user: str, *, feature: str | None, thread: str | None, day: str | None) -> str:
+
+def chat_session_id(
+    user: str, *, feature: str | None, thread: str | None, day: str | None, tenant: str | None = None
+) -> str:
     """The session id for this chat, from the naming helpers (``ValueError`` on bad parts)."""
     if thread is not None:
-        return thread_session_id(thread)
+        return thread_session_id(thread, tenant=tenant)
     if feature is not None:
-        return feature_session_id(feature, user)
+        return feature_session_id(feature, user, tenant=tenant)
     if day is not None:
         when: date | str = datetime.now(UTC).date() if day == "today" else day
-        return dated_session_id(user, when)
-    return user_session_id(user)
+        return dated_session_id(user, when, tenant=tenant)
+    return user_session_id(user, tenant=tenant)
 
 
 async def chat(
@@ -49,24 +57,29 @@ async def chat(
     feature: str | None = None,
     thread: str | None = None,
     day: str | None = None,
+    tenant: str | None = None,
     stdin: TextIO | None = None,
+    store_url: str | None = None,
 ) -> int:
     """Read messages from ``stdin`` until ``/quit`` or end of input; returns the exit code.
 
     Each turn goes to the agent that answered the session's last turn (kept beside the
-    session), or to ``first_agent`` in a new session.
+    session), or to ``first_agent`` in a new session. ``store_url`` is only used to scrub its
+    password from a driver's error text.
     """
     stdin = sys.stdin if stdin is None else stdin
     run_config = RunConfig(model=model)
     interactive = stdin.isatty()
 
     def open_for(name: str) -> Session:
-        session_id = chat_session_id(name, feature=feature, thread=thread, day=day)
+        session_id = chat_session_id(name, feature=feature, thread=thread, day=day, tenant=tenant)
         print(f"[{session_id}] chatting as {name} in {store.name} (/user NAME, /history, /sessions, /quit)")
         return store.open(session_id)
 
     session = open_for(user)
-    try:
+
+    async def _loop() -> int:
+        nonlocal session, user
         while True:
             if interactive:
                 print(f"{user}> ", end="", flush=True)
@@ -81,7 +94,7 @@ async def chat(
             if text.startswith("/user"):
                 name = text[len("/user") :].strip()
                 try:
-                    chat_session_id(name, feature=feature, thread=thread, day=day)
+                    chat_session_id(name, feature=feature, thread=thread, day=day, tenant=tenant)
                 except ValueError as exc:
                     print(f"error: {exc}")
                     continue
@@ -93,7 +106,7 @@ async def chat(
                 for entry in history_lines(items):
                     print(f"  {entry}")
             elif text == "/sessions":
-                for row in format_listing(await list_sessions(store)):
+                for row in format_listing(await list_sessions(store, tenant=tenant)):
                     print(f"  {row}")
             elif text.startswith("/"):
                 print("unknown command; try /user NAME, /history, /sessions or /quit")
@@ -105,12 +118,23 @@ async def chat(
                     if name is None:
                         continue  # paused for approval: the last agent stays until it is decided
                 except TurnFailed as exc:
-                    print(f"error: {why_it_failed(exc)} (nothing was saved)")
+                    where = getattr(store, "db_path", store.name)
+                    print(
+                        f"error: {why_it_failed(exc, where=where, store_url=store_url)} (nothing was saved)"
+                    )
                     continue
                 except ValueError as exc:
                     print(f"error: {exc}")
                     continue
                 await store.save_last_agent(session.session_id, name)
+
+    try:
+        return await _loop()
+    except _STORE_FAILURES as exc:
+        text = str(exc).strip()
+        reason = scrub(text.splitlines()[0] if text else type(exc).__name__, store_url)
+        print(f"error: {reason} (chat ended; what was said so far is kept)", file=sys.stderr)
+        return 1
     finally:
         await close_session(session)
 

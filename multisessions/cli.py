@@ -1,10 +1,15 @@
 """The command line behind ``python agent.py``: run demos, inspect sessions, chat.
 
     python agent.py [DEMO ...] [--db PATH | --store URL] [--model NAME] [--api API] [--offline]
-    python agent.py sessions list [--user U] [--prefix P] [--db PATH | --store URL]
+    python agent.py sessions list [--tenant T | --all-tenants] [--user U] [--prefix P] [--db PATH|--store URL]
     python agent.py sessions show ID | delete ID | delete --user U | expire --older-than DAYS
-    python agent.py chat --user NAME [--feature F | --thread ID | --date today|YYYYMMDD]
+    python agent.py chat --user NAME [--tenant T] [--feature F | --thread ID | --date today|YYYYMMDD]
     python agent.py approvals list | approve ID | reject ID [--reason TEXT]
+
+Every sessions command and the chat work in one tenant: ``--tenant T`` (ids ``T:...``), or
+without it the sessions with no tenant. ``--user`` never reaches another tenant; only
+``list``/``expire --all-tenants`` span every tenant. ``show``/``delete`` take a full id
+(``demo:user_alice``), or an id inside ``--tenant``.
 
 Settings are read once (settings.py); the store and the model are built once, in the one event
 loop a command runs, and handed to what needs them. Every user error is one line.
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import sqlite3
 import sys
@@ -39,15 +45,17 @@ from multisessions.inventory import (
 )
 from multisessions.items import history_lines, read_all
 from multisessions.models import resolve_model
-from multisessions.naming import check_session_id
+from multisessions.naming import check_session_id, check_tenant, tenant_prefix
 from multisessions.settings import APIS, Settings, load_settings, parse_api
 from multisessions.stores import (
     DEFAULT_DB,
+    DRIVER_ERRORS,
     SessionStore,
-    SQLiteStore,
     check_db_path,
     close_session,
+    describe_sqlite_failure,
     open_store,
+    scrub,
 )
 from multisessions.turns import resume_turn, why_it_failed
 
@@ -79,6 +87,25 @@ def _store_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _tenant_option(parser: argparse.ArgumentParser, *, all_tenants: bool = False) -> None:
+    if not all_tenants:
+        parser.add_argument("--tenant", metavar="T", help="sessions of tenant T (default: no tenant)")
+        return
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument("--tenant", metavar="T", help="sessions of tenant T (default: no tenant)")
+    scope.add_argument("--all-tenants", action="store_true", help="every tenant's sessions (admin)")
+
+
+def _days(value: str) -> float:
+    try:
+        days = float(value)
+    except ValueError:
+        days = math.nan
+    if not math.isfinite(days) or days < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of days, zero or more")
+    return days
+
+
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, metavar="NAME", help="model name (or OPENAI_MODEL)")
     parser.add_argument("--api", default=None, choices=APIS, help="the API the server speaks (or OPENAI_API)")
@@ -103,16 +130,20 @@ def _sessions_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python agent.py sessions", description="List, show, delete and expire sessions.")
     sub = parser.add_subparsers(dest="action", required=True, parser_class=_Parser)
     listing = sub.add_parser("list", help="sessions, most recently active first")
-    listing.add_argument("--user", help="only this user's sessions")
-    listing.add_argument("--prefix", help="only ids starting with this")
+    listing.add_argument("--user", help="only this user's sessions (in the tenant)")
+    listing.add_argument("--prefix", help="only ids starting with this (in the tenant)")
+    _tenant_option(listing, all_tenants=True)
     show = sub.add_parser("show", help="one session's history")
     show.add_argument("session_id", metavar="ID")
+    _tenant_option(show)
     delete = sub.add_parser("delete", help="delete one session, or all of a user's")
     target = delete.add_mutually_exclusive_group(required=True)
     target.add_argument("session_id", metavar="ID", nargs="?")
-    target.add_argument("--user", help="delete every session of this user")
+    target.add_argument("--user", help="delete every session of this user (in the tenant)")
+    _tenant_option(delete)
     expire = sub.add_parser("expire", help="delete sessions idle longer than DAYS")
-    expire.add_argument("--older-than", type=float, required=True, metavar="DAYS")
+    expire.add_argument("--older-than", type=_days, required=True, metavar="DAYS")
+    _tenant_option(expire, all_tenants=True)
     for command in (listing, show, delete, expire):
         _store_options(command)
     for command in (delete, expire):
@@ -142,6 +173,7 @@ def _approvals_parser() -> argparse.ArgumentParser:
 def _chat_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python agent.py chat", description="Chat with the support agents yourself.")
     parser.add_argument("--user", required=True)
+    _tenant_option(parser)
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument("--feature", help="a feature session: FEATURE_feature_user_USER")
     kind.add_argument("--thread", help="a thread session: thread_ID")
@@ -155,36 +187,51 @@ def main(argv: Sequence[str], lesson: Lesson, settings: Settings | None = None) 
     """Run the command line; returns the exit code. ``settings`` defaults to the environment's."""
     # The SDK logs failed model calls itself; the one line below says it better.
     logging.getLogger("openai.agents").setLevel(logging.CRITICAL)
+    store_url: str | None = None
+    db_path = DEFAULT_DB
     try:
         command, args = _parse(list(argv), lesson)
         settings = _with_options(load_settings() if settings is None else settings, args)
+        store_url, db_path = settings.store_url, args.db or DEFAULT_DB
         return asyncio.run(command(args, lesson, settings))
     except UsageError as exc:
-        print(f"error: {exc} (see --help)", file=sys.stderr)
-        return 2
+        return _fail(f"{exc} (see --help)", 2, store_url)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc), 2, store_url)
     except (StoreError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(str(exc), 1, store_url)
     except TurnFailed as exc:
-        line = why_it_failed(exc, [settings.api_key] if settings else [])
-        print(f"error: {exc.session_id}: {line}", file=sys.stderr)
-        return 1
+        where = db_path if not store_url else "the store"
+        secrets = [settings.api_key] if settings else []
+        line = why_it_failed(exc, where=where, store_url=store_url, secrets=secrets)
+        return _fail(f"{exc.session_id}: {line}", 1, store_url)
     except sqlite3.Error as exc:
-        print(f"error: the database failed ({exc}); check the --db file and its folder", file=sys.stderr)
-        return 1
+        return _fail(describe_sqlite_failure(exc, db_path), 1, store_url)
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, as other command-line tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(describe_sqlite_failure(exc, db_path) if not store_url else str(exc), 1, store_url)
+    except _DRIVER_ERRORS as exc:
+        # A server that went away mid-command: the driver's first line, without the password.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return _fail(
+            f"the store failed ({type(exc).__name__}: {reason}); is the server running?", 1, store_url
+        )
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+_DRIVER_ERRORS: tuple[type[BaseException], ...] = DRIVER_ERRORS
+
+
+def _fail(line: str, code: int, store_url: str | None) -> int:
+    """Print one error line (the store URL's secrets scrubbed from it); return the exit code."""
+    text = " ".join(scrub(line, store_url).split("\n"))
+    print(f"error: {text}", file=sys.stderr)
+    return code
 
 
 Command = Callable[[argparse.Namespace, Lesson, Settings], Coroutine[Any, Any, int]]
@@ -224,15 +271,17 @@ async def _open_store(
     args: argparse.Namespace, settings: Settings, *, must_exist: bool = False, writable: bool = True
 ) -> SessionStore:
     """The store the options name, checked: a reachable server, or a usable SQLite file."""
+    key = settings.encryption_key or None
     if settings.store_url:
-        store = open_store(settings.store_url)
+        store = open_store(settings.store_url, encryption_key=key)
         try:
             await store.check()
         except BaseException:
             await store.close()
             raise
         return store
-    return SQLiteStore(check_db_path(args.db or DEFAULT_DB, must_exist=must_exist, writable=writable))
+    path = check_db_path(args.db or DEFAULT_DB, must_exist=must_exist, writable=writable)
+    return open_store(None, db_path=path, encryption_key=key)
 
 
 def _model(args: argparse.Namespace, settings: Settings) -> Model:
@@ -269,6 +318,8 @@ async def _chat(args: argparse.Namespace, lesson: Lesson, settings: Settings) ->
             feature=args.feature,
             thread=args.thread,
             day=args.day,
+            tenant=args.tenant,
+            store_url=settings.store_url,
         )
     finally:
         await store.close()
@@ -322,15 +373,28 @@ async def _sessions(args: argparse.Namespace, lesson: Lesson, settings: Settings
         await store.close()
 
 
+def _full_id(args: argparse.Namespace) -> str:
+    """``show``/``delete`` ID: a full id, or (with ``--tenant T``) an id inside tenant T."""
+    if args.tenant is None:
+        return check_session_id(args.session_id)
+    return check_session_id(f"{tenant_prefix(check_tenant(args.tenant))}{args.session_id}")
+
+
 async def _inventory(args: argparse.Namespace, store: SessionStore) -> int:
+    tenant = getattr(args, "tenant", None)
+    where = f"tenant {tenant!r}" if tenant is not None else "no tenant"
+    if getattr(args, "all_tenants", False):
+        where = "any tenant"
     if args.action == "list":
-        rows = await list_sessions(store, user=args.user, prefix=args.prefix)
+        rows = await list_sessions(
+            store, tenant=tenant, user=args.user, prefix=args.prefix, all_tenants=args.all_tenants
+        )
         for line in format_listing(rows):
             print(line)
-        print(f"{len(rows)} session(s) in {store.name}")
+        print(f"{len(rows)} session(s) in {store.name}" + (f", {where}" if where != "no tenant" else ""))
         return 0
     if args.action == "show":
-        row = await find_session(store, check_session_id(args.session_id))
+        row = await find_session(store, _full_id(args))
         session = store.open(row.session_id)
         try:
             items = await read_all(session)
@@ -342,14 +406,16 @@ async def _inventory(args: argparse.Namespace, store: SessionStore) -> int:
             print(f"  {line}")
         return 0
     if args.action == "delete" and args.user is not None:
-        rows = await list_sessions(store, user=args.user)
-        if_none = f"no sessions for user {args.user!r} in {store.name}"
+        rows = await list_sessions(store, tenant=tenant, user=args.user)
+        if_none = f"no sessions for user {args.user!r} ({where}) in {store.name}"
     elif args.action == "delete":
-        rows = [await find_session(store, check_session_id(args.session_id))]
+        rows = [await find_session(store, _full_id(args))]
         if_none = ""
     else:
-        rows = await expire_sessions(store, args.older_than, dry_run=True)
-        if_none = f"no session idle longer than {args.older_than:g} days in {store.name}"
+        rows = await expire_sessions(
+            store, args.older_than, tenant=tenant, all_tenants=args.all_tenants, dry_run=True
+        )
+        if_none = f"no session ({where}) idle longer than {args.older_than:g} days in {store.name}"
     # Destructive: say what goes before it goes.
     for row in rows:
         print(f"{'would remove' if args.dry_run else 'removing'} {row.session_id} ({row.items} items)")

@@ -1,18 +1,42 @@
-"""The session inventory over any store: list, find, delete a user's sessions, expire idle ones."""
+"""The session inventory over any store: list, find, delete a user's sessions, expire idle ones.
+
+Every operation is scoped to one tenant: ``tenant=None`` means the sessions with no tenant
+(``user_alice``), ``tenant="acme"`` the ones under ``acme:``. A user, a prefix or an age never
+reaches across tenants; only ``all_tenants=True`` (an administrator's choice, said out loud)
+covers every tenant at once. Ids are matched on their text (``in_tenant``), so a user literally
+named ``acme:alice`` is not user ``alice`` of tenant ``acme``.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 from multisessions.errors import StoreError
+from multisessions.naming import check_tenant, in_tenant, user_session_id
 from multisessions.stores import SessionInfo, SessionStore
 
 
 async def list_sessions(
-    store: SessionStore, *, user: str | None = None, prefix: str | None = None
+    store: SessionStore,
+    *,
+    tenant: str | None = None,
+    user: str | None = None,
+    prefix: str | None = None,
+    all_tenants: bool = False,
 ) -> list[SessionInfo]:
-    """Sessions in the store, most recently active first, optionally one user's or by id prefix."""
-    rows = await store.list_sessions()
+    """One tenant's sessions (no tenant by default), most recently active first.
+
+    ``user`` keeps that user's sessions, ``prefix`` the ids starting with it, both inside the
+    tenant; ``all_tenants=True`` drops the tenant scope. A user or tenant the naming helpers
+    would refuse (``"alice "``) raises ``ValueError``.
+    """
+    if tenant is not None:
+        check_tenant(tenant)
+        if all_tenants:
+            raise ValueError("give a tenant or all tenants, not both")
+    if user is not None:
+        user_session_id(user)  # the same checks as the ids it would match
+    rows = [r for r in await store.list_sessions() if all_tenants or in_tenant(r.session_id, tenant)]
     if user is not None:
         rows = [r for r in rows if r.parsed.user == user]
     if prefix is not None:
@@ -37,21 +61,34 @@ async def delete_sessions(store: SessionStore, rows: list[SessionInfo], *, dry_r
     return sum(row.items for row in rows)
 
 
-async def delete_user_sessions(store: SessionStore, user: str, *, dry_run: bool = False) -> list[SessionInfo]:
-    """Delete every session whose id names ``user`` (user, feature and dated ids)."""
-    rows = await list_sessions(store, user=user)
+async def delete_user_sessions(
+    store: SessionStore, user: str, *, tenant: str | None = None, dry_run: bool = False
+) -> list[SessionInfo]:
+    """Delete every session of ``user`` in ``tenant`` (user, feature and dated ids); no other tenant's."""
+    rows = await list_sessions(store, tenant=tenant, user=user)
     await delete_sessions(store, rows, dry_run=dry_run)
     return rows
 
 
 async def expire_sessions(
-    store: SessionStore, older_than_days: float, *, now: datetime | None = None, dry_run: bool = False
+    store: SessionStore,
+    older_than_days: float,
+    *,
+    tenant: str | None = None,
+    all_tenants: bool = False,
+    now: datetime | None = None,
+    dry_run: bool = False,
 ) -> list[SessionInfo]:
-    """Delete sessions idle for longer than ``older_than_days``; returns what was (or would be) removed."""
-    if older_than_days < 0:
-        raise StoreError("--older-than must be zero or more days")
-    cutoff = (now or datetime.now(UTC)) - timedelta(days=older_than_days)
-    stale = [r for r in await store.list_sessions() if r.last_activity and r.last_activity < cutoff]
+    """Delete one tenant's sessions idle for longer than ``older_than_days`` (every tenant's with
+    ``all_tenants=True``); returns what was (or would be) removed."""
+    if not older_than_days >= 0 or older_than_days == float("inf"):
+        raise ValueError(f"--older-than {older_than_days!r} must be a finite number of days, zero or more")
+    try:
+        cutoff = (now or datetime.now(UTC)) - timedelta(days=older_than_days)
+    except OverflowError:  # longer ago than datetime reaches: nothing is that old
+        cutoff = datetime.min.replace(tzinfo=UTC)
+    rows = await list_sessions(store, tenant=tenant, all_tenants=all_tenants)
+    stale = [r for r in rows if r.last_activity and r.last_activity < cutoff]
     await delete_sessions(store, stale, dry_run=dry_run)
     return stale
 

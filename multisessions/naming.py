@@ -32,7 +32,11 @@ from datetime import UTC, date, datetime
 from typing import Literal
 
 MAX_PART_LENGTH = 128
-MAX_ID_LENGTH = 512
+_MAX_ESCAPED_PART = MAX_PART_LENGTH * 4 * 3  # 4 UTF-8 bytes a character, each byte as %XX
+MAX_ID_LENGTH = _MAX_ESCAPED_PART * 3 + len(":") + len("_feature_user_")
+"""The longest id the helpers can build (tenant, feature and user all at the limit, all escaped):
+4,623 characters. ``check_session_id`` takes ids up to this, so any id a helper built can be
+shown and deleted by id."""
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.@")
 _ESCAPED_PART = re.compile(r"(?:[A-Za-z0-9.@-]|%[0-9A-F]{2})+")
 _DAY = re.compile(r"\d{8}")
@@ -188,5 +192,34 @@ def make_session_id(parsed: ParsedSessionId) -> str:
 
 
 def check_session_id(session_id: object) -> str:
-    """Any session id a store will take: a printable, trimmed string of at most 512 characters."""
+    """Any session id a store will take: a printable, trimmed string of at most ``MAX_ID_LENGTH``."""
     return _check_part("session id", session_id, limit=MAX_ID_LENGTH)
+
+
+def check_tenant(tenant: object) -> str:
+    """A tenant name the helpers take (``ValueError`` naming what is wrong otherwise)."""
+    _escape("tenant", tenant)
+    return tenant  # type: ignore[return-value]
+
+
+def tenant_prefix(tenant: str) -> str:
+    """What every id of ``tenant`` starts with: the escaped tenant and ``:``."""
+    return f"{_escape('tenant', tenant)}:"
+
+
+def in_tenant(session_id: str, tenant: str | None) -> bool:
+    """Whether ``session_id`` belongs to ``tenant``; ``tenant=None`` means ids with no tenant.
+
+    Decided on the id's text, not on what it parses to: an id is in tenant ``T`` exactly when it
+    starts with ``escape(T) + ":"``, and has no tenant exactly when it holds no ``:``. Escaped
+    parts never hold ``:``, so no user, feature or thread name can reach another tenant.
+    """
+    if tenant is None:
+        return ":" not in session_id
+    return session_id.startswith(tenant_prefix(tenant))
+
+
+def tenant_label(session_id: str) -> str | None:
+    """The tenant field of an id as written (``acme`` in ``acme:user_1``), or None without one."""
+    prefix, sep, _ = session_id.partition(":")
+    return prefix if sep else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -42,6 +42,8 @@ class Settings:
     max_retries: int = DEFAULT_MAX_RETRIES
     max_tokens: int | None = None
     store_url: str | None = None
+    encryption_key: str = field(default="", repr=False)
+    """``SESSION_ENCRYPTION_KEY``: when set, every session is encrypted at rest (a key per tenant)."""
     offline: bool = False
     """``--offline``: the built-in model even when a key is set."""
 
@@ -81,6 +83,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         ),
         max_tokens=parse_count(get("OPENAI_MAX_TOKENS"), "OPENAI_MAX_TOKENS", None, low=1),
         store_url=get("SESSION_STORE_URL") or None,
+        encryption_key=get("SESSION_ENCRYPTION_KEY"),
     )
 
 

@@ -15,6 +15,7 @@ turn reads the history, calls the model and commits while it holds the session's
 from __future__ import annotations
 
 import asyncio
+import errno
 import inspect
 import logging
 import sqlite3
@@ -40,7 +41,14 @@ from multisessions.errors import AwaitingApproval, MultiSessionsError, SessionBu
 from multisessions.failures import describe_failure
 from multisessions.locks import Lease, hold_session
 from multisessions.locks import held_locks as held_locks  # re-exported for callers and tests
-from multisessions.stores import SessionStore, leases_for, store_of
+from multisessions.stores import (
+    DRIVER_ERRORS,
+    SessionStore,
+    describe_sqlite_failure,
+    leases_for,
+    scrub,
+    store_of,
+)
 
 logger = logging.getLogger(__name__)
 _Context = RunContextWrapper[Any] | None  # the SDK's run context, as it passes it to sessions
@@ -328,14 +336,32 @@ async def resume_turn(
         return result
 
 
-def why_it_failed(failure: TurnFailed, secrets: Iterable[str] = ()) -> str:
-    """The one line for a failed turn: our own errors say it themselves; a model's gets a fix.
+def why_it_failed(
+    failure: TurnFailed,
+    *,
+    where: object = "the store",
+    store_url: str | None = None,
+    secrets: Iterable[str] = (),
+) -> str:
+    """One true line for why a turn failed: our own checks, the store (disk full, server gone) or the model.
 
-    ``secrets`` (such as the API key) never appear in it, even if a server echoed them.
+    ``where`` names the store (its SQLite path or name); ``store_url``'s password and ``secrets``
+    (such as the API key) never appear in the line, even when a server echoed them.
     """
-    if isinstance(failure.cause, MultiSessionsError):
-        return str(failure.cause)
-    return describe_failure(failure.cause, secrets)
+    cause = failure.cause
+    if isinstance(cause, MultiSessionsError):
+        return scrub(str(cause), store_url)
+    if isinstance(cause, sqlite3.Error) or (isinstance(cause, OSError) and cause.errno in _DISK_ERRNOS):
+        return describe_sqlite_failure(cause, str(where))
+    if isinstance(cause, DRIVER_ERRORS):
+        text = str(cause).strip()
+        reason = scrub(text.splitlines()[0], store_url) if text else ""
+        return f"{where}: the store failed ({type(cause).__name__}{': ' + reason if reason else ''})"
+    return scrub(describe_failure(cause, secrets), store_url)
+
+
+# A full disk, a read-only file system, no permission: the store's failure, not the model's.
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT})
 
 
 def _store_for_approvals(session: Session) -> SessionStore:

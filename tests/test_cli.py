@@ -36,7 +36,7 @@ def test_unknown_demo_lists_the_valid_ones_and_exits_2():
     result = run_cli("nope")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: unknown demo 'nope'; choose from: multi-user, context, shared, naming, history-cap"
+        "error: unknown demo 'nope'; choose from: multi-user, context, shared, naming, history-cap, refund"
         " (see --help)"
     ]
 

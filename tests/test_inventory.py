@@ -33,36 +33,36 @@ def demo_db(tmp_path_factory):
 
 
 def test_demos_then_list_shows_every_demo_session(demo_db):
-    result = run_cli("sessions", "list", "--db", str(demo_db))
+    result = run_cli("sessions", "list", "--tenant", "demo", "--db", str(demo_db))
     assert result.returncode == 0, result.stderr
     ids = [line.split()[0] for line in result.stdout.splitlines()[1:-1]]
     assert set(ids) >= {
-        "user_alice",
-        "user_bob",
-        "support_feature_user_alice",
-        "thread_support-7731",
-        "user_123_20241215",
-        "chat_feature_user_123",
+        "demo:user_alice",
+        "demo:user_bob",
+        "demo:support_feature_user_alice",
+        "demo:thread_support-7731",
+        "demo:user_123_20241215",
+        "demo:chat_feature_user_123",
     }
-    assert result.stdout.splitlines()[-1] == f"{len(ids)} session(s) in SQLite file {demo_db}"
+    assert result.stdout.splitlines()[-1] == f"{len(ids)} session(s) in SQLite file {demo_db}, tenant 'demo'"
 
 
 def test_list_filters_by_user(demo_db):
-    result = run_cli("sessions", "list", "--user", "alice", "--db", str(demo_db))
+    result = run_cli("sessions", "list", "--tenant", "demo", "--user", "alice", "--db", str(demo_db))
     ids = {line.split()[0] for line in result.stdout.splitlines()[1:-1]}
     assert ids == {
-        "user_alice",
-        "support_feature_user_alice",
-        "sales_feature_user_alice",
-        "chat_feature_user_alice",
+        "demo:user_alice",
+        "demo:support_feature_user_alice",
+        "demo:sales_feature_user_alice",
+        "demo:chat_feature_user_alice",
     }
 
 
 def test_show_prints_the_history_with_the_handoff_in_one_line(demo_db):
-    result = run_cli("sessions", "show", "thread_support-7731", "--db", str(demo_db))
+    result = run_cli("sessions", "show", "demo:thread_support-7731", "--db", str(demo_db))
     assert result.returncode == 0
     lines = result.stdout.splitlines()
-    assert lines[0] == "thread_support-7731: 10 items, last agent Billing Agent"
+    assert lines[0] == "demo:thread_support-7731: 10 items, last agent Billing Agent"
     assert "  handoff: transfer_to_billing_agent" in lines
     assert any(line.startswith("  assistant (Billing Agent): ") for line in lines)
 
@@ -84,10 +84,10 @@ def test_delete_removes_one_session_and_its_rows_and_says_so(tmp_path, demo_db):
     db = tmp_path / "copy.db"
     db.write_bytes(demo_db.read_bytes())
     before = table_counts(db)
-    result = run_cli("sessions", "delete", "thread_support-7731", "--db", str(db))
+    result = run_cli("sessions", "delete", "demo:thread_support-7731", "--db", str(db))
     assert result.returncode == 0
-    assert result.stdout.splitlines()[0] == "removing thread_support-7731 (10 items)"
-    listed = run_cli("sessions", "list", "--db", str(db)).stdout
+    assert result.stdout.splitlines()[0] == "removing demo:thread_support-7731 (10 items)"
+    listed = run_cli("sessions", "list", "--all-tenants", "--db", str(db)).stdout
     assert "thread_support-7731" not in listed
     after = table_counts(db)
     assert after["agent_messages"] == before["agent_messages"] - 10
@@ -98,7 +98,8 @@ def test_delete_removes_one_session_and_its_rows_and_says_so(tmp_path, demo_db):
 def test_delete_dry_run_removes_nothing(tmp_path, demo_db):
     db = tmp_path / "copy.db"
     db.write_bytes(demo_db.read_bytes())
-    result = run_cli("sessions", "delete", "--user", "alice", "--dry-run", "--db", str(db))
+    demo_alice = ["--tenant", "demo", "--user", "alice"]
+    result = run_cli("sessions", "delete", *demo_alice, "--dry-run", "--db", str(db))
     assert "would remove 4 session(s)" in result.stdout
     assert table_counts(db) == table_counts(demo_db)
 

@@ -377,7 +377,7 @@ def test_a_refund_pauses_over_http_and_a_supervisor_approves_it_from_the_command
     assert main(["refund", "--db", str(db)], lesson(), settings=settings) == 0
     out = capsys.readouterr().out
     assert 'paused: refund_order({"order_id": "5512"}) needs a supervisor' in out
-    assert "refused: session 'thread_refund-5512' waits for a supervisor" in out
+    assert "refused: session 'demo:thread_refund-5512' waits for a supervisor" in out
     assert "Billing Agent: refund_order: refund issued for order 5512" in out
     calls = [r for r in model_requests(standin) if "refund_order" in sent_text(r)]
     assert calls, "the server was never offered the refund tool"

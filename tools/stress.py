@@ -44,7 +44,9 @@ from agents import (
 from agents.testing import ModelStep, ScriptedModel, function_call
 
 from multisessions import (
+    MAX_MESSAGE_CHARS,
     OfflineModel,
+    SQLitePool,
     SQLiteStore,
     TurnFailed,
     close_session,
@@ -707,7 +709,12 @@ BAD_INPUTS = [
     BadInput("empty session id", ["sessions", "delete", "", "--db", "{db}"], "empty"),
     BadInput("bad chat user", ["chat", "--user", "a\tb", "--db", "{db}"], "control characters"),
     BadInput("bad chat date", ["chat", "--user", "a", "--date", "2024-13-01", "--db", "{db}"], "YYYYMMDD"),
-    BadInput("negative expiry", ["sessions", "expire", "--older-than", "-1", "--db", "{db}"], "zero or more"),
+    BadInput(
+        "negative expiry",
+        ["sessions", "expire", "--older-than", "-1", "--db", "{db}"],
+        "zero or more",
+        exit_code=2,  # a bad option value is bad usage
+    ),
 ]
 
 
@@ -787,6 +794,81 @@ def bad_inputs(folder: Path) -> dict[str, int]:
     return {"bad_inputs_tried": len(BAD_INPUTS), "handled": handled}
 
 
+# --- 7. One very long message among other users ------------------------------------------
+
+
+async def _timed_turns(
+    agent: Agent[Any], pool: SQLitePool, users: int, turns: int, config: RunConfig
+) -> list[float]:
+    """``users`` users taking ``turns`` short turns each, at once; every turn's wall time in ms."""
+    times: list[float] = []
+
+    async def serve(i: int) -> None:
+        session = pool.session(user_session_id(f"other{i}"))
+        for k in range(turns):
+            started = time.perf_counter()
+            await turn(agent, session, f"Note {k}: my order number is {k}.", run_config=config)
+            times.append((time.perf_counter() - started) * 1000)
+
+    await asyncio.gather(*(serve(i) for i in range(users)))
+    return times
+
+
+async def big_message(
+    db_path: Path, others: int = 10, turns: int = 5, chars: int = MAX_MESSAGE_CHARS
+) -> dict[str, int]:
+    """One user sends a ``chars``-character message while ``others`` users take turns.
+
+    Figures, in ms: ``big_turn_loop_ms`` is the event-loop thread's CPU time for the big turn
+    run alone (``time.thread_time``: what it holds every other user up by, in total;
+    ``big_turn_wall_ms`` adds the SQLite writes, which run off the loop);
+    ``max_loop_stall_ms`` the longest the loop was held at once while everyone ran (a 1 ms
+    ticker's worst lateness: the most any other user's turn can have been delayed by a single
+    stall); ``others_max_turn_ms`` / ``others_alone_max_ms`` the slowest other turn with and
+    without the big message.
+    """
+    pool = SQLitePool(db_path, max_open=8)
+    config = RunConfig(model=OfflineModel())
+    agent = Agent(name="Support Agent", instructions="Remember what the customer says.")
+    big = ("My order number is 4242. " + "x" * chars)[:chars]
+
+    await turn(agent, pool.session(user_session_id("warm-up")), "Hello.", run_config=config)
+    loop_started, wall_started = time.thread_time(), time.perf_counter()
+    await turn(agent, pool.session(user_session_id("big-solo")), big, run_config=config)
+    big_turn_loop_ms = (time.thread_time() - loop_started) * 1000
+    big_turn_wall_ms = (time.perf_counter() - wall_started) * 1000
+
+    alone = await _timed_turns(agent, pool, others, turns, config)
+
+    stall = 0.0
+    running = True
+
+    async def ticker() -> None:
+        nonlocal stall
+        while running:
+            before = time.perf_counter()
+            await asyncio.sleep(0.001)
+            stall = max(stall, (time.perf_counter() - before) * 1000 - 1)
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.sleep(0.01)
+    big_session = pool.session(user_session_id("big"))
+    _, together = await asyncio.gather(
+        turn(agent, big_session, big, run_config=config), _timed_turns(agent, pool, others, turns, config)
+    )
+    running = False
+    await tick
+    return {
+        "message_chars": chars,
+        "other_users": others,
+        "big_turn_loop_ms": round(big_turn_loop_ms),
+        "big_turn_wall_ms": round(big_turn_wall_ms),
+        "max_loop_stall_ms": round(stall),
+        "others_max_turn_ms": round(max(together)),
+        "others_alone_max_ms": round(max(alone)),
+    }
+
+
 # --- Main ---------------------------------------------------------------------------------
 
 
@@ -819,6 +901,7 @@ def main(argv: list[str] | None = None) -> int:
             ("processes", lambda: many_processes(folder / "e.db", 4, 40 if quick else 200, 5)),
             ("bad input", lambda: bad_inputs(folder)),
             ("streams left early", lambda: asyncio.run(abandoned_streams(folder / "h.db", 100))),
+            ("one 100k message", lambda: asyncio.run(big_message(folder / "f.db", 10, 5))),
         ]
         for url in [None, *args.store]:
             where = (url or "sqlite").split(":")[0]

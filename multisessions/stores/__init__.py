@@ -15,14 +15,23 @@ from agents import SQLiteSession
 
 from multisessions.errors import StoreError
 from multisessions.locks import LeaseBackend
-from multisessions.stores.base import SessionInfo, SessionStore, close_session, noted_store
+from multisessions.stores.base import SessionInfo, SessionStore, close_session, noted_store, store_failures
+from multisessions.stores.encrypted import EncryptedStore, tenant_key
 from multisessions.stores.redis_store import RedisStore
 from multisessions.stores.sql_store import SQLStore
-from multisessions.stores.sqlite_store import PooledSession, SQLitePool, SQLiteStore, check_db_path
-from multisessions.stores.urls import redact_url
+from multisessions.stores.sqlite_store import (
+    PooledSession,
+    SQLitePool,
+    SQLiteStore,
+    check_db_path,
+    describe_sqlite_failure,
+)
+from multisessions.stores.urls import redact_url, scrub
 
 __all__ = [
     "DEFAULT_DB",
+    "DRIVER_ERRORS",
+    "EncryptedStore",
     "PooledSession",
     "RedisStore",
     "SQLStore",
@@ -34,22 +43,56 @@ __all__ = [
     "close_session",
     "leases_for",
     "store_of",
+    "describe_sqlite_failure",
     "open_store",
+    "redact_url",
+    "scrub",
+    "store_failures",
+    "tenant_key",
 ]
+
+_driver_errors: list[type[BaseException]] = []
+try:
+    from redis.exceptions import RedisError
+
+    _driver_errors.append(RedisError)
+except ImportError:  # the optional drivers are missing
+    pass
+try:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    _driver_errors.append(SQLAlchemyError)
+except ImportError:
+    pass
 
 DEFAULT_DB = "multi_sessions.db"
 """The SQLite file sessions live in when no store URL is given."""
 
 
-def open_store(url: str | None = None, *, db_path: str | Path = DEFAULT_DB) -> SessionStore:
+DRIVER_ERRORS = tuple(_driver_errors)
+"""The base exceptions of the optional drivers installed here (a failing server, a lost connection)."""
+
+
+def open_store(
+    url: str | None = None, *, db_path: str | Path = DEFAULT_DB, encryption_key: str | None = None
+) -> SessionStore:
     """The store ``url`` names, or the SQLite file ``db_path`` when there is no URL.
 
-    Redis and SQLAlchemy clients belong to the event loop that first uses them: open a store in
-    the loop that will use it, and ``await store.close()`` there.
+    With ``encryption_key`` every session is encrypted at rest (``EncryptedStore``: a key per
+    tenant from that one secret). Redis and SQLAlchemy clients belong to the event loop that
+    first uses them: open a store in the loop that will use it, and ``await store.close()`` there.
     """
+    store = _plain_store(url, db_path)
+    return EncryptedStore(store, encryption_key) if encryption_key else store
+
+
+def _plain_store(url: str | None, db_path: str | Path) -> SessionStore:
     if not url:
         return SQLiteStore(db_path)
-    scheme = urlsplit(url).scheme
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError:
+        scheme = ""
     if scheme in ("redis", "rediss", "unix"):
         return RedisStore(url)
     if scheme.startswith(("postgresql", "postgres", "sqlite+aiosqlite")):

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import inspect
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from agents.memory import Session
 
+from multisessions.errors import MultiSessionsError, StoreError
 from multisessions.locks import LeaseBackend
 from multisessions.naming import ParsedSessionId, parse_session_id
+from multisessions.stores.urls import scrub
 
 
 @dataclass(frozen=True)
@@ -109,3 +113,20 @@ async def close_session(session: Session) -> None:
         result = close()
         if inspect.isawaitable(result):
             await result
+
+
+@contextmanager
+def store_failures(name: str, url: str | None, doing: str) -> Iterator[None]:
+    """Turn a driver's exception into one ``StoreError`` line, with the URL's secrets scrubbed.
+
+    The driver's text can hold the URL (and so the password): it is scrubbed, and only its
+    first line is kept.
+    """
+    try:
+        yield
+    except MultiSessionsError:
+        raise
+    except Exception as exc:
+        reason = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else "", url)
+        detail = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+        raise StoreError(f"{name} failed while {doing} ({detail}); is the server running?") from None

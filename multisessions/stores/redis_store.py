@@ -1,23 +1,43 @@
 """Sessions in Redis: the SDK's ``RedisSession`` over one shared client, plus the inventory.
 
-Keys are ``<prefix>:<session id>`` (a hash the SDK keeps: created_at, updated_at) and
-``<prefix>:<session id>:messages`` (a list); ``<prefix>:<session id>:last_agent`` is ours.
+The SDK's keys are ``<prefix>:<session id>`` (a hash: created_at, updated_at),
+``<prefix>:<session id>:messages`` (a list) and ``<prefix>:<session id>:counter``. Ours, the
+last agent, is ``<prefix>/last_agent/<session id>``: the ``/`` after the prefix puts it where no
+session id can reach (``victim:last_agent`` is a session like any other). Ids ending in
+``:messages`` or ``:counter`` are refused: their hash would be another session's list.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 from agents.memory import Session
 
-from multisessions.errors import StoreError
-from multisessions.stores.base import SessionInfo, remember_store
+from multisessions.errors import ConfigError, StoreError
+from multisessions.stores.base import SessionInfo, remember_store, store_failures
 from multisessions.stores.leases import RedisLeases
-from multisessions.stores.urls import INSTALL_HINT, redact_url, split_options
+from multisessions.stores.urls import INSTALL_HINT, redact_url, scrub, split_options
 
 DEFAULT_KEY_PREFIX = "multi_sessions"
+MAX_TTL = 10 * 365 * 24 * 3600
+"""The longest ``?ttl=`` taken: ten years, in seconds (Redis itself overflows far above)."""
+_SDK_SUFFIXES = (":messages", ":counter")
+
+
+def parse_ttl(value: str) -> int:
+    """``?ttl=``: a whole number of seconds from 1 to ``MAX_TTL``, else ``ConfigError`` (exit 2).
+
+    A ttl of 0 or less makes Redis drop each write as it lands: every turn would "succeed" and
+    keep nothing.
+    """
+    if not re.fullmatch(r"[0-9]{1,12}", value) or not 1 <= int(value) <= MAX_TTL:
+        raise ConfigError(
+            f"ttl={value!r} in the Redis URL must be a whole number of seconds from 1 to {MAX_TTL:,}"
+        )
+    return int(value)
 
 
 class RedisStore:
@@ -30,22 +50,34 @@ class RedisStore:
         except ImportError:
             raise StoreError(f"{redact_url(url)} needs the Redis driver; {INSTALL_HINT}") from None
         self._session_class = RedisSession
-        url, options = split_options(url, ("key_prefix", "ttl"))
-        # A blocking pool: past 32 connections a command waits for one instead of failing
-        # with "Too many connections" (it did at 1,000 users); it also bounds descriptors.
-        pool = redis.BlockingConnectionPool.from_url(url, max_connections=32, timeout=30)
-        self.client: Any = redis.Redis(connection_pool=pool)
-        self.key_prefix = options.get("key_prefix", DEFAULT_KEY_PREFIX)
+        self._url = url  # kept only to scrub its secrets from driver errors
         try:
-            self.ttl = int(options["ttl"]) if "ttl" in options else None
-        except ValueError:
-            raise StoreError(f"ttl={options['ttl']!r} in the Redis URL must be whole seconds") from None
+            driver_url, options = split_options(url, ("key_prefix", "ttl"))
+        except ValueError as exc:
+            raise ConfigError(f"{redact_url(url)} is not a valid URL ({scrub(str(exc), url)})") from None
+        self.key_prefix = options.get("key_prefix", DEFAULT_KEY_PREFIX)
+        self.ttl = parse_ttl(options["ttl"]) if "ttl" in options else None
         self.name = f"Redis {redact_url(url)} (prefix {self.key_prefix})"
+        try:
+            # A blocking pool: past 32 connections a command waits for one instead of failing
+            # with "Too many connections" (it did at 1,000 users); it also bounds descriptors.
+            pool = redis.BlockingConnectionPool.from_url(driver_url, max_connections=32, timeout=30)
+        except Exception as exc:
+            raise ConfigError(f"{self.name}: redis-py refuses the URL ({scrub(str(exc), url)})") from None
+        self.client: Any = redis.Redis(connection_pool=pool)
         self.leases = RedisLeases(self.client, self.key_prefix)
+
+    def _checked(self, session_id: str) -> str:
+        if session_id.endswith(_SDK_SUFFIXES):
+            raise StoreError(
+                f"session id {session_id!r} ends in {session_id[session_id.rfind(':') :]!r}: on Redis its "
+                "keys would be another session's; choose another id"
+            )
+        return session_id
 
     def open(self, session_id: str) -> Session:
         session = self._session_class(
-            session_id, redis_client=self.client, key_prefix=self.key_prefix, ttl=self.ttl
+            self._checked(session_id), redis_client=self.client, key_prefix=self.key_prefix, ttl=self.ttl
         )
         return remember_store(session, self)
 
@@ -55,14 +87,18 @@ class RedisStore:
             await asyncio.wait_for(self.client.ping(), 5)
         except Exception as exc:
             raise StoreError(
-                f"{self.name} is unreachable ({type(exc).__name__}: {exc}); start Redis (see README) "
-                "or fix --store / SESSION_STORE_URL"
+                f"{self.name} is unreachable ({type(exc).__name__}: {scrub(str(exc), self._url)}); "
+                "start Redis (see README) or fix --store / SESSION_STORE_URL"
             ) from None
 
     def _last_agent_key(self, session_id: str) -> str:
-        return f"{self.key_prefix}:{session_id}:last_agent"
+        return f"{self.key_prefix}/last_agent/{self._checked(session_id)}"
 
     async def list_sessions(self) -> list[SessionInfo]:
+        with store_failures(self.name, self._url, "listing sessions"):
+            return await self._list_sessions()
+
+    async def _list_sessions(self) -> list[SessionInfo]:
         rows = []
         async for key in self.client.scan_iter(match=f"{self.key_prefix}:*", count=500, _type="hash"):
             meta = {k.decode(): v.decode() for k, v in (await self.client.hgetall(key)).items()}
@@ -78,18 +114,23 @@ class RedisStore:
 
     async def delete(self, session_id: str) -> int:
         session = self.open(session_id)
-        removed = await self.client.llen(f"{self.key_prefix}:{session_id}:messages")
-        await session.clear_session()
-        await self.client.delete(self._last_agent_key(session_id))
-        await self.client.hdel(self._pending_key(), session_id)
+        with store_failures(self.name, self._url, f"deleting {session_id!r}"):
+            removed = await self.client.llen(f"{self.key_prefix}:{session_id}:messages")
+            await session.clear_session()
+            await self.client.delete(self._last_agent_key(session_id))
+            await self.client.hdel(self._pending_key(), session_id)
         return int(removed)
 
     async def load_last_agent(self, session_id: str) -> str | None:
-        value = await self.client.get(self._last_agent_key(session_id))
+        key = self._last_agent_key(session_id)
+        with store_failures(self.name, self._url, "reading the last agent"):
+            value = await self.client.get(key)
         return value.decode() if value is not None else None
 
     async def save_last_agent(self, session_id: str, agent_name: str) -> None:
-        await self.client.set(self._last_agent_key(session_id), agent_name, ex=self.ttl)
+        key = self._last_agent_key(session_id)
+        with store_failures(self.name, self._url, "saving the last agent"):
+            await self.client.set(key, agent_name, ex=self.ttl)
 
     def _pending_key(self) -> str:
         # Our own namespace: "<prefix>/...", where the SDK's keys are "<prefix>:<id>...".

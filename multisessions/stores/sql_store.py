@@ -11,11 +11,11 @@ from typing import Any
 
 from agents.memory import Session
 
-from multisessions.errors import StoreError
-from multisessions.stores.base import SessionInfo, remember_store
+from multisessions.errors import ConfigError, StoreError
+from multisessions.stores.base import SessionInfo, remember_store, store_failures
 from multisessions.stores.leases import SQLLeases
 from multisessions.stores.sqlite_store import LAST_AGENT_TABLE, MESSAGES_TABLE, PENDING_TABLE, SESSIONS_TABLE
-from multisessions.stores.urls import INSTALL_HINT, redact_url
+from multisessions.stores.urls import INSTALL_HINT, redact_url, scrub
 
 try:
     from sqlalchemy import text
@@ -40,6 +40,10 @@ class SQLStore:
             self.engine: Any = create_async_engine(driver_url, pool_size=5, max_overflow=5)
         except ImportError as exc:
             raise StoreError(f"{redact_url(url)} needs its driver ({exc.name}); {INSTALL_HINT}") from None
+        except Exception as exc:  # SQLAlchemy refuses the URL; its message may quote it
+            reason = scrub(str(exc), url)
+            raise ConfigError(f"{redact_url(url)} is not a URL SQLAlchemy takes ({reason})") from None
+        self._url = url  # kept only to scrub its secrets from driver errors
         self.name = f"{self.engine.dialect.name} {redact_url(url)}"
         self.leases = SQLLeases(self.engine)
         self._tables_ready = False
@@ -54,7 +58,7 @@ class SQLStore:
             async with asyncio.timeout(10), self.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
         except Exception as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = scrub(str(exc).splitlines()[0], self._url) if str(exc) else type(exc).__name__
             raise StoreError(
                 f"{self.name} is unreachable ({reason}); start the server (see README) "
                 "or fix --store / SESSION_STORE_URL"
@@ -81,6 +85,10 @@ class SQLStore:
         self._tables_ready = True
 
     async def list_sessions(self) -> list[SessionInfo]:
+        with store_failures(self.name, self._url, "listing sessions"):
+            return await self._list_sessions()
+
+    async def _list_sessions(self) -> list[SessionInfo]:
         await self._ready()
         postgres = self.engine.dialect.name == "postgresql"
         # PostgreSQL keeps CURRENT_TIMESTAMP in the server's zone; ask for UTC explicitly.
@@ -95,6 +103,10 @@ class SQLStore:
         return [SessionInfo(r[0], int(r[3]), _utc(r[1]), _utc(r[2])) for r in rows]
 
     async def delete(self, session_id: str) -> int:
+        with store_failures(self.name, self._url, "deleting a session"):
+            return await self._delete(session_id)
+
+    async def _delete(self, session_id: str) -> int:
         await self._ready()
         async with self.engine.connect() as conn:
             removed = (
@@ -109,6 +121,10 @@ class SQLStore:
         return int(removed)
 
     async def load_last_agent(self, session_id: str) -> str | None:
+        with store_failures(self.name, self._url, "reading the last agent"):
+            return await self._load_last_agent(session_id)
+
+    async def _load_last_agent(self, session_id: str) -> str | None:
         await self._ready()
         async with self.engine.connect() as conn:
             value = (
@@ -120,6 +136,10 @@ class SQLStore:
         return None if value is None else str(value)
 
     async def save_last_agent(self, session_id: str, agent_name: str) -> None:
+        with store_failures(self.name, self._url, "saving the last agent"):
+            await self._save_last_agent(session_id, agent_name)
+
+    async def _save_last_agent(self, session_id: str, agent_name: str) -> None:
         await self._ready()
         async with self.engine.begin() as conn:
             await conn.execute(

@@ -8,6 +8,7 @@ users from one file in bounded resources.
 from __future__ import annotations
 
 import asyncio
+import errno
 import sqlite3
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -30,9 +31,56 @@ SESSIONS_TABLE = "agent_sessions"
 MESSAGES_TABLE = "agent_messages"
 
 
-def read_only_uri(path: str | Path) -> str:
-    """A ``file:`` URI opening ``path`` read-only; ``?`` and ``#`` in the path are escaped."""
-    return f"file:{quote(str(Path(path).absolute()))}?mode=ro"
+def read_only_uri(path: str | Path, *, immutable: bool = False) -> str:
+    """A ``file:`` URI opening ``path`` read-only; ``?`` and ``#`` in the path are escaped.
+
+    ``immutable`` also skips the WAL's shared-memory file, which a read-only folder or a full
+    disk cannot create: the only way to read a healthy file there.
+    """
+    return f"file:{quote(str(Path(path).absolute()))}?mode=ro" + ("&immutable=1" if immutable else "")
+
+
+def connect_read_only(path: str | Path) -> sqlite3.Connection:
+    """A read-only connection; on a read-only folder or full disk, an immutable one instead."""
+    conn = None
+    try:
+        conn = sqlite3.connect(read_only_uri(path), uri=True)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError as exc:
+        if conn is not None:
+            conn.close()
+        if _environment_problem(exc) is None and "unable to open" not in str(exc):
+            raise
+        return sqlite3.connect(read_only_uri(path, immutable=True), uri=True)
+
+
+def _environment_problem(exc: BaseException) -> str | None:
+    """``"full"`` or ``"read-only"`` when ``exc`` is about the disk, not about the file's content."""
+    text = str(exc).lower()
+    code = getattr(exc, "errno", None)
+    if code == errno.ENOSPC or "disk is full" in text or "no space left" in text:
+        return "full"
+    if code == errno.EROFS or "readonly" in text or "read-only" in text:
+        return "read-only"
+    return None
+
+
+def describe_sqlite_failure(exc: BaseException, path: str | Path) -> str:
+    """One true line for a SQLite or file error on ``path``: full disk, read-only, locked, corrupt."""
+    problem = _environment_problem(exc)
+    if problem == "full":
+        return f"the disk holding {path} is full ({exc}); free some space and retry (nothing was written)"
+    if problem == "read-only":
+        return (
+            f"{path} cannot be written: read-only file or filesystem ({exc}); "
+            "reading works (sessions list/show), or choose another --db"
+        )
+    if "locked" in str(exc) or "busy" in str(exc):
+        return f"{path} is locked by another process ({exc}); retry when it is done"
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        return f"{path} is not a usable SQLite database ({exc}); move it aside or choose another --db"
+    return f"the database {path} failed ({exc}); check the file and its folder"
 
 
 def check_db_path(db_path: str | Path, *, must_exist: bool = False, writable: bool = True) -> Path:
@@ -46,17 +94,19 @@ def check_db_path(db_path: str | Path, *, must_exist: bool = False, writable: bo
         raise StoreError(f"no database at {path}; run the demos first: python agent.py --db {path}")
     if path.exists():
         try:
-            with closing(sqlite3.connect(read_only_uri(path), uri=True)) as conn:
+            # Immutable when the plain read-only open fails: a healthy file on a read-only
+            # folder or a full disk is still healthy, and is read, not called corrupt.
+            with closing(connect_read_only(path)) as conn:
                 conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"{path} is not a usable SQLite database ({exc}); move it aside or choose another --db"
-            ) from None
+            raise StoreError(describe_sqlite_failure(exc, path)) from None
         if writable:
             try:
                 with open(path, "r+b"):  # opening for writing changes nothing
                     pass
             except OSError as exc:
+                if _environment_problem(exc):
+                    raise StoreError(describe_sqlite_failure(exc, path)) from None
                 raise StoreError(
                     f"{path} is read-only ({exc.strerror}); check its permissions, or choose another --db"
                 ) from None
@@ -106,7 +156,7 @@ class SQLiteStore:
 
     async def list_sessions(self) -> list[SessionInfo]:
         def query() -> list[SessionInfo]:
-            with closing(sqlite3.connect(read_only_uri(self.db_path), uri=True)) as conn:
+            with closing(connect_read_only(self.db_path)) as conn:
                 tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
                 if SESSIONS_TABLE not in tables:
                     return []
@@ -146,7 +196,11 @@ class SQLiteStore:
 
     async def load_last_agent(self, session_id: str) -> str | None:
         def read() -> str | None:
-            with closing(self._connect()) as conn:
+            if not self.db_path.exists():
+                return None
+            with closing(connect_read_only(self.db_path)) as conn:  # reading never writes
+                if not _has_table(conn, LAST_AGENT_TABLE):
+                    return None
                 row = conn.execute(
                     f"SELECT agent_name FROM {LAST_AGENT_TABLE} WHERE session_id = ?", (session_id,)
                 ).fetchone()
