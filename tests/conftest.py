@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import ipaddress
 import os
+import shutil
 import socket
 import sys
 from collections.abc import Callable, Iterator
@@ -93,6 +94,16 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def db(tmp_path: Path) -> Path:
     """A SQLite file for this test's sessions."""
     return tmp_path / "sessions.db"
+
+
+NOT_IN_A_CLONE = (".git", ".venv", ".env", "*.db", "*.db-*", "__pycache__", ".*_cache", ".hypothesis")
+
+
+def project_copy(folder: Path) -> Path:
+    """The project's files in ``folder``/project, as a reader has them after cloning (no .env)."""
+    dest = folder / "project"
+    shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(*NOT_IN_A_CLONE))
+    return dest
 
 
 def subprocess_env() -> dict[str, str]:
