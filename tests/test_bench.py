@@ -26,12 +26,13 @@ def table_row(stdout: str, pattern: str) -> dict[str, str]:
 
 
 def test_bench_compares_patterns_and_ends_with_a_result_line(capsys):
-    code = bench.main(["--users", "10", "--turns", "3", "--history-turns", "12", "--cap", "4"])
+    args = ["--users", "8", "--turns", "3", "--history-turns", "12", "--history-users", "2", "--cap", "4"]
+    code = bench.main(args)
     out = capsys.readouterr().out
     assert code == 0, out
     match = RESULT.match(out.strip().splitlines()[-1])
     assert match, out
-    assert match.groups()[:2] == ("10", "3") and match.groups()[3:] == ("0", "0")
+    assert match.groups()[:2] == ("8", "3") and match.groups()[3:] == ("0", "0")
     for pattern in ("naive", "pooled"):
         assert table_row(out, pattern) | {"errors": "0", "leaks": "0"} == table_row(out, pattern)
     assert '"p99_turn12_over_turn10"' in out
