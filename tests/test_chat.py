@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from conftest import Cli
+from multisessions import format_listing
 
 
 def answers(stdout: str) -> list[str]:
@@ -57,13 +58,14 @@ def test_the_specialist_keeps_the_conversation_across_runs(cli: Cli, db):
     assert last == [("Billing Agent",)]
 
 
-def test_sessions_command_and_end_of_input_exit_cleanly(cli: Cli, db):
-    result = cli(
-        "chat", "--user", "zoe", "--date", "20241215", "--db", str(db), stdin="hello\n/sessions\n/nonsense\n"
-    )
+def test_sessions_command_lists_the_inventory_and_end_of_input_exits_cleanly(cli: Cli, db):
+    stdin = "hello\n/sessions\n/nonsense\n"  # no /quit: the input just ends
+    result = cli("chat", "--user", "zoe", "--date", "20241215", "--db", str(db), stdin=stdin)
     assert result.code == 0 and result.err == ""
-    assert "user_zoe_20241215" in result.out
-    assert "unknown command" in result.out
+    lines = result.out.splitlines()
+    header = lines.index("  " + format_listing([])[0])  # the inventory's header, indented
+    assert lines[header + 1].split()[:3] == ["user_zoe_20241215", "dated", "2"]  # id, kind, items
+    assert lines[-1] == "unknown command; try /user NAME, /history, /sessions or /quit"
 
 
 def test_a_bad_user_name_is_one_line(cli: Cli, db):
