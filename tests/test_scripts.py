@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_readme import SHELL_LINES
 
 from conftest import ROOT, project_copy, subprocess_env
+from test_readme import SHELL_LINES
 from tools import stress
 
 README_PYTHON_C = next(line for line in SHELL_LINES if line.startswith("python -c"))
@@ -46,20 +46,20 @@ def runs(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess[str], 
     """
     env = subprocess_env()
     python = sys.executable
-    started: dict[str, tuple[subprocess.Popen[str], Path, str]] = {}
+    started: dict[str, tuple[subprocess.Popen[str], Path]] = {}
 
-    def start(name: str, command: list[str] | str, folder: Path, stdin: str = "", **extra_env: str) -> None:
+    def start(name: str, command: list[str] | str, folder: Path, **extra_env: str) -> None:
         process = subprocess.Popen(
             command,
-            shell=isinstance(command, str),
+            shell=isinstance(command, str),  # the README's pipe, through a real shell
             cwd=folder,
             env=env | extra_env,
-            stdin=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        started[name] = (process, folder, stdin)
+        started[name] = (process, folder)
 
     start("all demos", [python, "agent.py"], project_copy(tmp_path_factory.mktemp("demos")))
     python_c = [python, *shlex.split(README_PYTHON_C)[1:]]
@@ -77,8 +77,8 @@ def runs(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess[str], 
     results: dict[str, tuple[subprocess.CompletedProcess[str], Path]] = {}
     ok, detail = stress.try_bad_input(BAD_INPUT, folder / "case", baseline, run=stress.run_script)
     results["bad input"] = (subprocess.CompletedProcess([], 0 if ok else 1, detail, ""), folder)
-    for name, (process, folder, stdin) in started.items():
-        out, err = process.communicate(stdin, timeout=120)
+    for name, (process, folder) in started.items():
+        out, err = process.communicate(timeout=120)
         results[name] = (subprocess.CompletedProcess(process.args, process.returncode, out, err), folder)
     return results
 
