@@ -187,10 +187,13 @@ def test_sql_metacharacters_in_an_id_are_just_characters(cli: Cli, db):
     asyncio.run(_two_sessions(db))
     others = rows_by_table(db, without=EVIL)
 
-    listed = cli("sessions", "list", "--db", str(db))
-    assert sorted(listed_ids(listed.out)) == sorted([EVIL.split()[0], "user_bystander"])
-    assert listed_ids(cli("sessions", "list", "--prefix", "x'", "--db", str(db)).out) == ["x';"]
-    assert listed_ids(cli("sessions", "list", "--prefix", "%", "--db", str(db)).out) == []  # no LIKE
+    def listing(*options: str) -> list[str]:
+        return cli("sessions", "list", *options, "--db", str(db)).out.splitlines()[1:]  # no header
+
+    assert sorted(row.split(" ")[0] for row in listing()[:-1]) == ["user_bystander", "x';"]
+    by_prefix = listing("--prefix", "x'")
+    assert by_prefix[0].startswith(EVIL + " ") and by_prefix[-1].startswith("1 session(s)")
+    assert listing("--prefix", "%")[-1].startswith("0 session(s)")  # a prefix, not a LIKE pattern
     shown = cli("sessions", "show", EVIL, "--db", str(db))
     assert shown.code == 0 and shown.out.splitlines()[:2] == [
         f"{EVIL}: 2 items, last agent Bot",
