@@ -1,10 +1,21 @@
-"""Shared test setup: no key, no tracing, no network beyond this machine, a fresh folder each test."""
+"""Shared test setup: no key, no tracing, no network beyond this machine, a fresh folder each test.
+
+Hermetic: no variable below and no ``.env`` in the project folder can change a test's result.
+In-process tests run with these variables removed and a temp folder as the working directory;
+child processes get ``subprocess_env()`` and a working directory without a ``.env``.
+"""
 
 from __future__ import annotations
 
+import io
 import ipaddress
+import os
+import shutil
 import socket
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,7 +24,31 @@ from agents import set_tracing_disabled
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import agent  # noqa: E402  (needs ROOT on sys.path)
+from multisessions import Settings  # noqa: E402
+from multisessions.cli import Lesson, main  # noqa: E402
+
 set_tracing_disabled(True)
+
+SETTINGS_VARIABLES = (
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "OPENAI_API",
+    "OPENAI_MODEL",
+    "OPENAI_TIMEOUT",
+    "OPENAI_MAX_RETRIES",
+    "OPENAI_MAX_TOKENS",
+    "SESSION_STORE_URL",
+    "SESSION_ENCRYPTION_KEY",
+    "SERVE_TOKENS",
+)
+"""Everything the project (or a developer's shell) may set that would change what a test sees."""
+
+NOWHERE = "http://127.0.0.1:9"
+"""A model server that is not there: a stray real model call fails at once, locally."""
+
+LESSON = Lesson(agent.DEMOS, agent.EXTRA_DEMOS, agents=agent.support_agents, first_agent="Triage Agent")
+"""What ``python agent.py`` hands the command line (see the end of agent.py)."""
 
 _real_connect = socket.socket.connect
 
@@ -31,11 +66,26 @@ def _loopback_only(self: socket.socket, address: object) -> object:
     return _real_connect(self, address)
 
 
+def scrub(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove every settings variable from this process's environment; point the model nowhere."""
+    for name in SETTINGS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENAI_BASE_URL", NOWHERE)
+
+
+@contextmanager
+def hermetic(folder: Path) -> Iterator[None]:
+    """For module-scoped fixtures (which run before the autouse one): scrubbed, in ``folder``."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        scrub(monkeypatch)
+        monkeypatch.chdir(folder)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Every test: no API key, offline model, working directory a fresh temp folder."""
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9")  # a stray call fails at once, locally
+    """Every test: no settings variables, offline model, working directory a fresh temp folder."""
+    scrub(monkeypatch)
     monkeypatch.setattr(socket.socket, "connect", _loopback_only)
     monkeypatch.chdir(tmp_path)
 
@@ -46,14 +96,60 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "sessions.db"
 
 
-def subprocess_env() -> dict[str, str]:
-    """Environment for child processes: no key, no reachable model server."""
-    import os
+NOT_IN_A_CLONE = (".git", ".venv", ".env", "*.db", "*.db-*", "__pycache__", ".*_cache", ".hypothesis")
 
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "SESSION_STORE_URL")}
-    env["OPENAI_BASE_URL"] = "http://127.0.0.1:9"
+
+def project_copy(folder: Path) -> Path:
+    """The project's files in ``folder``/project, as a reader has them after cloning (no .env)."""
+    dest = folder / "project"
+    shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(*NOT_IN_A_CLONE))
+    return dest
+
+
+def subprocess_env() -> dict[str, str]:
+    """Environment for child processes: no settings variables, no reachable model server.
+
+    Run children in a folder without a ``.env`` too (``tmp_path`` or a project copy).
+    """
+    env = {k: v for k, v in os.environ.items() if k not in SETTINGS_VARIABLES}
+    env["OPENAI_BASE_URL"] = NOWHERE
     env["PYTHONPATH"] = str(ROOT)
     return env
+
+
+@dataclass
+class Ran:
+    """What one command line did: its exit code and what it printed."""
+
+    code: int
+    out: str
+    err: str
+
+    @property
+    def err_lines(self) -> list[str]:
+        return self.err.strip().splitlines()
+
+
+Cli = Callable[..., Ran]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
+    """``python agent.py ARGS`` in this process: ``main()`` with the lesson, offline settings
+    (or ``settings=``) and ``stdin=`` as standard input. Use it from sync tests (main runs its loop).
+    """
+
+    def run(*args: str, stdin: str = "", settings: Settings | None = None) -> Ran:
+        capsys.readouterr()  # only this command's output
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        try:
+            code = main(list(args), LESSON, settings=Settings() if settings is None else settings)
+        except SystemExit as exc:  # argparse's --help exits, as the interpreter would end
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        return Ran(code, out, err)
+
+    return run
 
 
 from stores_fixture import store  # noqa: E402,F401  (the per-store fixture, for every test module)

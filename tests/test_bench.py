@@ -1,4 +1,5 @@
-"""tools/bench.py runs end to end, and the recommended pattern holds under a small descriptor limit."""
+"""tools/bench.py: the comparison runs end to end, and the recommended pattern holds under a small
+descriptor limit where the naive one fails."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import re
 import subprocess
 import sys
 
-from conftest import ROOT, subprocess_env
+from conftest import subprocess_env
+from tools import bench
 
 RESULT = re.compile(
     r"^RESULT users=(\d+) turns=(\d+) store=\S+ turns_per_s=[\d.]+ p50_ms=[\d.]+ p99_ms=[\d.]+ "
@@ -14,35 +16,45 @@ RESULT = re.compile(
 )
 
 
-def bench(*args: str, ulimit: int | None = None) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "tools.bench", *args]
-    if ulimit is not None:
-        command = ["bash", "-c", f'ulimit -n {ulimit} && exec "$@"', "bench", *command]
-    return subprocess.run(
-        command, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300
+def table_row(stdout: str, pattern: str) -> dict[str, str]:
+    """One pattern's row of the printed table, by column name."""
+    lines = stdout.splitlines()
+    header = next(line for line in lines if line.startswith("| pattern |"))
+    row = next(line for line in lines if line.startswith(f"| {pattern} |"))
+    names = [cell.strip() for cell in header.strip("|").split("|")]
+    return dict(zip(names, (cell.strip() for cell in row.strip("|").split("|")), strict=True))
+
+
+def test_bench_compares_patterns_and_ends_with_a_result_line(capsys):
+    args = ["--users", "8", "--turns", "3", "--history-turns", "12", "--history-users", "2", "--cap", "4"]
+    code = bench.main(args)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    match = RESULT.match(out.strip().splitlines()[-1])
+    assert match, out
+    assert match.groups()[:2] == ("8", "3") and match.groups()[3:] == ("0", "0")
+    for pattern in ("naive", "pooled"):
+        assert table_row(out, pattern) | {"errors": "0", "leaks": "0"} == table_row(out, pattern)
+    assert '"p99_turn12_over_turn10"' in out
+
+
+def test_pooled_pattern_holds_30_users_under_ulimit_64_where_naive_fails(tmp_path):
+    # A real process, so the limit is the process's own: 30 naive sessions need at least 90
+    # descriptors (3 per connection); the pool needs 8 connections' worth, whatever the users.
+    command = [sys.executable, "-m", "tools.bench", "--users", "30", "--turns", "2"]
+    command += ["--pattern", "naive", "pooled", "--history-turns", "0"]
+    result = subprocess.run(
+        ["bash", "-c", 'ulimit -n 64 && exec "$@"', "bench", *command],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-
-
-def test_bench_compares_patterns_and_ends_with_a_result_line():
-    result = bench("--users", "30", "--turns", "3", "--history-turns", "12", "--cap", "4")
     assert result.returncode == 0, result.stdout + result.stderr
-    lines = result.stdout.strip().splitlines()
-    match = RESULT.match(lines[-1])
-    assert match, lines[-1]
-    assert match.groups()[:2] == ("30", "3") and match.groups()[3:] == ("0", "0")
-    assert any(line.startswith("| naive |") for line in lines)
-    assert any(line.startswith("| pooled |") for line in lines)
-    assert '"p99_turn12_over_turn10"' in result.stdout
-
-
-def test_pooled_pattern_holds_300_users_under_ulimit_256_where_naive_fails():
-    pooled = bench(
-        "--users", "300", "--turns", "3", "--pattern", "pooled", "--history-turns", "0", ulimit=256
-    )
-    assert pooled.returncode == 0, pooled.stdout + pooled.stderr
-    match = RESULT.match(pooled.stdout.strip().splitlines()[-1])
-    assert match and match.group(4) == "0" and int(match.group(3)) < 64
-
-    naive = bench("--users", "300", "--turns", "3", "--pattern", "naive", "--history-turns", "0", ulimit=256)
-    assert naive.returncode == 1
-    assert RESULT.match(naive.stdout.strip().splitlines()[-1]).group(4) != "0"
+    assert "ulimit -n 64" in result.stdout
+    assert int(table_row(result.stdout, "naive")["errors"]) > 0
+    pooled = table_row(result.stdout, "pooled")
+    assert pooled["errors"] == "0" and pooled["leaks"] == "0"
+    assert int(pooled["peak_fds"]) <= 40
+    assert RESULT.match(result.stdout.strip().splitlines()[-1])

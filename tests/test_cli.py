@@ -1,50 +1,52 @@
-"""The command line: demo selection, help, and one clear line for every mistake."""
+"""The command line, in process: demo selection, help, and one clear line for every mistake."""
 
 from __future__ import annotations
 
 import http.server
 import sqlite3
-import subprocess
-import sys
 import threading
+from collections.abc import Iterator
 
 import pytest
 
-from conftest import ROOT, subprocess_env
+from conftest import NOWHERE, Cli
+from multisessions import Settings
 
 
-def run_cli(*args: str, cwd=None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``python agent.py ARGS`` offline, with ``env`` added to the test environment."""
-    return subprocess.run(
-        [sys.executable, str(ROOT / "agent.py"), *args],
-        cwd=cwd,
-        env=subprocess_env() | (env or {}),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def stored_messages(db) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT count(*) FROM agent_messages").fetchone()[0])
 
 
-def test_help_lists_every_demo():
-    result = run_cli("--help")
-    assert result.returncode == 0
+def test_help_lists_every_demo(cli: Cli):
+    result = cli("--help")
+    assert result.code == 0
     for name in ("multi-user", "context", "shared", "naming"):
-        assert name in result.stdout
+        assert name in result.out
 
 
-def test_unknown_demo_lists_the_valid_ones_and_exits_2():
-    result = run_cli("nope")
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
+def test_unknown_demo_lists_the_valid_ones_and_exits_2(cli: Cli):
+    result = cli("nope")
+    assert result.code == 2
+    assert result.err_lines == [
         "error: unknown demo 'nope'; choose from: multi-user, context, shared, naming, history-cap, refund"
         " (see --help)"
     ]
 
 
-def test_one_demo_runs_by_name(tmp_path):
-    result = run_cli("naming", "--db", str(tmp_path / "x.db"))
-    assert result.returncode == 0, result.stderr
-    assert "Demo 4" in result.stdout and "Demo 1" not in result.stdout
+def test_one_demo_runs_by_name_and_leaves_only_its_sessions(cli: Cli, tmp_path):
+    db = tmp_path / "x.db"
+    result = cli("naming", "--db", str(db))
+    assert result.code == 0, result.err
+    assert "Demo 4" in result.out and "Demo 1" not in result.out
+    with sqlite3.connect(db) as conn:
+        ids = {row[0] for row in conn.execute("SELECT session_id FROM agent_sessions")}
+    assert ids == {
+        "demo:user_123",
+        "demo:chat_feature_user_123",
+        "demo:thread_abc123",
+        "demo:user_123_20241215",
+    }
 
 
 @pytest.mark.parametrize(
@@ -54,31 +56,30 @@ def test_one_demo_runs_by_name(tmp_path):
         ("missing/folder/x.db", "does not exist"),
     ],
 )
-def test_unusable_db_path_is_one_line(db, expected, tmp_path):
-    result = run_cli("multi-user", "--db", db, cwd=tmp_path)
-    assert result.returncode == 1
-    assert len(result.stderr.strip().splitlines()) == 1 and expected in result.stderr
-    assert "Traceback" not in result.stderr
+def test_unusable_db_path_is_one_line(cli: Cli, db, expected, tmp_path):
+    result = cli("multi-user", "--db", db)  # relative to tmp_path, the working directory
+    assert result.code == 1
+    assert len(result.err_lines) == 1 and expected in result.err
+    assert not (tmp_path / "missing").exists()
 
 
-def test_corrupt_database_is_one_line_and_left_untouched(tmp_path):
+def test_corrupt_database_is_one_line_and_left_untouched(cli: Cli, tmp_path):
     bad = tmp_path / "bad.db"
     bad.write_bytes(b"this is not sqlite" * 100)
-    result = run_cli("--db", str(bad))
-    assert result.returncode == 1
-    assert "not a usable SQLite database" in result.stderr and "Traceback" not in result.stderr
+    result = cli("--db", str(bad))
+    assert result.code == 1
+    assert len(result.err_lines) == 1 and "not a usable SQLite database" in result.err
     assert bad.read_bytes() == b"this is not sqlite" * 100
 
 
-def test_unreachable_model_server_is_one_line_with_a_fix_and_no_orphan(tmp_path):
+def test_unreachable_model_server_is_one_line_with_a_fix_and_no_orphan(cli: Cli, tmp_path):
     db = tmp_path / "s.db"
-    key = {"OPENAI_API_KEY": "sk-test-not-a-key", "OPENAI_BASE_URL": "http://127.0.0.1:9"}
-    result = run_cli("multi-user", "--db", str(db), env=key)
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "APIConnectionError" in lines[0] and "--offline" in lines[0]
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT count(*) FROM agent_messages").fetchone() == (0,)
+    settings = Settings(api_key="sk-test-not-a-key", base_url=NOWHERE, max_retries=0)
+    result = cli("multi-user", "--db", str(db), settings=settings)
+    assert result.code == 1
+    assert len(result.err_lines) == 1
+    assert "APIConnectionError" in result.err_lines[0] and "--offline" in result.err_lines[0]
+    assert stored_messages(db) == 0
 
 
 class _Refuses(http.server.BaseHTTPRequestHandler):
@@ -96,17 +97,21 @@ class _Refuses(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_a_bad_key_is_one_line_naming_the_key_and_leaves_no_orphan(tmp_path):
+@pytest.fixture
+def refusing_server() -> Iterator[str]:
+    """The base URL of a local server that answers 401 to every request."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refuses)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/v1"
+    server.shutdown()
+
+
+def test_a_bad_key_is_one_line_naming_the_key_and_leaves_no_orphan(cli: Cli, tmp_path, refusing_server):
     db = tmp_path / "s.db"
-    key = {"OPENAI_API_KEY": "sk-wrong", "OPENAI_BASE_URL": f"http://127.0.0.1:{server.server_port}/v1"}
-    try:
-        result = run_cli("multi-user", "--db", str(db), env=key)
-    finally:
-        server.shutdown()
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "AuthenticationError" in lines[0] and "check OPENAI_API_KEY" in lines[0]
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT count(*) FROM agent_messages").fetchone() == (0,)
+    result = cli(
+        "multi-user", "--db", str(db), settings=Settings(api_key="sk-wrong", base_url=refusing_server)
+    )
+    assert result.code == 1
+    assert len(result.err_lines) == 1
+    assert "AuthenticationError" in result.err_lines[0] and "check OPENAI_API_KEY" in result.err_lines[0]
+    assert stored_messages(db) == 0

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from agents import Agent, RunConfig
-from test_cli import run_cli
+from agents.testing import ScriptedModel
 
 from agent import open_session, run_turn
+from conftest import LESSON, Cli, hermetic
 from helpers import reply
-from multisessions import SQLiteStore, delete_user_sessions, expire_sessions, list_sessions
+from multisessions import Settings, SQLiteStore, delete_user_sessions, expire_sessions, list_sessions
+from multisessions.cli import main
 
 
 def table_counts(db) -> dict[str, int]:
@@ -24,18 +27,31 @@ def table_counts(db) -> dict[str, int]:
         }
 
 
+def listed_ids(stdout: str) -> list[str]:
+    """The session ids of a ``sessions list`` listing (between its header and its total)."""
+    return [line.split()[0] for line in stdout.splitlines()[1:-1]]
+
+
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory):
-    db = tmp_path_factory.mktemp("inv") / "demos.db"
-    result = run_cli("--db", str(db))
-    assert result.returncode == 0, result.stderr
+    """The file ``python agent.py --db FILE`` leaves: every demo's sessions. Tests copy it to change it."""
+    folder = tmp_path_factory.mktemp("inv")
+    with hermetic(folder):
+        assert main(["--db", str(folder / "demos.db")], LESSON, settings=Settings()) == 0
+    return folder / "demos.db"
+
+
+@pytest.fixture
+def demo_copy(tmp_path, demo_db):
+    db = tmp_path / "copy.db"
+    db.write_bytes(demo_db.read_bytes())
     return db
 
 
-def test_demos_then_list_shows_every_demo_session(demo_db):
-    result = run_cli("sessions", "list", "--tenant", "demo", "--db", str(demo_db))
-    assert result.returncode == 0, result.stderr
-    ids = [line.split()[0] for line in result.stdout.splitlines()[1:-1]]
+def test_demos_then_list_shows_every_demo_session(cli: Cli, demo_db):
+    result = cli("sessions", "list", "--tenant", "demo", "--db", str(demo_db))
+    assert result.code == 0, result.err
+    ids = listed_ids(result.out)
     assert set(ids) >= {
         "demo:user_alice",
         "demo:user_bob",
@@ -44,13 +60,13 @@ def test_demos_then_list_shows_every_demo_session(demo_db):
         "demo:user_123_20241215",
         "demo:chat_feature_user_123",
     }
-    assert result.stdout.splitlines()[-1] == f"{len(ids)} session(s) in SQLite file {demo_db}, tenant 'demo'"
+    assert len(ids) == table_counts(demo_db)["agent_sessions"]
+    assert result.out.splitlines()[-1] == f"{len(ids)} session(s) in SQLite file {demo_db}, tenant 'demo'"
 
 
-def test_list_filters_by_user(demo_db):
-    result = run_cli("sessions", "list", "--tenant", "demo", "--user", "alice", "--db", str(demo_db))
-    ids = {line.split()[0] for line in result.stdout.splitlines()[1:-1]}
-    assert ids == {
+def test_list_filters_by_user(cli: Cli, demo_db):
+    result = cli("sessions", "list", "--tenant", "demo", "--user", "alice", "--db", str(demo_db))
+    assert set(listed_ids(result.out)) == {
         "demo:user_alice",
         "demo:support_feature_user_alice",
         "demo:sales_feature_user_alice",
@@ -58,50 +74,46 @@ def test_list_filters_by_user(demo_db):
     }
 
 
-def test_show_prints_the_history_with_the_handoff_in_one_line(demo_db):
-    result = run_cli("sessions", "show", "demo:thread_support-7731", "--db", str(demo_db))
-    assert result.returncode == 0
-    lines = result.stdout.splitlines()
+def test_show_prints_the_history_with_the_handoff_in_one_line(cli: Cli, demo_db):
+    result = cli("sessions", "show", "demo:thread_support-7731", "--db", str(demo_db))
+    assert result.code == 0
+    lines = result.out.splitlines()
     assert lines[0] == "demo:thread_support-7731: 10 items, last agent Billing Agent"
     assert "  handoff: transfer_to_billing_agent" in lines
     assert any(line.startswith("  assistant (Billing Agent): ") for line in lines)
 
 
-def test_show_of_a_missing_id_is_one_line_and_non_zero(demo_db):
-    result = run_cli("sessions", "show", "user_nobody", "--db", str(demo_db))
-    assert result.returncode == 1
-    assert result.stderr.count("\n") == 1 and "no session 'user_nobody'" in result.stderr
-    assert "Traceback" not in result.stderr
+def test_show_of_a_missing_id_is_one_line_and_non_zero(cli: Cli, demo_db):
+    result = cli("sessions", "show", "user_nobody", "--db", str(demo_db))
+    assert result.code == 1
+    assert len(result.err_lines) == 1 and "no session 'user_nobody'" in result.err
 
 
-def test_missing_database_is_one_line_and_not_created(tmp_path):
-    result = run_cli("sessions", "list", "--db", str(tmp_path / "none.db"))
-    assert result.returncode == 1 and "no database at" in result.stderr
+def test_missing_database_is_one_line_and_not_created(cli: Cli, tmp_path):
+    result = cli("sessions", "list", "--db", str(tmp_path / "none.db"))
+    assert result.code == 1 and "no database at" in result.err
     assert not (tmp_path / "none.db").exists()
 
 
-def test_delete_removes_one_session_and_its_rows_and_says_so(tmp_path, demo_db):
-    db = tmp_path / "copy.db"
-    db.write_bytes(demo_db.read_bytes())
-    before = table_counts(db)
-    result = run_cli("sessions", "delete", "demo:thread_support-7731", "--db", str(db))
-    assert result.returncode == 0
-    assert result.stdout.splitlines()[0] == "removing demo:thread_support-7731 (10 items)"
-    listed = run_cli("sessions", "list", "--all-tenants", "--db", str(db)).stdout
-    assert "thread_support-7731" not in listed
-    after = table_counts(db)
+def test_delete_removes_one_session_and_its_rows_and_says_so(cli: Cli, demo_copy):
+    before = table_counts(demo_copy)
+    result = cli("sessions", "delete", "demo:thread_support-7731", "--db", str(demo_copy))
+    assert result.code == 0
+    assert result.out.splitlines()[0] == "removing demo:thread_support-7731 (10 items)"
+    listed = listed_ids(cli("sessions", "list", "--all-tenants", "--db", str(demo_copy)).out)
+    assert "demo:thread_support-7731" not in listed
+    after = table_counts(demo_copy)
     assert after["agent_messages"] == before["agent_messages"] - 10
     assert after["agent_sessions"] == before["agent_sessions"] - 1
     assert after["agent_session_last_agent"] == before["agent_session_last_agent"] - 1
 
 
-def test_delete_dry_run_removes_nothing(tmp_path, demo_db):
-    db = tmp_path / "copy.db"
-    db.write_bytes(demo_db.read_bytes())
+def test_delete_dry_run_removes_nothing(cli: Cli, demo_copy, demo_db):
     demo_alice = ["--tenant", "demo", "--user", "alice"]
-    result = run_cli("sessions", "delete", *demo_alice, "--dry-run", "--db", str(db))
-    assert "would remove 4 session(s)" in result.stdout
-    assert table_counts(db) == table_counts(demo_db)
+    result = cli("sessions", "delete", *demo_alice, "--dry-run", "--db", str(demo_copy))
+    assert result.code == 0
+    assert "would remove 4 session(s)" in result.out
+    assert demo_copy.read_bytes() == demo_db.read_bytes()
 
 
 async def test_delete_all_of_a_users_sessions_leaves_no_orphan_rows(db):
@@ -137,15 +149,64 @@ async def test_expire_removes_only_sessions_idle_longer_than_n_days(db):
 
 
 def _replies(n):
-    from agents.testing import ScriptedModel
-
     return ScriptedModel([reply(f"r{i}") for i in range(n)])
 
 
-def test_sql_metacharacters_in_an_id_are_just_characters(tmp_path):
-    db = tmp_path / "s.db"
-    run_cli("naming", "--db", str(db))
-    evil = "x'; DROP TABLE agent_sessions; --"
-    result = run_cli("sessions", "show", evil, "--db", str(db))
-    assert result.returncode == 1 and "no session" in result.stderr
-    assert "agent_sessions" in table_counts(db)
+EVIL = "x'; DROP TABLE agent_sessions; --%_\""
+"""A session id full of SQL: quotes, a statement separator, a comment, LIKE wildcards."""
+
+
+def rows_by_table(db, *, without: str) -> dict[str, list[tuple]]:
+    """Every row of every table except the rows of session ``without``, and the schema itself."""
+    with sqlite3.connect(db) as conn:
+        tables = [
+            r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")
+        ]
+        dump = {
+            "sqlite_master": conn.execute(
+                "SELECT type, name, sql FROM sqlite_master ORDER BY name"
+            ).fetchall()
+        }
+        for table in tables:
+            if table == "sqlite_sequence":
+                continue
+            dump[table] = conn.execute(
+                f"SELECT * FROM {table} WHERE session_id != ? ORDER BY 1", (without,)
+            ).fetchall()
+    return dump
+
+
+async def _two_sessions(db) -> None:
+    model = ScriptedModel([reply("noted"), reply("noted too")])
+    for session_id in (EVIL, "user_bystander"):
+        await run_turn(
+            Agent(name="Bot"), open_session(session_id, db), "hello", run_config=RunConfig(model=model)
+        )
+        await SQLiteStore(db).save_last_agent(session_id, "Bot")
+
+
+def test_sql_metacharacters_in_an_id_are_just_characters(cli: Cli, db):
+    asyncio.run(_two_sessions(db))
+    others = rows_by_table(db, without=EVIL)
+
+    def listing(*options: str) -> list[str]:
+        return cli("sessions", "list", *options, "--db", str(db)).out.splitlines()[1:]  # no header
+
+    assert sorted(row.split(" ")[0] for row in listing()[:-1]) == ["user_bystander", "x';"]
+    by_prefix = listing("--prefix", "x'")
+    assert by_prefix[0].startswith(EVIL + " ") and by_prefix[-1].startswith("1 session(s)")
+    assert listing("--prefix", "%")[-1].startswith("0 session(s)")  # a prefix, not a LIKE pattern
+    shown = cli("sessions", "show", EVIL, "--db", str(db))
+    assert shown.code == 0 and shown.out.splitlines()[:2] == [
+        f"{EVIL}: 2 items, last agent Bot",
+        "  user: hello",
+    ]
+    deleted = cli("sessions", "delete", EVIL, "--db", str(db))
+    assert deleted.code == 0 and deleted.out.splitlines()[0] == f"removing {EVIL} (2 items)"
+
+    assert rows_by_table(db, without=EVIL) == others  # the bystander's rows and every table, unchanged
+    with sqlite3.connect(db) as conn:
+        for table in ("agent_messages", "agent_sessions", "agent_session_last_agent"):
+            assert conn.execute(f"SELECT count(*) FROM {table} WHERE session_id = ?", (EVIL,)).fetchone() == (
+                0,
+            )

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from agent import dated_session_id, feature_session_id, parse_session_id, thread_session_id, user_session_id
 from multisessions import ParsedSessionId, check_session_id, make_session_id
-from multisessions.naming import MAX_PART_LENGTH
+from multisessions.naming import MAX_ID_LENGTH, MAX_PART_LENGTH
 
 
 def test_documented_examples_stay_exactly_as_shown():
@@ -88,7 +88,7 @@ def test_dates_accept_date_datetime_and_validated_strings():
 
 def test_check_session_id_accepts_printable_ids_and_rejects_the_rest():
     assert check_session_id("x'; DROP TABLE agent_sessions; --") == "x'; DROP TABLE agent_sessions; --"
-    for bad in ("", " ", "a\x1b[31m", "x" * 513, None):
+    for bad in ("", " ", "a\x1b[31m", "x" * (MAX_ID_LENGTH + 1), None):
         with pytest.raises(ValueError, match="session id"):
             check_session_id(bad)
 

@@ -99,10 +99,10 @@ def test_python_agent_py_runs_all_four_demos_in_one_process(api, agent_py_runs: 
     assert "offline model" not in out and "Traceback" not in out + run.result.stderr
     for demo in range(1, 5):
         assert f"=== Demo {demo}:" in out
-    assert "[thread_support-7731]   handoff: Triage Agent -> Billing Agent" in out
-    assert "[user_alice] Support Agent: Your name is Alice. Your email is alice@example.com." in out
-    assert "[user_bob] Support Agent: Your name is Bob. Your email is bob@example.org." in out
-    assert "[thread_support-7731] Billing Agent: Your name is Dana. Your order number is 5512." in out
+    assert "[demo:thread_support-7731]   handoff: Triage Agent -> Billing Agent" in out
+    assert "[demo:user_alice] Support Agent: Your name is Alice. Your email is alice@example.com." in out
+    assert "[demo:user_bob] Support Agent: Your name is Bob. Your email is bob@example.org." in out
+    assert "[demo:thread_support-7731] Billing Agent: Your name is Dana. Your order number is 5512." in out
     assert KEY not in out + run.result.stderr
 
 
@@ -308,7 +308,8 @@ def test_a_server_that_never_answers_ends_the_command_in_one_line(api, standin: 
     err = capsys.readouterr().err
     assert code == 1
     assert re.fullmatch(
-        r"error: user_alice: APITimeoutError: the server did not answer within 0\.3 s, 2 tries\. Fix: .*\n",
+        r"error: demo:user_alice: APITimeoutError: "
+        r"the server did not answer within 0\.3 s, 2 tries\. Fix: .*\n",
         err,
     ), err
     assert len(model_requests(standin)) == 2  # the client tried again once, as OPENAI_MAX_RETRIES=1 says

@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 
 import pytest
-from agents import Agent, RunConfig, SQLiteSession, function_tool
+from agents import Agent, RunConfig, Runner, SQLiteSession, function_tool
 from agents.testing import ModelStep, ScriptedModel, function_call
 
 import agent
@@ -90,6 +90,19 @@ async def test_a_failed_model_call_leaves_no_orphan_message(db):
     # The retry sends the message once, not twice.
     await run_turn(bot, session, "second", run_config=config(model))
     assert user_texts(model.calls[2].input) == ["first", "second"]
+
+
+async def test_sdk_canary_plain_runner_run_still_leaves_the_orphan_message(db):
+    # Why run_turn exists. If this fails, the SDK stopped saving the input before the model call:
+    # update the README's "The orphan message" pitfall (and run_turn's reason to hold writes).
+    model = ScriptedModel([ModelStep.raise_error(RuntimeError("model down"))])
+    session = SQLiteSession("user_canary", db)
+    with pytest.raises(RuntimeError, match="model down"):
+        await Runner.run(Agent(name="Bot"), "hello", session=session, run_config=config(model))
+    assert await session.get_items() == [{"role": "user", "content": "hello"}], (
+        "the SDK no longer leaves the orphan user message: update the README's 'orphan message' pitfall"
+    )
+    session.close()
 
 
 async def test_a_failing_tool_leaves_the_session_unchanged(db):

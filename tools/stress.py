@@ -737,36 +737,59 @@ def baseline_db(path: Path) -> Path:
     return path
 
 
-def try_bad_input(case: BadInput, folder: Path, baseline: Path) -> tuple[bool, str]:
-    """Run one bad input against a copy of ``baseline`` in ``folder``.
+Ran = tuple[int, str, str]
+"""What one command line did: exit code, standard output, standard error."""
+
+RunCommand = Callable[[list[str], str, Path], Ran]
+"""Runs ``python agent.py ARGS`` with the given standard input in the given folder."""
+
+SETTINGS_VARIABLES = ("OPENAI_", "SESSION_", "SERVE_TOKENS")
+"""Environment variables (by prefix) that would point a child at a real model or another store."""
+
+
+def run_script(args: list[str], stdin: str, folder: Path) -> Ran:
+    """``python agent.py ARGS`` as a user runs it: a new process, offline, in ``folder`` (no .env)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SETTINGS_VARIABLES)}
+    env["OPENAI_BASE_URL"] = "http://127.0.0.1:9"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "agent.py"), *args],
+        env=env,
+        cwd=folder,
+        input=stdin,
+        capture_output=True,
+        text=True,
+    )
+    return result.returncode, result.stdout, result.stderr
+
+
+def try_bad_input(
+    case: BadInput, folder: Path, baseline: Path, run: RunCommand = run_script
+) -> tuple[bool, str]:
+    """Run one bad input against a copy of ``baseline`` in ``folder``, through ``run``.
 
     Passes when the command exits non-zero with one line naming the problem, no traceback,
-    and every existing session still holds exactly what it held.
+    and every existing session still holds exactly what it held. ``run`` is a new process by
+    default; the tests pass one that calls the command line in their own process.
     """
     db = folder / "s.db"
     shutil.copy(baseline, db)
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "SESSION_STORE_URL")}
-    env["OPENAI_BASE_URL"] = "http://127.0.0.1:9"
-    agent_py = str(ROOT / "agent.py")
     before = _snapshot(db)
     if case.setup in (_corrupt, _directory):
         db.unlink()
     case.setup(folder)
     try:
         args = [a.format(db=db, folder=folder) for a in case.args]
-        result = subprocess.run(
-            [sys.executable, agent_py, *args], env=env, input=case.stdin or "", capture_output=True, text=True
-        )
+        code, stdout, stderr = run(args, case.stdin or "", folder)
     finally:
         if case.setup is _read_only and os.geteuid() == 0:
             subprocess.run(["chattr", "-i", str(db)], capture_output=True)
-    lines = result.stderr.strip().splitlines()
+    lines = stderr.strip().splitlines()
     problems = []
-    if result.returncode != case.exit_code:
-        problems.append(f"exit {result.returncode}, wanted {case.exit_code}")
+    if code != case.exit_code:
+        problems.append(f"exit {code}, wanted {case.exit_code}")
     if len(lines) != 1 or case.expect not in lines[0]:
-        problems.append(f"stderr was {result.stderr!r}")
-    if "Traceback" in result.stdout + result.stderr:
+        problems.append(f"stderr was {stderr!r}")
+    if "Traceback" in stdout + stderr:
         problems.append("traceback")
     if case.setup not in (_corrupt, _directory) and _snapshot(db) != before:
         problems.append("existing sessions changed")

@@ -249,7 +249,14 @@ class SQLiteStore:
         return await asyncio.to_thread(read)
 
     async def close(self) -> None:
-        return None
+        """Close this process's lease connection to the file (the next turn opens it again).
+
+        The last connection to close checkpoints SQLite's write-ahead log into the file, so a
+        file copied after ``close()`` holds every committed turn.
+        """
+        leases = _leases_by_file.pop(self.db_path.absolute(), None)
+        if leases is not None:
+            leases.close()
 
 
 _leases_by_file: OrderedDict[Path, SQLiteLeases] = OrderedDict()
