@@ -27,10 +27,8 @@ from multisessions.errors import StoreError, TurnFailed
 from multisessions.inventory import format_listing, list_sessions
 from multisessions.items import history_lines, read_all
 from multisessions.naming import dated_session_id, feature_session_id, thread_session_id, user_session_id
-from multisessions.stores import DRIVER_ERRORS, SessionStore, close_session, scrub
+from multisessions.stores import SessionStore, close_session, driver_errors, scrub
 from multisessions.turns import stream_turn, why_it_failed
-
-_STORE_FAILURES: tuple[type[BaseException], ...] = (StoreError, *DRIVER_ERRORS)
 
 
 def chat_session_id(
@@ -128,9 +126,10 @@ async def chat(
                     continue
                 await store.save_last_agent(session.session_id, name)
 
+    store_failures: tuple[type[BaseException], ...] = (StoreError, *driver_errors())
     try:
         return await _loop()
-    except _STORE_FAILURES as exc:
+    except store_failures as exc:
         text = str(exc).strip()
         reason = scrub(text.splitlines()[0] if text else type(exc).__name__, store_url)
         print(f"error: {reason} (chat ended; what was said so far is kept)", file=sys.stderr)

@@ -49,11 +49,11 @@ from multisessions.naming import check_session_id, check_tenant, tenant_prefix
 from multisessions.settings import APIS, Settings, load_settings, parse_api
 from multisessions.stores import (
     DEFAULT_DB,
-    DRIVER_ERRORS,
     SessionStore,
     check_db_path,
     close_session,
     describe_sqlite_failure,
+    driver_errors,
     open_store,
     scrub,
 )
@@ -213,7 +213,7 @@ def main(argv: Sequence[str], lesson: Lesson, settings: Settings | None = None) 
         return 141
     except OSError as exc:
         return _fail(describe_sqlite_failure(exc, db_path) if not store_url else str(exc), 1, store_url)
-    except _DRIVER_ERRORS as exc:
+    except driver_errors() as exc:
         # A server that went away mid-command: the driver's first line, without the password.
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         return _fail(
@@ -222,9 +222,6 @@ def main(argv: Sequence[str], lesson: Lesson, settings: Settings | None = None) 
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-_DRIVER_ERRORS: tuple[type[BaseException], ...] = DRIVER_ERRORS
 
 
 def _fail(line: str, code: int, store_url: str | None) -> int:

@@ -42,9 +42,9 @@ from multisessions.failures import describe_failure
 from multisessions.locks import Lease, hold_session
 from multisessions.locks import held_locks as held_locks  # re-exported for callers and tests
 from multisessions.stores import (
-    DRIVER_ERRORS,
     SessionStore,
     describe_sqlite_failure,
+    driver_errors,
     leases_for,
     scrub,
     store_of,
@@ -353,7 +353,7 @@ def why_it_failed(
         return scrub(str(cause), store_url)
     if isinstance(cause, sqlite3.Error) or (isinstance(cause, OSError) and cause.errno in _DISK_ERRNOS):
         return describe_sqlite_failure(cause, str(where))
-    if isinstance(cause, DRIVER_ERRORS):
+    if isinstance(cause, driver_errors()):
         text = str(cause).strip()
         reason = scrub(text.splitlines()[0], store_url) if text else ""
         return f"{where}: the store failed ({type(cause).__name__}{': ' + reason if reason else ''})"

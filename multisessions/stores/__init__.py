@@ -7,6 +7,7 @@ engine. Every store gives the same inventory and keeps each session's last agent
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,7 +31,7 @@ from multisessions.stores.urls import redact_url, scrub
 
 __all__ = [
     "DEFAULT_DB",
-    "DRIVER_ERRORS",
+    "driver_errors",
     "EncryptedStore",
     "PooledSession",
     "RedisStore",
@@ -51,26 +52,19 @@ __all__ = [
     "tenant_key",
 ]
 
-_driver_errors: list[type[BaseException]] = []
-try:
-    from redis.exceptions import RedisError
-
-    _driver_errors.append(RedisError)
-except ImportError:  # the optional drivers are missing
-    pass
-try:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    _driver_errors.append(SQLAlchemyError)
-except ImportError:
-    pass
-
 DEFAULT_DB = "multi_sessions.db"
 """The SQLite file sessions live in when no store URL is given."""
 
 
-DRIVER_ERRORS = tuple(_driver_errors)
-"""The base exceptions of the optional drivers installed here (a failing server, a lost connection)."""
+def driver_errors() -> tuple[type[BaseException], ...]:
+    """The base exceptions of the store drivers this process has loaded (a failing server, a lost
+    connection). A driver never loaded raised nothing, so start-up need not import any of them."""
+    errors: list[type[BaseException]] = []
+    if "redis.exceptions" in sys.modules:
+        errors.append(sys.modules["redis.exceptions"].RedisError)
+    if "sqlalchemy.exc" in sys.modules:
+        errors.append(sys.modules["sqlalchemy.exc"].SQLAlchemyError)
+    return tuple(errors)
 
 
 def open_store(

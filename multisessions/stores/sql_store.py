@@ -13,14 +13,9 @@ from agents.memory import Session
 
 from multisessions.errors import ConfigError, StoreError
 from multisessions.stores.base import SessionInfo, remember_store, store_failures
-from multisessions.stores.leases import SQLLeases
+from multisessions.stores.leases import SQLLeases, text
 from multisessions.stores.sqlite_store import LAST_AGENT_TABLE, MESSAGES_TABLE, PENDING_TABLE, SESSIONS_TABLE
 from multisessions.stores.urls import INSTALL_HINT, redact_url, scrub
-
-try:
-    from sqlalchemy import text
-except ImportError:  # the optional drivers are missing; SQLStore() says so in one line
-    text = None  # type: ignore[assignment]
 
 
 class SQLStore:
