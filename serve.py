@@ -157,6 +157,8 @@ def create_app(
         else:  # SQLitePool: no connection held between operations, however many users
             store = SQLiteStore(db_path, pool=SQLitePool(db_path, max_open=8))
         await store.check()
+        if not config.store_url:
+            await store.load_last_agent("")  # creates a new SQLite file now: listing it finds nothing
         app.state.store = store
         app.state.tokens = config.serve_tokens
         app.state.limiter = RateLimiter(config.serve_rate)
