@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 try:
     import uvicorn
@@ -120,12 +120,16 @@ def authenticate(authorization: str | None, tokens: Sequence[ServeToken]) -> Ide
     return found
 
 
-def caller(request: Request, authorization: str | None = Header(default=None)) -> Identity:
+def caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Identity:
     """The FastAPI dependency every endpoint takes: the caller's identity, or 401."""
     who = authenticate(authorization, request.app.state.tokens)
     if who is None:
         raise HTTPException(401, "missing or unknown token", headers={"WWW-Authenticate": "Bearer"})
     return who
+
+
+Caller = Annotated[Identity, Depends(caller)]
+"""What an endpoint takes to know who is calling: ``who: Caller``."""
 
 
 def conversation_session_id(who: Identity, name: str) -> str:
@@ -172,7 +176,9 @@ def create_app(
     app = FastAPI(title="multi-sessions", lifespan=lifespan)
     app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
     app.add_api_route("/api/conversations", conversations, methods=["GET"])
-    app.add_api_route("/api/conversations/{name}/messages", post_message, methods=["POST"], response_model=None)
+    app.add_api_route(
+        "/api/conversations/{name}/messages", post_message, methods=["POST"], response_model=None
+    )
     app.add_api_route("/api/conversations/{name}/messages", history, methods=["GET"])
     app.add_api_route("/api/conversations/{name}", delete_conversation, methods=["DELETE"])
     return app
@@ -183,7 +189,7 @@ def page() -> FileResponse:
     return FileResponse(PAGE, media_type="text/html")
 
 
-async def conversations(request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
+async def conversations(request: Request, who: Caller) -> dict[str, Any]:
     """The caller's own conversations: only ids that parse as *their* feature ids."""
     store: SessionStore = request.app.state.store
     mine = []
@@ -202,7 +208,7 @@ async def conversations(request: Request, who: Identity = Depends(caller)) -> di
     return {"user": who.user, "tenant": who.tenant, "conversations": mine}
 
 
-async def history(name: str, request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
+async def history(name: str, request: Request, who: Caller) -> dict[str, Any]:
     """The conversation as stored: one row per message and handoff, with the agent that answered."""
     session_id = conversation_session_id(who, name)
     session = request.app.state.store.open(session_id)
@@ -213,7 +219,7 @@ async def history(name: str, request: Request, who: Identity = Depends(caller)) 
     return {"name": name, "session_id": session_id, "messages": history_entries(items, FIRST_AGENT)}
 
 
-async def delete_conversation(name: str, request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
+async def delete_conversation(name: str, request: Request, who: Caller) -> dict[str, Any]:
     """Remove the conversation and its last agent; waits for a turn running on it in this worker."""
     session_id = conversation_session_id(who, name)
     async with session_lock(session_id):
@@ -224,7 +230,7 @@ async def delete_conversation(name: str, request: Request, who: Identity = Depen
 # --- One turn ---------------------------------------------------------------------------------
 
 
-async def post_message(name: str, request: Request, who: Identity = Depends(caller)) -> Response:
+async def post_message(name: str, request: Request, who: Caller) -> Response:
     """One turn in the caller's conversation ``name``: JSON, or server-sent events when asked for.
 
     Everything a client can get wrong is refused before the store is touched.
@@ -241,7 +247,9 @@ async def post_message(name: str, request: Request, who: Identity = Depends(call
     agent = request.app.state.agents.get(last or FIRST_AGENT, request.app.state.agents[FIRST_AGENT])
     if "text/event-stream" in request.headers.get("accept", ""):
         events = streamed_turn(request, store, agent, session_id, message)
-        return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return StreamingResponse(
+            events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
 
     session = store.open(session_id)
     try:
@@ -339,7 +347,9 @@ def turn_failure(failed: TurnFailed) -> HTTPException:
 
 def store_failure(exc: BaseException) -> HTTPException:
     """503 in one line; the exception's text (addresses, SQL) stays in the server."""
-    return HTTPException(503, f"the session store failed ({type(exc).__name__}); nothing was saved, retry later")
+    return HTTPException(
+        503, f"the session store failed ({type(exc).__name__}); nothing was saved, retry later"
+    )
 
 
 async def store_call(operation: Any) -> Any:
@@ -390,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Open http://{args.host}:{args.port}/")
     sys.stdout.flush()
     server_app = OneLineStartupErrors(create_app(settings, db_path=args.db))
-    uvicorn.run(server_app, host=args.host, port=args.port, workers=1, log_level="warning")  # type: ignore[arg-type]
+    uvicorn.run(server_app, host=args.host, port=args.port, workers=1, log_level="warning")
     return 0
 
 

@@ -19,7 +19,9 @@ REFUND = "I was charged twice for order 5512, can I get a refund?"
 
 async def test_a_turn_answers_with_reply_agent_handoffs_and_the_id_built_from_the_token(db):
     async with serving(db) as client:
-        response = await client.post("/api/conversations/support/messages", json={"message": REFUND}, headers=auth("alice"))
+        response = await client.post(
+            "/api/conversations/support/messages", json={"message": REFUND}, headers=auth("alice")
+        )
     assert response.status_code == 200
     body = response.json()
     assert body["session_id"] == "support_feature_user_alice" == feature_session_id("support", "alice")
@@ -31,9 +33,13 @@ async def test_a_turn_answers_with_reply_agent_handoffs_and_the_id_built_from_th
 
 async def test_the_next_turn_goes_to_the_last_agent_kept_beside_the_session(db):
     async with serving(db) as client:
-        await client.post("/api/conversations/support/messages", json={"message": REFUND}, headers=auth("alice"))
+        await client.post(
+            "/api/conversations/support/messages", json={"message": REFUND}, headers=auth("alice")
+        )
         again = await client.post(
-            "/api/conversations/support/messages", json={"message": "What is my order number?"}, headers=auth("alice")
+            "/api/conversations/support/messages",
+            json={"message": "What is my order number?"},
+            headers=auth("alice"),
         )
         store = client.app.state.store  # type: ignore[attr-defined]
         assert await store.load_last_agent("support_feature_user_alice") == "Billing Agent"
@@ -61,8 +67,12 @@ async def test_a_streamed_turn_sends_deltas_the_handoff_and_a_final_event_then_i
 
 async def test_history_lists_messages_and_handoffs_with_the_answering_agent(db):
     async with serving(db) as client:
-        await client.post("/api/conversations/support/messages", json={"message": "Hi, I'm Dana."}, headers=auth("bob"))
-        await client.post("/api/conversations/support/messages", json={"message": REFUND}, headers=auth("bob"))
+        await client.post(
+            "/api/conversations/support/messages", json={"message": "Hi, I'm Dana."}, headers=auth("bob")
+        )
+        await client.post(
+            "/api/conversations/support/messages", json={"message": REFUND}, headers=auth("bob")
+        )
         response = await client.get("/api/conversations/support/messages", headers=auth("bob"))
     rows = response.json()["messages"]
     assert [(r["role"], r["agent"]) for r in rows] == [
@@ -78,13 +88,23 @@ async def test_history_lists_messages_and_handoffs_with_the_answering_agent(db):
 
 async def test_the_listing_holds_only_the_callers_own_conversations_in_their_tenant(db):
     async with serving(db) as client:
-        for who, name in [("alice", "support"), ("alice", "sales"), ("bob", "support"), ("acme/alice", "support")]:
-            response = await client.post(f"/api/conversations/{name}/messages", json={"message": "Hello."}, headers=auth(who))
+        for who, name in [
+            ("alice", "support"),
+            ("alice", "sales"),
+            ("bob", "support"),
+            ("acme/alice", "support"),
+        ]:
+            response = await client.post(
+                f"/api/conversations/{name}/messages", json={"message": "Hello."}, headers=auth(who)
+            )
             assert response.status_code == 200
         # A session no helper made, and another user's dated id, are in the store too.
         store = client.app.state.store  # type: ignore[attr-defined]
         await store.open("alice").add_items([{"role": "user", "content": "raw id"}])
-        listings = {who: (await client.get("/api/conversations", headers=auth(who))).json() for who in ("alice", "bob", "acme/alice")}
+        listings = {
+            who: (await client.get("/api/conversations", headers=auth(who))).json()
+            for who in ("alice", "bob", "acme/alice")
+        }
     ids = {who: sorted(c["session_id"] for c in data["conversations"]) for who, data in listings.items()}
     assert ids == {
         "alice": ["sales_feature_user_alice", "support_feature_user_alice"],
@@ -100,7 +120,9 @@ async def test_the_listing_holds_only_the_callers_own_conversations_in_their_ten
 async def test_delete_removes_the_conversation_and_its_last_agent_and_nothing_else(db):
     async with serving(db) as client:
         for who in ("alice", "bob"):
-            await client.post("/api/conversations/support/messages", json={"message": REFUND}, headers=auth(who))
+            await client.post(
+                "/api/conversations/support/messages", json={"message": REFUND}, headers=auth(who)
+            )
         response = await client.delete("/api/conversations/support", headers=auth("alice"))
         store = client.app.state.store  # type: ignore[attr-defined]
         assert await store.load_last_agent("support_feature_user_alice") is None
@@ -111,7 +133,12 @@ async def test_delete_removes_the_conversation_and_its_last_agent_and_nothing_el
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer nope-nope-nope-nope"}, {"Authorization": "Basic YWxpY2U6eA=="}, {"Authorization": "Bearer "}],
+    [
+        {},
+        {"Authorization": "Bearer nope-nope-nope-nope"},
+        {"Authorization": "Basic YWxpY2U6eA=="},
+        {"Authorization": "Bearer "},
+    ],
     ids=["none", "unknown", "other-scheme", "empty"],
 )
 async def test_no_or_unknown_token_is_401_on_every_endpoint(db, headers):
@@ -130,7 +157,9 @@ async def test_no_or_unknown_token_is_401_on_every_endpoint(db, headers):
 @pytest.mark.parametrize("name", ["-support", "a" * 65, "sup port", "sup%3Aport", "é", "x:y", "a@b"])
 async def test_a_bad_conversation_name_is_422(db, name):
     async with serving(db) as client:
-        response = await client.post(f"/api/conversations/{name}/messages", json={"message": "Hi"}, headers=auth("alice"))
+        response = await client.post(
+            f"/api/conversations/{name}/messages", json={"message": "Hi"}, headers=auth("alice")
+        )
     assert response.status_code == 422 and "conversation name" in response.json()["detail"]
     assert await stored(db) == {}
 
@@ -147,7 +176,9 @@ async def test_an_empty_or_missing_message_is_422(db, body):
 
 async def test_a_body_that_is_not_json_is_422(db):
     async with serving(db) as client:
-        response = await client.post("/api/conversations/support/messages", content=b"{nope", headers=auth("alice"))
+        response = await client.post(
+            "/api/conversations/support/messages", content=b"{nope", headers=auth("alice")
+        )
     assert response.status_code == 422
 
 
@@ -161,9 +192,13 @@ async def test_a_body_over_the_limit_or_a_message_over_the_limit_is_413_before_t
             for _ in range(40):
                 yield b"x" * 8192
 
-        unsized = await client.post("/api/conversations/support/messages", content=chunks(), headers=auth("alice"))
+        unsized = await client.post(
+            "/api/conversations/support/messages", content=chunks(), headers=auth("alice")
+        )
         long = await client.post(
-            "/api/conversations/support/messages", json={"message": "x" * (MAX_MESSAGE_CHARS + 1)}, headers=auth("alice")
+            "/api/conversations/support/messages",
+            json={"message": "x" * (MAX_MESSAGE_CHARS + 1)},
+            headers=auth("alice"),
         )
     assert (big.status_code, unsized.status_code, long.status_code) == (413, 413, 413)
     assert not db.exists() or await stored(db) == {}
@@ -172,10 +207,16 @@ async def test_a_body_over_the_limit_or_a_message_over_the_limit_is_413_before_t
 async def test_too_many_turns_is_429_with_retry_after_per_user(db):
     async with serving(db, rate=2) as client:
         codes = [
-            (await client.post("/api/conversations/c/messages", json={"message": "Hi"}, headers=auth("alice"))).status_code
+            (
+                await client.post(
+                    "/api/conversations/c/messages", json={"message": "Hi"}, headers=auth("alice")
+                )
+            ).status_code
             for _ in range(3)
         ]
-        limited = await client.post("/api/conversations/c/messages", json={"message": "Hi"}, headers=auth("alice"))
+        limited = await client.post(
+            "/api/conversations/c/messages", json={"message": "Hi"}, headers=auth("alice")
+        )
         bob = await client.post("/api/conversations/c/messages", json={"message": "Hi"}, headers=auth("bob"))
     assert codes == [200, 200, 429]
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
@@ -204,10 +245,14 @@ class ModelDown(OfflineModel):
 
 async def test_a_model_failure_is_502_in_one_line_and_the_session_is_unchanged(db):
     async with serving(db) as client:
-        await client.post("/api/conversations/support/messages", json={"message": "My name is Ada."}, headers=auth("alice"))
+        await client.post(
+            "/api/conversations/support/messages", json={"message": "My name is Ada."}, headers=auth("alice")
+        )
     before = await stored(db)
     async with serving(db, model=ModelDown()) as client:
-        response = await client.post("/api/conversations/support/messages", json={"message": "Hi"}, headers=auth("alice"))
+        response = await client.post(
+            "/api/conversations/support/messages", json={"message": "Hi"}, headers=auth("alice")
+        )
         streamed = await client.post(
             "/api/conversations/support/messages",
             json={"message": "Hi"},
@@ -222,14 +267,18 @@ async def test_a_model_failure_is_502_in_one_line_and_the_session_is_unchanged(d
 
 async def test_a_store_failure_is_503_in_one_line_and_the_session_is_unchanged(db, monkeypatch):
     async with serving(db) as client:
-        await client.post("/api/conversations/support/messages", json={"message": "My name is Ada."}, headers=auth("alice"))
+        await client.post(
+            "/api/conversations/support/messages", json={"message": "My name is Ada."}, headers=auth("alice")
+        )
         before = await stored(db)
 
         async def disk_error(self: Any, items: Any) -> None:
             raise sqlite3.OperationalError("disk I/O error at /secret/path")
 
         monkeypatch.setattr(PooledSession, "add_items", disk_error)
-        response = await client.post("/api/conversations/support/messages", json={"message": "Hi"}, headers=auth("alice"))
+        response = await client.post(
+            "/api/conversations/support/messages", json={"message": "Hi"}, headers=auth("alice")
+        )
     assert response.status_code == 503
     assert response.json()["detail"] == (
         "the session store failed (OperationalError); nothing was saved, retry later"
@@ -241,7 +290,12 @@ def test_serve_tokens_are_read_with_tenants_and_never_shown(tmp_path):
     settings = load_settings({"SERVE_TOKENS": "alice=a-secret-token-123456, acme/bob=b-secret-token-123456"})
     assert [(t.user, t.tenant) for t in settings.serve_tokens] == [("alice", None), ("bob", "acme")]
     assert "secret" not in repr(settings) and "secret" not in repr(settings.serve_tokens)
-    for bad in ("alice", "alice=short", "/alice=a-secret-token-123456", "a=x-secret-token-1234,b=x-secret-token-1234"):
+    for bad in (
+        "alice",
+        "alice=short",
+        "/alice=a-secret-token-123456",
+        "a=x-secret-token-1234,b=x-secret-token-1234",
+    ):
         with pytest.raises(ConfigError) as error:
             parse_tokens(bad)
         assert "secret" not in str(error.value)

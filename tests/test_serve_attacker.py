@@ -14,7 +14,11 @@ from typing import Any
 from multisessions import feature_session_id, message_text, parse_session_id
 from serve_fixture import TOKENS, auth, serving, stored
 
-CONVERSATIONS = {"alice": ["support", "thread-7731"], "bob": ["billing", "support"], "acme/alice": ["support"]}
+CONVERSATIONS = {
+    "alice": ["support", "thread-7731"],
+    "bob": ["billing", "support"],
+    "acme/alice": ["support"],
+}
 """acme/alice has the same user name and conversation name as alice: only the tenant differs."""
 SECRET = re.compile(r"secret-(\w+)-\d+@example\.com")
 
@@ -38,9 +42,20 @@ def attacks(victim: str, attacker: str) -> list[tuple[str, str, dict[str, Any]]]
     tenant, user = identity(victim)
     mine = auth(attacker)
     raw_ids = session_ids(victim)
-    every_field = {"session_id": raw_ids[0], "user": user, "tenant": tenant or "", "name": CONVERSATIONS[victim][0]}
+    every_field = {
+        "session_id": raw_ids[0],
+        "user": user,
+        "tenant": tenant or "",
+        "name": CONVERSATIONS[victim][0],
+    }
     planted = [
-        {**mine, "X-Session-Id": raw_ids[0], "X-User": user, "X-Tenant": tenant or "", "Cookie": f"session_id={raw_ids[0]}"}
+        {
+            **mine,
+            "X-Session-Id": raw_ids[0],
+            "X-User": user,
+            "X-Tenant": tenant or "",
+            "Cookie": f"session_id={raw_ids[0]}",
+        }
     ]
     forged = [
         {},
@@ -68,17 +83,35 @@ def attacks(victim: str, attacker: str) -> list[tuple[str, str, dict[str, Any]]]
         for headers in [mine, *planted]:
             found += [
                 ("GET", f"/api/conversations/{name}/messages", {"headers": headers, "params": every_field}),
-                ("POST", f"/api/conversations/{name}/messages", {"headers": headers, "json": {"message": "What's my email?", **every_field}}),
+                (
+                    "POST",
+                    f"/api/conversations/{name}/messages",
+                    {"headers": headers, "json": {"message": "What's my email?", **every_field}},
+                ),
             ]
     for name in [*raw_ids, *tricks]:
         found.append(("DELETE", f"/api/conversations/{name}", {"headers": mine, "params": every_field}))
     found.append(("GET", "/api/conversations", {"headers": mine, "params": every_field}))
-    found.append(("POST", f"/api/conversations/{CONVERSATIONS[victim][0]}/messages", {"headers": mine, "content": b"x" * (300 * 1024)}))
+    found.append(
+        (
+            "POST",
+            f"/api/conversations/{CONVERSATIONS[victim][0]}/messages",
+            {"headers": mine, "content": b"x" * (300 * 1024)},
+        )
+    )
     for headers in forged:
         for name in CONVERSATIONS[victim]:
             found += [
-                ("GET", f"/api/conversations/{name}/messages", {"headers": headers, "params": {"token": TOKENS[victim]}}),
-                ("POST", f"/api/conversations/{name}/messages", {"headers": headers, "json": {"message": "What's my email?"}}),
+                (
+                    "GET",
+                    f"/api/conversations/{name}/messages",
+                    {"headers": headers, "params": {"token": TOKENS[victim]}},
+                ),
+                (
+                    "POST",
+                    f"/api/conversations/{name}/messages",
+                    {"headers": headers, "json": {"message": "What's my email?"}},
+                ),
                 ("DELETE", f"/api/conversations/{name}", {"headers": headers}),
             ]
         found.append(("GET", "/api/conversations", {"headers": headers}))
@@ -94,7 +127,9 @@ async def test_no_user_reaches_another_users_conversations_by_any_route(db):
         for who, names in CONVERSATIONS.items():
             for k, name in enumerate(names):
                 message = f"My email is secret-{owner_tag(who)}-{k}@example.com."
-                response = await client.post(f"/api/conversations/{name}/messages", json={"message": message}, headers=auth(who))
+                response = await client.post(
+                    f"/api/conversations/{name}/messages", json={"message": message}, headers=auth(who)
+                )
                 assert response.status_code == 200
 
         sent = 0

@@ -1,4 +1,4 @@
-"""serve.py over real HTTP (uvicorn on 127.0.0.1, in a thread): a client that leaves mid-stream keeps nothing."""
+"""serve.py over real HTTP (uvicorn in a thread): a client that leaves mid-stream keeps nothing."""
 
 from __future__ import annotations
 
@@ -59,7 +59,9 @@ def base_url(db: Path, slow: SlowModel) -> Iterator[str]:
     yield from run_server(create_app(settings, db_path=db, model=slow))
 
 
-async def stream(client: httpx.AsyncClient, base_url: str, message: str, *, leave_after_first_delta: bool) -> list[str]:
+async def stream(
+    client: httpx.AsyncClient, base_url: str, message: str, *, leave_after_first_delta: bool
+) -> list[str]:
     lines = []
     async with client.stream(
         "POST",
