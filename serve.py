@@ -22,6 +22,7 @@ The API (JSON; ``Authorization: Bearer TOKEN`` on every call):
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hmac
 import json
 import re
@@ -374,11 +375,20 @@ def demo_tokens() -> tuple[ServeToken, ...]:
     return tuple(ServeToken(user, None, secrets.token_urlsafe(24)) for user in DEMO_USERS)
 
 
+async def check_store(settings: Settings, db_path: str | Path) -> None:
+    """Open the store, check it, close it: ``StoreError`` in one line if it cannot be used."""
+    store = open_store(settings.store_url, db_path=db_path)
+    try:
+        await store.check()
+    finally:
+        await store.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python serve.py [--host H] [--port P] [--db PATH | --store URL]``: one worker, on uvicorn."""
     parser = argparse.ArgumentParser(description="Serve the support agents over HTTP, one worker.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file (default {DEFAULT_DB})")
     where.add_argument("--store", help="redis://... or postgresql://... (default: SESSION_STORE_URL)")
@@ -390,6 +400,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.store:
         settings = replace(settings, store_url=args.store)
+    try:  # a store that cannot work says so now, in one line, before any banner
+        asyncio.run(check_store(settings, args.db))
+    except MultiSessionsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if not settings.serve_tokens:
         settings = replace(settings, serve_tokens=demo_tokens())
         print("No SERVE_TOKENS set; demo tokens for this run (paste one into the page):")

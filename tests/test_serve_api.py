@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 
 import serve
+from conftest import ROOT, subprocess_env
 from multisessions import MAX_MESSAGE_CHARS, ConfigError, OfflineModel, feature_session_id, load_settings
 from multisessions.settings import parse_tokens
 from multisessions.stores.sqlite_store import PooledSession
@@ -328,3 +331,27 @@ async def test_without_serve_tokens_a_worker_refuses_to_start_in_one_line(db, mo
     assert sent[-1]["type"] == "lifespan.startup.failed"
     assert sent[-1]["message"].startswith("error: no SERVE_TOKENS: set SERVE_TOKENS=")
     assert "\n" not in sent[-1]["message"]
+
+
+def test_python_serve_py_with_a_store_it_cannot_use_says_so_in_one_line(capsys, tmp_path):
+    assert serve.main(["--db", str(tmp_path / "no-such-folder" / "x.db")]) == 1
+    assert serve.main(["--store", "redis://127.0.0.1:6390/0"]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and all(line.startswith("error: ") for line in lines)
+    assert "does not exist" in lines[0] and "unreachable" in lines[1]
+
+
+def test_without_the_server_packages_serve_py_names_the_requirements_file():
+    blocked = (
+        "import sys, runpy; sys.modules['fastapi'] = None; runpy.run_path('serve.py', run_name='__main__')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", blocked],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr == "error: serve.py needs fastapi; pip install -r requirements-serve.txt\n"

@@ -59,6 +59,10 @@ class LoadResult:
     interleaved: int = 0
     lost: int = 0
     recalled: int = 0
+    restarts: int = 0
+    """Workers the uvicorn supervisor replaced during the run (it kills one that misses its health check)."""
+    client_cpu: float = 0.0
+    """CPU seconds the simulated users (this process) used; on a small machine they compete with workers."""
     latencies: list[float] = field(default_factory=list)
     first_errors: list[str] = field(default_factory=list)
 
@@ -77,7 +81,8 @@ class LoadResult:
             f"RESULT users={self.users} turns={self.turns} workers={self.workers} store={self.store} "
             f"turns_per_s={self.turns_per_s:.1f} p50_ms={self.percentile_ms(0.50):.0f} "
             f"p99_ms={self.percentile_ms(0.99):.0f} errors={self.errors} leaks={self.leaks} "
-            f"interleaved={self.interleaved} lost={self.lost} recalled={self.recalled}"
+            f"interleaved={self.interleaved} lost={self.lost} recalled={self.recalled} "
+            f"restarts={self.restarts} client_cpu_s={self.client_cpu:.0f}"
         )
 
 
@@ -87,7 +92,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_server(folder: Path, port: int, workers: int, store_url: str | None, tokens: dict[str, str]) -> Any:
+def start_server(
+    folder: Path,
+    port: int,
+    workers: int,
+    store_url: str | None,
+    tokens: dict[str, str],
+    healthcheck: int | None = None,
+) -> Any:
     """``uvicorn serve:app --workers W`` in ``folder`` (where the SQLite file lives), logging to a file."""
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "SESSION_STORE_URL")}
     env["SERVE_TOKENS"] = ",".join(f"{user}={token}" for user, token in tokens.items())
@@ -98,6 +110,8 @@ def start_server(folder: Path, port: int, workers: int, store_url: str | None, t
         sys.executable, "-m", "uvicorn", "serve:app", "--app-dir", str(ROOT), "--host", "127.0.0.1",
         "--port", str(port), "--workers", str(workers), "--log-level", "info", "--no-access-log",
     ]  # fmt: skip
+    if healthcheck:
+        command += ["--timeout-worker-healthcheck", str(healthcheck)]
     log = open(folder / "server.log", "w")  # noqa: SIM115 (closed with the process, in stop_server)
     return subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -206,6 +220,7 @@ async def run_load(
     connections: int | None = None,
     progress: bool = True,
     keep: bool = False,
+    healthcheck: int | None = None,
 ) -> LoadResult:
     """Start the server, run every user at once, check the store, stop the server."""
     tokens = {f"u{i}": secrets.token_urlsafe(18) for i in range(users)}
@@ -215,7 +230,7 @@ async def run_load(
         folder = Path(tmp)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        process = start_server(folder, port, workers, store_url, tokens)
+        process = start_server(folder, port, workers, store_url, tokens, healthcheck)
         limits = httpx.Limits(
             max_connections=connections or users, max_keepalive_connections=connections or users
         )
@@ -225,14 +240,21 @@ async def run_load(
                 if progress:
                     print(f"server up: {workers} worker(s) on {result.store}; {users} users x {turns} turns")
                 started = time.perf_counter()
+                cpu_before = time.process_time()
                 reporter = asyncio.create_task(report_progress(result, users * turns, started, progress))
                 counts = await asyncio.gather(
                     *(converse(client, url, i, tokens[f"u{i}"], name, turns, result) for i in range(users))
                 )
                 result.seconds = time.perf_counter() - started
+                result.client_cpu = time.process_time() - cpu_before
                 reporter.cancel()
         finally:
             stop_server(process)
+        server_log = (folder / "server.log").read_text()
+        result.restarts = server_log.count("] died")
+        for line in server_log.splitlines():
+            if ("ERROR" in line or "died" in line) and len(result.first_errors) < 10:
+                result.first_errors.append(f"server: {line.strip()}")
         await check_store(store_url, folder, name, dict(enumerate(counts)), result, keep=keep)
     return result
 
@@ -261,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", help="redis://... or postgresql://... (default: a SQLite file)")
     parser.add_argument("--connections", type=int, help="HTTP connections at most (default: one per user)")
     parser.add_argument("--keep", action="store_true", help="keep the sessions in the store afterwards")
+    parser.add_argument(
+        "--worker-healthcheck", type=int, help="uvicorn's --timeout-worker-healthcheck, seconds (default 5)"
+    )
     args = parser.parse_args(argv)
     if args.users < 1 or args.turns < 2 or args.workers < 1:
         parser.error("--users and --workers must be at least 1, --turns at least 2")
@@ -275,12 +300,13 @@ def main(argv: list[str] | None = None) -> int:
         f"p50 {result.percentile_ms(0.5):.0f} ms, p99 {result.percentile_ms(0.99):.0f} ms; "
         f"{result.errors} errors, {result.leaks} leaks, {result.interleaved} interleaved, "
         f"{result.lost} lost, "
-        f"{result.recalled}/{result.users} recalled their fact"
+        f"{result.recalled}/{result.users} recalled their fact; {result.restarts} worker restarts; "
+        f"the clients used {result.client_cpu:.0f} CPU s"
     )
     for line in result.first_errors:
         print(f"  error: {line}")
     print(result.summary())
-    clean = result.errors == result.leaks == result.interleaved == result.lost == 0
+    clean = result.errors == result.leaks == result.interleaved == result.lost == result.restarts == 0
     return 0 if clean else 1
 
 
