@@ -303,7 +303,9 @@ async def streamed_turn(
     except TurnFailed as failed:
         yield sse("error", {"detail": turn_failure(failed).detail})
         return
-    except Exception as exc:  # the store failed outside the turn (saving the last agent)
+    except Exception as exc:  # saving the last agent, after the turn was kept
+        if not is_store_failure(exc):
+            raise
         yield sse("error", {"detail": store_failure(exc).detail})
         return
     finally:

@@ -26,6 +26,7 @@ import asyncio
 import os
 import platform
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -290,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.users < 1 or args.turns < 2 or args.workers < 1:
         parser.error("--users and --workers must be at least 1, --turns at least 2")
     print(f"Machine: {machine()}")
+    # Stopped with SIGTERM, unwind like Ctrl-C does, so the server started here is stopped too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     result = asyncio.run(
         run_load(
             args.users, args.turns, args.workers, args.store, connections=args.connections, keep=args.keep
@@ -302,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{result.lost} lost, "
         f"{result.recalled}/{result.users} recalled their fact; {result.restarts} worker restarts; "
         f"the clients used {result.client_cpu:.0f} CPU s"
+    )
+    print(
+        f"Load average over the last 5 minutes, at the end: {os.getloadavg()[1]:.1f} (other processes included)"
     )
     for line in result.first_errors:
         print(f"  error: {line}")
