@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         f"the clients used {result.client_cpu:.0f} CPU s"
     )
     print(
-        f"Load average over the last 5 minutes, at the end: {os.getloadavg()[1]:.1f} (other processes included)"
+        f"Load average (5 min) at the end: {os.getloadavg()[1]:.1f}, other processes on the machine included"
     )
     for line in result.first_errors:
         print(f"  error: {line}")
