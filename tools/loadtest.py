@@ -43,6 +43,10 @@ from multisessions.stores.urls import redact_url
 from tools.workload import FACT, user_script
 
 ROOT = Path(__file__).resolve().parent.parent
+KEEP_ALIVE = 30
+"""Seconds the server keeps an idle connection (uvicorn's default is 5). A thousand simulated users
+in one busy process sometimes take longer than 5 s to send their next turn; a request sent just as
+the server closes the idle connection fails with ReadError (5 of 5,000 did in the first runs)."""
 
 
 @dataclass
@@ -110,19 +114,24 @@ def start_server(
     command = [
         sys.executable, "-m", "uvicorn", "serve:app", "--app-dir", str(ROOT), "--host", "127.0.0.1",
         "--port", str(port), "--workers", str(workers), "--log-level", "info", "--no-access-log",
+        "--timeout-keep-alive", str(KEEP_ALIVE),
     ]  # fmt: skip
     if healthcheck:
         command += ["--timeout-worker-healthcheck", str(healthcheck)]
     log = open(folder / "server.log", "w")  # noqa: SIM115 (closed with the process, in stop_server)
-    return subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
+    # Its own process group: if it will not stop, the workers are stopped with it (stop_server).
+    return subprocess.Popen(
+        command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def stop_server(process: Any) -> None:
+    """SIGTERM (uvicorn finishes what is in flight), then, after 30 s, SIGKILL to the whole group."""
     process.terminate()
     try:
         process.wait(30)
     except subprocess.TimeoutExpired:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
 
@@ -233,7 +242,9 @@ async def run_load(
         url = f"http://127.0.0.1:{port}"
         process = start_server(folder, port, workers, store_url, tokens, healthcheck)
         limits = httpx.Limits(
-            max_connections=connections or users, max_keepalive_connections=connections or users
+            max_connections=connections or users,
+            max_keepalive_connections=connections or users,
+            keepalive_expiry=KEEP_ALIVE / 2,  # the client lets a connection go well before the server does
         )
         try:
             async with httpx.AsyncClient(limits=limits, timeout=300) as client:
