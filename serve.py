@@ -162,8 +162,8 @@ def create_app(
         else:  # SQLitePool: no connection held between operations, however many users
             store = SQLiteStore(db_path, pool=SQLitePool(db_path, max_open=8))
         await store.check()
-        if not config.store_url:
-            await store.load_last_agent("")  # creates a new SQLite file now: listing it finds nothing
+        # Creates what the store needs now (a new SQLite file, PostgreSQL's tables), not per request.
+        await store.load_last_agent("")
         app.state.store = store
         app.state.tokens = config.serve_tokens
         app.state.limiter = RateLimiter(config.serve_rate)
