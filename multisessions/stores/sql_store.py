@@ -43,9 +43,7 @@ class SQLStore:
         self._tables_ready = False
 
     def open(self, session_id: str) -> Session:
-        # Once the tables exist, skip the SDK's per-session create_all: it runs under one lock per
-        # engine, so a server opening a session per request queued every request behind it.
-        return self._session_class(session_id, engine=self.engine, create_tables=not self._tables_ready)
+        return self._session_class(session_id, engine=self.engine, create_tables=True)
 
     async def check(self) -> None:
         """Fail in one line if the database cannot be reached."""
