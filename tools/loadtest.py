@@ -160,7 +160,7 @@ async def converse(
     """User ``i``'s conversation, one turn after another; returns how many turns were answered."""
     answered = 0
     reply = ""
-    for message in user_script(i, turns):
+    for turn, message in enumerate(user_script(i, turns), start=1):
         started = time.perf_counter()
         try:
             response = await client.post(
@@ -171,13 +171,15 @@ async def converse(
         except httpx.HTTPError as exc:
             result.errors += 1
             if len(result.first_errors) < 5:
-                result.first_errors.append(f"u{i}: {type(exc).__name__}: {exc}")
+                cause = exc.__cause__ or exc.__context__
+                why = f" ({type(cause).__name__}: {cause})" if cause else ""
+                result.first_errors.append(f"u{i} turn {turn}: {type(exc).__name__}: {exc}{why}")
             continue
         result.latencies.append(time.perf_counter() - started)
         if response.status_code != 200:
             result.errors += 1
             if len(result.first_errors) < 5:
-                result.first_errors.append(f"u{i}: {response.status_code} {response.text[:200]}")
+                result.first_errors.append(f"u{i} turn {turn}: {response.status_code} {response.text[:200]}")
             continue
         answered += 1
         result.answered += 1
