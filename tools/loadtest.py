@@ -28,6 +28,7 @@ import platform
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -43,6 +44,9 @@ from multisessions.stores.urls import redact_url
 from tools.workload import FACT, user_script
 
 ROOT = Path(__file__).resolve().parent.parent
+NO_TLS = ssl.create_default_context()
+"""One TLS context for every simulated user's client (the URLs are http://; httpx builds one per
+client otherwise, which costs milliseconds each)."""
 KEEP_ALIVE = 30
 """Seconds the server keeps an idle connection (uvicorn's default is 5). A thousand simulated users
 in one busy process sometimes take longer than 5 s to send their next turn; a request sent just as
@@ -69,6 +73,7 @@ class LoadResult:
     client_cpu: float = 0.0
     """CPU seconds the simulated users (this process) used; on a small machine they compete with workers."""
     latencies: list[float] = field(default_factory=list)
+    last_reply: dict[int, str] = field(default_factory=dict)
     first_errors: list[str] = field(default_factory=list)
 
     @property
@@ -154,40 +159,60 @@ async def wait_until_ready(process: Any, folder: Path, workers: int) -> None:
     raise RuntimeError("the server did not start within 180 s")
 
 
-async def converse(
-    client: httpx.AsyncClient, url: str, i: int, token: str, name: str, turns: int, result: LoadResult
-) -> int:
-    """User ``i``'s conversation, one turn after another; returns how many turns were answered."""
+async def converse(url: str, i: int, token: str, name: str, turns: int, result: LoadResult) -> int:
+    """User ``i``'s conversation, one turn after another; returns how many turns were answered.
+
+    Each user has their own client and connection, as a browser would: one client with a pool of
+    a thousand connections spent most of the run's CPU looking through its pool.
+    """
     answered = 0
-    reply = ""
-    for turn, message in enumerate(user_script(i, turns), start=1):
-        started = time.perf_counter()
-        try:
-            response = await client.post(
-                f"{url}/api/conversations/{name}/messages",
-                json={"message": message},
-                headers={"Authorization": f"Bearer {token}"},
-            )
-        except httpx.HTTPError as exc:
-            result.errors += 1
-            if len(result.first_errors) < 5:
-                cause = exc.__cause__ or exc.__context__
-                why = f" ({type(cause).__name__}: {cause})" if cause else ""
-                result.first_errors.append(f"u{i} turn {turn}: {type(exc).__name__}: {exc}{why}")
-            continue
-        result.latencies.append(time.perf_counter() - started)
-        if response.status_code != 200:
-            result.errors += 1
-            if len(result.first_errors) < 5:
-                result.first_errors.append(f"u{i} turn {turn}: {response.status_code} {response.text[:200]}")
-            continue
-        answered += 1
-        result.answered += 1
-        reply = response.json()["reply"]
-        if {int(n) for n in FACT.findall(reply)} - {i}:
-            result.leaks += 1
-    result.recalled += reply == f"Your email is u{i}@example.com."
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=KEEP_ALIVE / 2)
+    async with httpx.AsyncClient(limits=limits, timeout=300, verify=NO_TLS) as client:
+        for turn, message in enumerate(user_script(i, turns), start=1):
+            answered += await one_turn(client, url, i, turn, token, name, message, result)
+            await asyncio.sleep(0)
+    if answered:
+        result.recalled += result.last_reply.pop(i, "") == f"Your email is u{i}@example.com."
     return answered
+
+
+async def one_turn(
+    client: httpx.AsyncClient,
+    url: str,
+    i: int,
+    turn: int,
+    token: str,
+    name: str,
+    message: str,
+    result: LoadResult,
+) -> int:
+    """One turn over HTTP: 1 if answered, 0 if not (counted as an error)."""
+    started = time.perf_counter()
+    try:
+        response = await client.post(
+            f"{url}/api/conversations/{name}/messages",
+            json={"message": message},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    except httpx.HTTPError as exc:
+        result.errors += 1
+        if len(result.first_errors) < 5:
+            cause = exc.__cause__ or exc.__context__
+            why = f" ({type(cause).__name__}: {cause})" if cause else ""
+            result.first_errors.append(f"u{i} turn {turn}: {type(exc).__name__}: {exc}{why}")
+        return 0
+    result.latencies.append(time.perf_counter() - started)
+    if response.status_code != 200:
+        result.errors += 1
+        if len(result.first_errors) < 5:
+            result.first_errors.append(f"u{i} turn {turn}: {response.status_code} {response.text[:200]}")
+        return 0
+    result.answered += 1
+    reply = str(response.json()["reply"])
+    result.last_reply[i] = reply
+    if {int(n) for n in FACT.findall(reply)} - {i}:
+        result.leaks += 1
+    return 1
 
 
 async def check_store(
@@ -229,7 +254,6 @@ async def run_load(
     workers: int,
     store_url: str | None = None,
     *,
-    connections: int | None = None,
     progress: bool = True,
     keep: bool = False,
     healthcheck: int | None = None,
@@ -243,25 +267,19 @@ async def run_load(
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         process = start_server(folder, port, workers, store_url, tokens, healthcheck)
-        limits = httpx.Limits(
-            max_connections=connections or users,
-            max_keepalive_connections=connections or users,
-            keepalive_expiry=KEEP_ALIVE / 2,  # the client lets a connection go well before the server does
-        )
         try:
-            async with httpx.AsyncClient(limits=limits, timeout=300) as client:
-                await wait_until_ready(process, folder, workers)
-                if progress:
-                    print(f"server up: {workers} worker(s) on {result.store}; {users} users x {turns} turns")
-                started = time.perf_counter()
-                cpu_before = time.process_time()
-                reporter = asyncio.create_task(report_progress(result, users * turns, started, progress))
-                counts = await asyncio.gather(
-                    *(converse(client, url, i, tokens[f"u{i}"], name, turns, result) for i in range(users))
-                )
-                result.seconds = time.perf_counter() - started
-                result.client_cpu = time.process_time() - cpu_before
-                reporter.cancel()
+            await wait_until_ready(process, folder, workers)
+            if progress:
+                print(f"server up: {workers} worker(s) on {result.store}; {users} users x {turns} turns")
+            started = time.perf_counter()
+            cpu_before = time.process_time()
+            reporter = asyncio.create_task(report_progress(result, users * turns, started, progress))
+            counts = await asyncio.gather(
+                *(converse(url, i, tokens[f"u{i}"], name, turns, result) for i in range(users))
+            )
+            result.seconds = time.perf_counter() - started
+            result.client_cpu = time.process_time() - cpu_before
+            reporter.cancel()
         finally:
             stop_server(process)
         server_log = (folder / "server.log").read_text()
@@ -295,7 +313,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=5)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--store", help="redis://... or postgresql://... (default: a SQLite file)")
-    parser.add_argument("--connections", type=int, help="HTTP connections at most (default: one per user)")
     parser.add_argument("--keep", action="store_true", help="keep the sessions in the store afterwards")
     parser.add_argument(
         "--worker-healthcheck", type=int, help="uvicorn's --timeout-worker-healthcheck, seconds (default 5)"
@@ -306,11 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Machine: {machine()}")
     # Stopped with SIGTERM, unwind like Ctrl-C does, so the server started here is stopped too.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    result = asyncio.run(
-        run_load(
-            args.users, args.turns, args.workers, args.store, connections=args.connections, keep=args.keep
-        )
-    )
+    result = asyncio.run(run_load(args.users, args.turns, args.workers, args.store, keep=args.keep))
     print(
         f"{result.answered} turns in {result.seconds:.1f} s: {result.turns_per_s:.1f} turns/s, "
         f"p50 {result.percentile_ms(0.5):.0f} ms, p99 {result.percentile_ms(0.99):.0f} ms; "
