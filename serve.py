@@ -90,6 +90,9 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_BODY_BYTES = 256 * 1024
 PAGE = Path(__file__).resolve().parent / "static" / "index.html"
 DEMO_USERS = ("alice", "bob")
+TURNS_AT_ONCE = 64
+"""Turns running at once in one worker; the rest wait their turn. Unbounded, a thousand turns at
+once exhausted PostgreSQL's connection pool (see the README's load figures)."""
 
 
 # --- Who the user is ------------------------------------------------------------------------
@@ -168,6 +171,7 @@ def create_app(
         app.state.tokens = config.serve_tokens
         app.state.limiter = RateLimiter(config.serve_rate)
         app.state.agents = support_agents()
+        app.state.turns_at_once = asyncio.Semaphore(TURNS_AT_ONCE)
         app.state.run_config = RunConfig(model=model or resolve_model(None, config, announce=False))
         try:
             yield
@@ -254,7 +258,8 @@ async def post_message(name: str, request: Request, who: Caller) -> Response:
 
     session = store.open(session_id)
     try:
-        result = await run_turn(agent, session, message, run_config=request.app.state.run_config)
+        async with request.app.state.turns_at_once:
+            result = await run_turn(agent, session, message, run_config=request.app.state.run_config)
         await store_call(store.save_last_agent(session_id, result.last_agent.name))
     except TurnFailed as failed:
         raise turn_failure(failed) from None
@@ -286,8 +291,12 @@ async def streamed_turn(
     """
     session = store.open(session_id)
     handoffs: list[dict[str, str]] = []
+    run_config = request.app.state.run_config
     try:
-        async with stream_turn(agent, session, message, run_config=request.app.state.run_config) as result:
+        async with (
+            request.app.state.turns_at_once,
+            stream_turn(agent, session, message, run_config=run_config) as result,
+        ):
             async for event in result.stream_events():
                 if await request.is_disconnected():
                     return  # leaving the block early: nothing of this turn is kept
