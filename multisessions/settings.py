@@ -17,6 +17,7 @@ from typing import Literal
 from dotenv import dotenv_values
 
 from multisessions.errors import ConfigError
+from multisessions.naming import user_session_id
 
 Api = Literal["responses", "chat_completions"]
 APIS: tuple[Api, ...] = ("responses", "chat_completions")
@@ -28,6 +29,17 @@ of backoff, so with 2 retries a server that never answers ends a turn after at m
 3 x 30 + 1.5 = 91.5 s: within 2 minutes with room for the process around it (35 s per try
 measured 113.6 s end to end, too close). tests/test_real_model.py checks the sum."""
 DEFAULT_MAX_RETRIES = 2
+DEFAULT_SERVE_RATE = 30
+"""Turns per minute per user that serve.py accepts (``SERVE_RATE``; 0 means no limit)."""
+
+
+@dataclass(frozen=True)
+class ServeToken:
+    """One ``SERVE_TOKENS`` entry: who a bearer token stands for. The token never shows in a repr."""
+
+    user: str
+    tenant: str | None
+    token: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,9 @@ class Settings:
     """``SESSION_ENCRYPTION_KEY``: when set, every session is encrypted at rest (a key per tenant)."""
     offline: bool = False
     """``--offline``: the built-in model even when a key is set."""
+    serve_tokens: tuple[ServeToken, ...] = field(default=(), repr=False)
+    """``SERVE_TOKENS`` (``alice=TOKEN,acme/bob=TOKEN``): the users serve.py lets in."""
+    serve_rate: int = DEFAULT_SERVE_RATE
 
     @property
     def uses_offline_model(self) -> bool:
@@ -84,6 +99,8 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         max_tokens=parse_count(get("OPENAI_MAX_TOKENS"), "OPENAI_MAX_TOKENS", None, low=1),
         store_url=get("SESSION_STORE_URL") or None,
         encryption_key=get("SESSION_ENCRYPTION_KEY"),
+        serve_tokens=parse_tokens(get("SERVE_TOKENS")),
+        serve_rate=parse_count(get("SERVE_RATE"), "SERVE_RATE", DEFAULT_SERVE_RATE, low=0) or 0,
     )
 
 
@@ -123,3 +140,23 @@ def parse_count(value: str, name: str, default: int | None, *, low: int) -> int 
     if count < low:
         raise ConfigError(f"{name}={value!r} must be a whole number, at least {low}")
     return count
+
+
+def parse_tokens(value: str, name: str = "SERVE_TOKENS") -> tuple[ServeToken, ...]:
+    """``alice=TOKEN,bob=TOKEN`` (a tenant as ``acme/alice=TOKEN``); the tokens never appear in errors."""
+    tokens: list[ServeToken] = []
+    for number, entry in enumerate(filter(None, (e.strip() for e in value.split(","))), start=1):
+        who, sep, token = entry.partition("=")
+        tenant, slash, user = who.strip().rpartition("/")
+        if not sep or not user.strip() or not token.strip() or (slash and not tenant.strip()):
+            raise ConfigError(f"{name} entry {number} must look like user=TOKEN or tenant/user=TOKEN")
+        if len(token.strip()) < 16:
+            raise ConfigError(f"{name} entry {number} ({who.strip()}): the token is under 16 characters")
+        if any(t.token == token.strip() for t in tokens):
+            raise ConfigError(f"{name} entry {number} ({who.strip()}) reuses another entry's token")
+        try:
+            user_session_id(user.strip(), tenant=tenant.strip() or None)  # a user the naming helpers take
+        except ValueError as exc:
+            raise ConfigError(f"{name} entry {number}: {exc}") from None
+        tokens.append(ServeToken(user.strip(), tenant.strip() or None, token.strip()))
+    return tuple(tokens)

@@ -62,6 +62,8 @@ def run_in_process(line: str, folder: Path) -> Ran:
                     code = main(words[2:], LESSON)  # settings from the environment and ./.env
                 elif words[:2] == ["python", "-c"]:
                     exec(words[2], {"__name__": "__main__"})
+                elif words[:2] == ["python", "serve.py"]:
+                    code = importlib.import_module("serve").main(words[2:])
                 elif words[:2] == ["python", "-m"] and words[2].startswith("tools."):
                     code = importlib.import_module(words[2]).main(words[3:])
                 else:

@@ -156,6 +156,8 @@ class SQLiteStore:
 
     async def list_sessions(self) -> list[SessionInfo]:
         def query() -> list[SessionInfo]:
+            if not self.db_path.exists():
+                return []  # a file no turn has written yet holds no session
             with closing(connect_read_only(self.db_path)) as conn:
                 tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
                 if SESSIONS_TABLE not in tables:

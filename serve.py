@@ -1,0 +1,435 @@
+"""Serve it: many users over HTTP, streamed, on one worker or several, with a page to try it.
+
+The second lesson, after agent.py. The same agents (triage, billing, technical), the same
+``run_turn`` / ``stream_turn`` and naming helpers, behind a FastAPI app. The one rule that
+matters most when many people talk at once: **the session id comes from who the user is**
+(their token), never from what the client sends. The client picks only a conversation name
+(``support``, ``thread-7731``); the server builds the id with ``feature_session_id(name, user,
+tenant=tenant)``, so no request can name another user's session.
+
+    python serve.py                       # 127.0.0.1:8000, multi_sessions.db, prints demo tokens
+    python serve.py --store redis://127.0.0.1:6379/15
+    SERVE_TOKENS=alice=...,bob=... SESSION_STORE_URL=redis://... uvicorn serve:app --workers 4
+
+The API (JSON; ``Authorization: Bearer TOKEN`` on every call):
+
+    GET    /api/conversations                  the caller's conversations
+    POST   /api/conversations/NAME/messages    one turn ({"message": ...}); SSE with Accept: text/event-stream
+    GET    /api/conversations/NAME/messages    the history: role, text, agent
+    DELETE /api/conversations/NAME             remove it, and the last agent kept beside it
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import json
+import re
+import secrets
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Annotated, Any
+
+try:
+    import uvicorn
+    from fastapi import Depends, FastAPI, Header, HTTPException, Request
+    from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+except ImportError as missing:  # the server's packages are optional, like the stores' drivers
+    sys.exit(f"error: serve.py needs {missing.name}; pip install -r requirements-serve.txt")
+
+from agents import Agent, RunConfig
+from agents.items import HandoffOutputItem
+from agents.models.interface import Model
+from agents.stream_events import RawResponsesStreamEvent, RunItemStreamEvent
+from openai.types.responses import ResponseTextDeltaEvent
+
+from agent import support_agents
+from multisessions import (
+    DEFAULT_DB,
+    MAX_MESSAGE_CHARS,
+    ConfigError,
+    MultiSessionsError,
+    SessionStore,
+    Settings,
+    SQLitePool,
+    SQLiteStore,
+    TurnFailed,
+    check_message,
+    close_session,
+    describe_failure,
+    describe_model,
+    feature_session_id,
+    hold_session,
+    list_sessions,
+    load_settings,
+    open_store,
+    read_all,
+    resolve_model,
+    run_turn,
+    stream_turn,
+)
+from multisessions.settings import ServeToken
+from multisessions.stores.urls import redact_url
+from multisessions.web import (
+    OneLineStartupErrors,
+    RateLimiter,
+    history_entries,
+    is_store_failure,
+    retry_after,
+    sse,
+)
+
+FIRST_AGENT = "Triage Agent"
+"""Who answers a new conversation; later turns go to whoever answered last."""
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""A conversation name the client may pick: ``support``, ``sales``, ``thread-7731``."""
+MAX_BODY_BYTES = 256 * 1024
+PAGE = Path(__file__).resolve().parent / "static" / "index.html"
+DEMO_USERS = ("alice", "bob")
+TURNS_AT_ONCE = 64
+"""Turns running at once in one worker; the rest wait their turn. Unbounded, a thousand turns at
+once exhausted PostgreSQL's connection pool (see the README's load figures)."""
+
+
+# --- Who the user is ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The authenticated caller. Everything a request may touch is derived from this."""
+
+    user: str
+    tenant: str | None = None
+
+
+def authenticate(authorization: str | None, tokens: Sequence[ServeToken]) -> Identity | None:
+    """Who an ``Authorization: Bearer TOKEN`` header stands for, or None.
+
+    A real app replaces this one function (verify a signed session cookie or a JWT from its
+    identity provider). Every configured token is compared, in constant time, so the answer
+    takes as long whichever token (if any) matched.
+    """
+    scheme, _, presented = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        return None
+    given = presented.strip().encode()
+    found = None
+    for entry in tokens:
+        if hmac.compare_digest(given, entry.token.encode()):
+            found = Identity(entry.user, entry.tenant)
+    return found
+
+
+def caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Identity:
+    """The FastAPI dependency every endpoint takes: the caller's identity, or 401."""
+    who = authenticate(authorization, request.app.state.tokens)
+    if who is None:
+        raise HTTPException(401, "missing or unknown token", headers={"WWW-Authenticate": "Bearer"})
+    return who
+
+
+Caller = Annotated[Identity, Depends(caller)]
+"""What an endpoint takes to know who is calling: ``who: Caller``."""
+
+
+def conversation_session_id(who: Identity, name: str) -> str:
+    """The session id for the caller's conversation ``name``: built here, never taken from the client."""
+    if not NAME.fullmatch(name):
+        raise HTTPException(422, "conversation name must be 1-64 letters, digits, '.', '_' or '-'")
+    return feature_session_id(name, who.user, tenant=who.tenant)
+
+
+# --- The app: one store and one model per worker process ------------------------------------
+
+
+def create_app(
+    settings: Settings | None = None, *, db_path: str | Path = DEFAULT_DB, model: Model | None = None
+) -> FastAPI:
+    """The FastAPI app. Settings are read, and the store and model made, when a worker starts."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        config = load_settings() if settings is None else settings
+        if not config.serve_tokens:
+            raise ConfigError(
+                "no SERVE_TOKENS: set SERVE_TOKENS=alice=TOKEN,bob=TOKEN (environment or .env), "
+                "or start with python serve.py, which makes demo tokens"
+            )
+        # Redis and SQLAlchemy clients belong to the loop that uses them: this worker's loop.
+        if config.store_url:
+            store = open_store(config.store_url)
+        else:  # SQLitePool: no connection held between operations, however many users
+            store = SQLiteStore(db_path, pool=SQLitePool(db_path, max_open=8))
+        await store.check()
+        # Creates what a server store needs now (PostgreSQL's tables), not in the first request.
+        await store.load_last_agent("")
+        app.state.store = store
+        app.state.tokens = config.serve_tokens
+        app.state.limiter = RateLimiter(config.serve_rate)
+        app.state.agents = support_agents()
+        app.state.turns_at_once = asyncio.Semaphore(TURNS_AT_ONCE)
+        app.state.run_config = RunConfig(model=model or resolve_model(None, config, announce=False))
+        try:
+            yield
+        finally:
+            await store.close()
+
+    app = FastAPI(title="multi-sessions", lifespan=lifespan)
+    app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/api/conversations", conversations, methods=["GET"])
+    app.add_api_route(
+        "/api/conversations/{name}/messages", post_message, methods=["POST"], response_model=None
+    )
+    app.add_api_route("/api/conversations/{name}/messages", history, methods=["GET"])
+    app.add_api_route("/api/conversations/{name}", delete_conversation, methods=["DELETE"])
+    return app
+
+
+def page() -> FileResponse:
+    """The page to try it in a browser: one static file, plain JavaScript, nothing from the internet."""
+    return FileResponse(PAGE, media_type="text/html")
+
+
+async def conversations(request: Request, who: Caller) -> dict[str, Any]:
+    """The caller's own conversations: only ids that parse as *their* feature ids."""
+    store: SessionStore = request.app.state.store
+    mine = []
+    for row in await store_call(list_sessions(store, tenant=who.tenant, user=who.user)):
+        parsed = row.parsed  # parse_session_id: exact parts, never prefix matching on strings
+        if parsed.kind == "feature" and parsed.user == who.user and parsed.tenant == who.tenant:
+            mine.append(
+                {
+                    "name": parsed.feature,
+                    "session_id": row.session_id,
+                    "items": row.items,
+                    "last_activity": row.last_activity.isoformat() if row.last_activity else None,
+                    "last_agent": await store_call(store.load_last_agent(row.session_id)),
+                }
+            )
+    return {"user": who.user, "tenant": who.tenant, "conversations": mine}
+
+
+async def history(name: str, request: Request, who: Caller) -> dict[str, Any]:
+    """The conversation as stored: one row per message and handoff, with the agent that answered."""
+    session_id = conversation_session_id(who, name)
+    session = request.app.state.store.open(session_id)
+    try:
+        items = await store_call(read_all(session))
+    finally:
+        await close_session(session)
+    return {"name": name, "session_id": session_id, "messages": history_entries(items, FIRST_AGENT)}
+
+
+async def delete_conversation(name: str, request: Request, who: Caller) -> dict[str, Any]:
+    """Remove the conversation and its last agent; waits for a turn running on it in any worker."""
+    session_id = conversation_session_id(who, name)
+    store: SessionStore = request.app.state.store
+    async with hold_session(session_id, store.leases):
+        removed = await store_call(store.delete(session_id))
+    return {"name": name, "session_id": session_id, "removed_items": removed}
+
+
+# --- One turn ---------------------------------------------------------------------------------
+
+
+async def post_message(name: str, request: Request, who: Caller) -> Response:
+    """One turn in the caller's conversation ``name``: JSON, or server-sent events when asked for.
+
+    Everything a client can get wrong is refused before the store is touched.
+    """
+    session_id = conversation_session_id(who, name)
+    message = await read_message(request)
+    wait = request.app.state.limiter.take((who.tenant, who.user))
+    if wait:
+        raise HTTPException(429, "too many turns; wait and retry", headers={"Retry-After": retry_after(wait)})
+
+    store: SessionStore = request.app.state.store
+    # The session does not remember who answered last; the store keeps it beside the session.
+    last = await store_call(store.load_last_agent(session_id))
+    agent = request.app.state.agents.get(last or FIRST_AGENT, request.app.state.agents[FIRST_AGENT])
+    if "text/event-stream" in request.headers.get("accept", ""):
+        events = streamed_turn(request, store, agent, session_id, message)
+        return StreamingResponse(
+            events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+
+    session = store.open(session_id)
+    try:
+        async with request.app.state.turns_at_once:
+            result = await run_turn(agent, session, message, run_config=request.app.state.run_config)
+        await store_call(store.save_last_agent(session_id, result.last_agent.name))
+    except TurnFailed as failed:
+        raise turn_failure(failed) from None
+    finally:
+        await close_session(session)
+    handoffs = [
+        {"from": item.source_agent.name, "to": item.target_agent.name}
+        for item in result.new_items
+        if isinstance(item, HandoffOutputItem)
+    ]
+    return JSONResponse(
+        {
+            "reply": str(result.final_output),
+            "agent": result.last_agent.name,
+            "handoffs": handoffs,
+            "session_id": session_id,
+        }
+    )
+
+
+async def streamed_turn(
+    request: Request, store: SessionStore, agent: Agent[Any], session_id: str, message: str
+) -> AsyncIterator[bytes]:
+    """The turn as server-sent events: ``delta`` (text), ``handoff``, then ``done`` or ``error``.
+
+    ``stream_turn`` keeps the turn only if its events are read to the end: a client that goes
+    away mid-stream (the server cancels this generator, or we notice and return) leaves the
+    session exactly as it was.
+    """
+    session = store.open(session_id)
+    handoffs: list[dict[str, str]] = []
+    run_config = request.app.state.run_config
+    try:
+        async with (
+            request.app.state.turns_at_once,
+            stream_turn(agent, session, message, run_config=run_config) as result,
+        ):
+            async for event in result.stream_events():
+                if await request.is_disconnected():
+                    return  # leaving the block early: nothing of this turn is kept
+                if isinstance(event, RawResponsesStreamEvent) and isinstance(
+                    event.data, ResponseTextDeltaEvent
+                ):
+                    yield sse("delta", {"text": event.data.delta})
+                elif isinstance(event, RunItemStreamEvent) and isinstance(event.item, HandoffOutputItem):
+                    handoff = {"from": event.item.source_agent.name, "to": event.item.target_agent.name}
+                    handoffs.append(handoff)
+                    yield sse("handoff", handoff)
+        await store.save_last_agent(session_id, result.last_agent.name)
+    except TurnFailed as failed:
+        yield sse("error", {"detail": turn_failure(failed).detail})
+        return
+    except Exception as exc:  # saving the last agent, after the turn was kept
+        if not is_store_failure(exc):
+            raise
+        yield sse("error", {"detail": store_failure(exc).detail})
+        return
+    finally:
+        await close_session(session)
+    reply = str(result.final_output)
+    done = {"reply": reply, "agent": result.last_agent.name, "handoffs": handoffs, "session_id": session_id}
+    yield sse("done", done)
+
+
+# --- Refusing what cannot work, in one line -------------------------------------------------
+
+
+async def read_message(request: Request) -> str:
+    """The ``message`` of a JSON body of at most ``MAX_BODY_BYTES``: 413 if larger, 422 if unusable."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise HTTPException(413, f"body over {MAX_BODY_BYTES // 1024} KiB")
+    body = bytearray()
+    async for chunk in request.stream():  # a body without a length is counted as it arrives
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise HTTPException(413, f"body over {MAX_BODY_BYTES // 1024} KiB")
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise HTTPException(422, 'body must be JSON: {"message": "..."}') from None
+    message = payload.get("message") if isinstance(payload, dict) else None
+    if isinstance(message, str) and len(message) > MAX_MESSAGE_CHARS:
+        raise HTTPException(413, f"message over {MAX_MESSAGE_CHARS:,} characters")
+    try:
+        return check_message(message)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+def turn_failure(failed: TurnFailed) -> HTTPException:
+    """502 when the model failed, 503 when the store did; either way the session is unchanged."""
+    if is_store_failure(failed.cause):
+        return store_failure(failed.cause)
+    return HTTPException(502, f"the model failed: {describe_failure(failed.cause)} Nothing was saved.")
+
+
+def store_failure(exc: BaseException) -> HTTPException:
+    """503 in one line; the exception's text (addresses, SQL) stays in the server."""
+    return HTTPException(
+        503, f"the session store failed ({type(exc).__name__}); nothing was saved, retry later"
+    )
+
+
+async def store_call(operation: Any) -> Any:
+    """Await a store operation; a store failure becomes a one-line 503."""
+    try:
+        return await operation
+    except Exception as exc:
+        if is_store_failure(exc):
+            raise store_failure(exc) from None
+        raise
+
+
+app = OneLineStartupErrors(create_app())
+"""For ``uvicorn serve:app [--workers N]``: each worker reads SERVE_TOKENS and SESSION_STORE_URL."""
+
+
+# --- python serve.py --------------------------------------------------------------------------
+
+
+def demo_tokens() -> tuple[ServeToken, ...]:
+    """Random tokens for the demo users, made fresh at each start."""
+    return tuple(ServeToken(user, None, secrets.token_urlsafe(24)) for user in DEMO_USERS)
+
+
+async def check_store(settings: Settings, db_path: str | Path) -> None:
+    """Open the store, check it, close it: ``StoreError`` in one line if it cannot be used."""
+    store = open_store(settings.store_url, db_path=db_path)
+    try:
+        await store.check()
+    finally:
+        await store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python serve.py [--host H] [--port P] [--db PATH | --store URL]``: one worker, on uvicorn."""
+    parser = argparse.ArgumentParser(description="Serve the support agents over HTTP, one worker.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file (default {DEFAULT_DB})")
+    where.add_argument("--store", help="redis://... or postgresql://... (default: SESSION_STORE_URL)")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except MultiSessionsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.store:
+        settings = replace(settings, store_url=args.store)
+    try:  # a store that cannot work says so now, in one line, before any banner
+        asyncio.run(check_store(settings, args.db))
+    except MultiSessionsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not settings.serve_tokens:
+        settings = replace(settings, serve_tokens=demo_tokens())
+        print("No SERVE_TOKENS set; demo tokens for this run (paste one into the page):")
+        for entry in settings.serve_tokens:
+            print(f"  {entry.user}: {entry.token}")
+    print(describe_model(settings))
+    print(f"Sessions in: {redact_url(settings.store_url) if settings.store_url else args.db}")
+    print(f"Open http://{args.host}:{args.port}/")
+    sys.stdout.flush()
+    server_app = OneLineStartupErrors(create_app(settings, db_path=args.db))
+    uvicorn.run(server_app, host=args.host, port=args.port, workers=1, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
