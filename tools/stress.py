@@ -250,11 +250,19 @@ async def faults(db_path: Path, model_failures: int = 5) -> dict[str, int]:
 # --- 4. Crashes ---------------------------------------------------------------------------
 
 
+CRASH_LEASE_SECONDS = 0.3
+
+
 def _crash_child(db_path: str, first: int, write_fd: int) -> None:
     """Run turns forever on one session, reporting each committed turn number on ``write_fd``."""
 
     async def go() -> None:
         session = SQLiteSession("thread_crash", db_path)
+        # A killed child leaves its lease behind; the next child waits it out. Keep that wait short
+        # here (the killed-holder scenario measures the wait itself).
+        backend = leases_for(session)
+        if backend is not None:
+            backend.seconds = CRASH_LEASE_SECONDS
         config = RunConfig(model=OfflineModel())
         agent = Agent(name="Support Agent")
         n = first
