@@ -59,7 +59,7 @@ def write_charts(
     written: list[Path] = []
 
     users = sorted(by_users)
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    fig, ax = plt.subplots(figsize=(10, 5), dpi=110)
     for index, first in enumerate(by_users[users[0]]):
         values = [by_users[u][index].get("turns_per_s", 0) for u in users]
         style: dict[str, Any] = {"color": "black", "linestyle": "--"} if first["pattern"] == "floor" else {}
@@ -72,7 +72,7 @@ def write_charts(
     ax.set_ylabel("turns per second (higher is better)")
     ax.set_title(f"Throughput per store, {turns} turns per user, offline model")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the lines, not on them
     fig.tight_layout()
     written.append(folder / THROUGHPUT_PNG)
     fig.savefig(written[-1])
