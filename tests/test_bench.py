@@ -11,7 +11,8 @@ from conftest import subprocess_env
 from tools import bench
 
 RESULT = re.compile(
-    r"^RESULT users=(\d+) turns=(\d+) store=\S+ turns_per_s=[\d.]+ p50_ms=[\d.]+ p99_ms=[\d.]+ "
+    r"^RESULT users=(\d+) turns=(\d+) store=\S+ turns_per_s=[\d.]+ floor_ratio=[\d.]+ "
+    r"p50_ms=[\d.]+ p99_ms=[\d.]+ "
     r"peak_fds=(\d+) errors=(\d+) leaks=(\d+)$"
 )
 

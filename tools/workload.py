@@ -16,8 +16,9 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents import Agent, RunConfig, RunResult
-from agents.memory import Session
+from agents import Agent, RunConfig, Runner, RunResult
+from agents.items import TResponseInputItem
+from agents.memory import Session, SessionSettings
 
 from multisessions import OfflineModel, run_turn
 
@@ -91,3 +92,41 @@ async def converse(
         await asyncio.sleep(0)
     outcome.recalled = recalled(i, result)
     return outcome
+
+
+class ListSession:
+    """A session in a Python list: no store, no I/O, so ``run_turn`` on it costs only ``run_turn``."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self.session_settings: SessionSettings | None = None
+        self.items: list[TResponseInputItem] = []
+
+    async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
+        """The newest ``limit`` items, or all of them."""
+        if limit is None:
+            return list(self.items)
+        return self.items[-limit:] if limit > 0 else []
+
+    async def add_items(self, items: list[TResponseInputItem]) -> None:
+        """Append ``items``."""
+        self.items.extend(items)
+
+    async def pop_item(self) -> TResponseInputItem | None:
+        """Remove and return the newest item, if any."""
+        return self.items.pop() if self.items else None
+
+    async def clear_session(self) -> None:
+        """Forget every item."""
+        self.items.clear()
+
+
+async def turn_by_hand(
+    agent: Agent[Any], session: ListSession, message: str, *, run_config: RunConfig
+) -> RunResult:
+    """The floor: ``Runner.run`` on the history passed by hand, with no session, lease or commit."""
+    result = await Runner.run(
+        agent, [*session.items, {"role": "user", "content": message}], run_config=run_config
+    )
+    session.items = result.to_input_list()
+    return result
