@@ -510,8 +510,15 @@ def test_every_demo_runs_encrypted_and_the_file_holds_no_conversation(db, capsys
     assert code == 0, err
     assert "Your email is alice@example.com" in out  # recalled through decryption
     stored = repr(sqlite3.connect(db).execute("SELECT message_data FROM agent_messages").fetchall())
-    for word in ("alice@example.com", "Dana", "5512", "Enterprise", "transfer_to_billing_agent"):
-        assert word not in stored
+    # Phrases with spaces or "@": a Fernet token (url-safe base64) can hold "5512" by chance, never these.
+    for phrase in (
+        "alice@example.com",
+        "name is Dana",
+        "order 5512",
+        "Enterprise plan",
+        "transfer_to_billing",
+    ):
+        assert phrase not in stored
     code, out, err = cli(
         capsys,
         "sessions",
