@@ -57,16 +57,18 @@ def history_lines(items: list[Any]) -> list[str]:
     lines, agent = [], None
     for item in items:
         line = item_summary(item)
-        if isinstance(item, dict) and item.get("type") == "function_call_output":
-            agent = _handoff_target(item.get("output")) or agent
+        agent = handoff_target(item) or agent
         if isinstance(item, dict) and item.get("role") == "assistant" and agent:
             line = line.replace("assistant:", f"assistant ({agent}):", 1)
         lines.append(line)
     return lines
 
 
-def _handoff_target(output: Any) -> str | None:
-    # The SDK records a handoff's output as '{"assistant": "<agent name>"}'.
+def handoff_target(item: Any) -> str | None:
+    """The agent a stored handoff output names (the SDK stores ``{"assistant": "<name>"}``), or None."""
+    if not isinstance(item, dict) or item.get("type") != "function_call_output":
+        return None
+    output = item.get("output")
     if not isinstance(output, str) or "assistant" not in output:
         return None
     try:

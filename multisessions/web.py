@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from multisessions.errors import StoreError
-from multisessions.items import message_text
+from multisessions.items import handoff_target, message_text
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -66,21 +66,6 @@ def retry_after(seconds: float) -> str:
 def sse(event: str, data: Any) -> bytes:
     """One server-sent event: ``event: NAME`` and its data as one line of JSON."""
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
-
-
-def handoff_target(item: Any) -> str | None:
-    """The agent a stored handoff output names (the SDK stores ``{"assistant": "<name>"}``), or None."""
-    if not isinstance(item, dict) or item.get("type") != "function_call_output":
-        return None
-    output = item.get("output")
-    if not isinstance(output, str) or "assistant" not in output:
-        return None
-    try:
-        value = json.loads(output)
-    except ValueError:
-        return None
-    name = value.get("assistant") if isinstance(value, dict) else None
-    return name if isinstance(name, str) else None
 
 
 def history_entries(items: list[Any], first_agent: str) -> list[dict[str, str | None]]:
