@@ -164,3 +164,14 @@ def test_a_missing_driver_is_one_line_naming_the_install(url, modules, cli: Cli,
     assert result.code == 1
     assert len(result.err_lines) == 1
     assert "pip install -r requirements-stores.txt" in result.err
+
+
+async def test_an_unescaped_slash_in_a_redis_password_is_named_as_the_likely_cause():
+    store = open_store("redis://:p@ss/word@127.0.0.1:6390/0")
+    try:
+        with pytest.raises(StoreError) as failure:
+            await store.check()
+    finally:
+        await store.close()
+    assert "percent-encode / ? # @ in the user info" in str(failure.value)
+    assert "ss/word" not in str(failure.value)

@@ -88,7 +88,7 @@ class RedisStore:
         except Exception as exc:
             raise StoreError(
                 f"{self.name} is unreachable ({type(exc).__name__}: {scrub(str(exc), self._url)}); "
-                "start Redis (see README) or fix --store / SESSION_STORE_URL"
+                f"start Redis (see README) or fix --store / SESSION_STORE_URL{_escape_hint(self._url)}"
             ) from None
 
     def _last_agent_key(self, session_id: str) -> str:
@@ -151,6 +151,14 @@ class RedisStore:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _escape_hint(url: str) -> str:
+    """A hint when the password holds a character that ends it early for redis-py's parser."""
+    userinfo = url.partition("://")[2].rpartition("@")[0]
+    if any(ch in userinfo for ch in "/?#@"):
+        return " (percent-encode / ? # @ in the user info before the host: redis-py cut it short)"
+    return ""
 
 
 def _epoch(value: str | None) -> datetime | None:
