@@ -60,7 +60,7 @@ from multisessions import (
     user_session_id,
 )
 from multisessions.stores import leases_for
-from tools.workload import LeakWatch, converse
+from tools.workload import LeakWatch, converse_on_file
 
 set_tracing_disabled(True)
 
@@ -118,11 +118,7 @@ async def many_users(db_path: Path, users: int = 500, turns: int = 5) -> dict[st
 
     async def serve(i: int) -> None:
         nonlocal errors, wrong
-        session = SQLiteSession(user_session_id(f"u{i}"), db_path)
-        try:
-            outcome = await converse(i, turns, agent, session, config, turn=turn)
-        finally:
-            session.close()
+        outcome = await converse_on_file(i, turns, agent, db_path, config, turn=turn)
         errors += outcome.errors
         wrong += not outcome.recalled
 
@@ -332,11 +328,7 @@ def _worker(db_path: str, users: list[int], turns: int, write_fd: int) -> None:
 
         async def serve(i: int) -> None:
             nonlocal errors, locked
-            session = SQLiteSession(user_session_id(f"u{i}"), db_path)
-            try:
-                outcome = await converse(i, turns, agent, session, config, turn=turn)
-            finally:
-                session.close()
+            outcome = await converse_on_file(i, turns, agent, db_path, config, turn=turn)
             errors += outcome.errors
             locked += outcome.locked
 

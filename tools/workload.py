@@ -14,13 +14,14 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from agents import Agent, RunConfig, Runner, RunResult
+from agents import Agent, RunConfig, Runner, RunResult, SQLiteSession
 from agents.items import TResponseInputItem
 from agents.memory import Session, SessionSettings
 
-from multisessions import OfflineModel, run_turn
+from multisessions import OfflineModel, run_turn, user_session_id
 
 FACT = re.compile(r"u(\d+)@example\.com")
 
@@ -130,3 +131,20 @@ async def turn_by_hand(
     )
     session.items = result.to_input_list()
     return result
+
+
+async def converse_on_file(
+    i: int,
+    turns: int,
+    agent: Agent[Any],
+    db_path: str | Path,
+    run_config: RunConfig,
+    *,
+    turn: Turn = run_turn,
+) -> Conversation:
+    """User ``i``'s whole conversation on a ``SQLiteSession`` of its own in ``db_path``, closed after."""
+    session = SQLiteSession(user_session_id(f"u{i}"), db_path)
+    try:
+        return await converse(i, turns, agent, session, run_config, turn=turn)
+    finally:
+        session.close()
