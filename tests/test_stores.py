@@ -17,6 +17,7 @@ from conftest import Cli
 from helpers import reply, user_texts
 from multisessions import (
     ConfigError,
+    OfflineModel,
     StoreError,
     TurnFailed,
     delete_user_sessions,
@@ -175,3 +176,18 @@ async def test_an_unescaped_slash_in_a_redis_password_is_named_as_the_likely_cau
         await store.close()
     assert "percent-encode / ? # @ in the user info" in str(failure.value)
     assert "ss/word" not in str(failure.value)
+
+
+async def test_a_sqlalchemy_store_on_a_sqlite_file_takes_turns_too(tmp_path):
+    # SQLAlchemySession over sqlite+aiosqlite: the lease SQL must not be PostgreSQL's.
+    store = open_store(f"sqlite+aiosqlite:///{tmp_path / 'aio.db'}")
+    session = store.open("user_ada")
+    try:
+        for message in ("My name is Ada.", "What's my name?"):
+            result = await run_turn(
+                Agent(name="Bot"), session, message, run_config=RunConfig(model=OfflineModel())
+            )
+        assert result.final_output == "Your name is Ada."
+        assert len(await read_all(session)) == 4
+    finally:
+        await store.close()

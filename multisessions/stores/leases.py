@@ -109,12 +109,18 @@ class RedisLeases:
 
 
 class SQLLeases:
-    """Leases in a table of the database; expiry by the database server's clock, shared by every machine."""
+    """Leases in a table of the database. On PostgreSQL expiry is by the server's clock, shared by
+    every machine; on a SQLite file (``sqlite+aiosqlite``), which only this machine reaches, by its clock."""
 
     def __init__(self, engine: Any, seconds: float = LEASE_SECONDS) -> None:
         self.seconds = seconds
         self.engine = engine
         self._ready = False
+        postgres = engine.dialect.name == "postgresql"
+        self._now = "now()" if postgres else ":now"
+        self._until = "now() + make_interval(secs => :s)" if postgres else ":now + :s"
+        self._stamp = "TIMESTAMPTZ" if postgres else "REAL"
+        self._postgres = postgres
 
     async def _execute(self, sql: str, params: dict[str, Any]) -> int:
         async with self.engine.begin() as conn:
@@ -122,27 +128,27 @@ class SQLLeases:
                 await conn.execute(
                     text(
                         f"CREATE TABLE IF NOT EXISTS {LEASES_TABLE} (session_id VARCHAR PRIMARY KEY, "
-                        "owner VARCHAR NOT NULL, expires TIMESTAMPTZ NOT NULL)"
+                        f"owner VARCHAR NOT NULL, expires {self._stamp} NOT NULL)"
                     )
                 )
                 self._ready = True
-            result = await conn.execute(text(sql), params)
+            clock = {} if self._postgres else {"now": time.time()}
+            result = await conn.execute(text(sql), params | clock)
             return int(result.rowcount)
 
     async def try_acquire(self, session_id: str, owner: str, seconds: float) -> bool:
         taken = await self._execute(
             f"INSERT INTO {LEASES_TABLE} (session_id, owner, expires) "
-            "VALUES (:id, :owner, now() + make_interval(secs => :s)) "
+            f"VALUES (:id, :owner, {self._until}) "
             "ON CONFLICT (session_id) DO UPDATE SET owner = excluded.owner, expires = excluded.expires "
-            f"WHERE {LEASES_TABLE}.expires < now()",
+            f"WHERE {LEASES_TABLE}.expires < {self._now}",
             {"id": session_id, "owner": owner, "s": seconds},
         )
         return taken == 1
 
     async def renew(self, session_id: str, owner: str, seconds: float) -> bool:
         renewed = await self._execute(
-            f"UPDATE {LEASES_TABLE} SET expires = now() + make_interval(secs => :s) "
-            "WHERE session_id = :id AND owner = :owner",
+            f"UPDATE {LEASES_TABLE} SET expires = {self._until} WHERE session_id = :id AND owner = :owner",
             {"id": session_id, "owner": owner, "s": seconds},
         )
         return renewed == 1
