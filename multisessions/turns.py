@@ -45,7 +45,6 @@ from multisessions.stores import (
     SessionStore,
     describe_sqlite_failure,
     driver_errors,
-    leases_for,
     scrub,
     store_of,
 )
@@ -276,13 +275,14 @@ async def run_turn(agent: Agent[Any], session: Session, user_input: str, **runne
     An empty, over-long or non-text message raises ``ValueError`` before anything runs.
     """
     user_input = check_message(user_input)
-    async with _turn_on(session) as lease:
+    store = store_of(session)
+    async with _turn_on(session, store) as lease:
         turn = PendingTurn(session)
         try:
-            await _refuse_if_waiting(session)
+            await _refuse_if_waiting(session, store)
             result = await Runner.run(agent, user_input, session=turn, **runner_kwargs)
             await lease.confirm()  # no other turn can have run on this session meanwhile
-            await _finish(agent, session, turn, result)
+            await _finish(agent, session, store, turn, result)
         except Exception as exc:
             raise TurnFailed(session.session_id, exc) from exc
         return result
@@ -303,9 +303,11 @@ async def resume_turn(
     if it pauses again, it is kept for the next decision. Raises ``TurnFailed`` (the session
     and the paused turn unchanged) if it fails, or if no turn is waiting.
     """
-    async with _turn_on(session) as lease:
+    store = store_of(session)
+    async with _turn_on(session, store) as lease:
         try:
-            store = _store_for_approvals(session)
+            if store is None:
+                raise StoreError("this session has no store to keep a paused turn in (an in-memory session?)")
             record = await store.load_pending(session.session_id)
             if record is None:
                 raise StoreError(
@@ -328,7 +330,7 @@ async def resume_turn(
             turn.pending = list(paused.items)  # the paused part, as if the SDK had just written it
             result = await Runner.run(agent, state, session=turn, **runner_kwargs)
             await lease.confirm()
-            await _finish(agent, session, turn, result)
+            await _finish(agent, session, store, turn, result)
             if not result.interruptions:
                 await store.save_pending(session.session_id, None)  # decided, and whole in the history
         except Exception as exc:
@@ -364,15 +366,7 @@ def why_it_failed(
 _DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT})
 
 
-def _store_for_approvals(session: Session) -> SessionStore:
-    store = store_of(session)
-    if store is None:
-        raise StoreError("this session has no store to keep a paused turn in (an in-memory session?)")
-    return store
-
-
-async def _refuse_if_waiting(session: Session) -> None:
-    store = store_of(session)
+async def _refuse_if_waiting(session: Session, store: SessionStore | None) -> None:
     if store is not None and await store.load_pending(session.session_id) is not None:
         raise AwaitingApproval(
             f"session {session.session_id!r} waits for a supervisor to approve or reject a tool call; "
@@ -381,10 +375,13 @@ async def _refuse_if_waiting(session: Session) -> None:
 
 
 async def _finish(
-    agent: Agent[Any], session: Session, turn: PendingTurn, result: RunResult | RunResultStreaming
+    agent: Agent[Any],
+    session: Session,
+    store: SessionStore | None,
+    turn: PendingTurn,
+    result: RunResult | RunResultStreaming,
 ) -> None:
     """Commit the whole turn, or, if it paused for approval, keep it beside the session instead."""
-    store = store_of(session)
     if result.interruptions:
         if store is None:
             raise StoreError("a turn paused for approval needs a store to wait in (not an in-memory session)")
@@ -396,10 +393,12 @@ async def _finish(
 
 
 @asynccontextmanager
-async def _turn_on(session: Session) -> AsyncIterator[Lease]:
-    """Hold the session for one turn (here and in every process); a busy session fails the turn."""
+async def _turn_on(session: Session, store: SessionStore | None) -> AsyncIterator[Lease]:
+    """Hold the session for one turn (here, and through ``store``'s leases in every process);
+    a busy session fails the turn."""
+    leases = None if store is None else store.leases
     try:
-        async with hold_session(session.session_id, leases_for(session)) as lease:
+        async with hold_session(session.session_id, leases) as lease:
             yield lease
     except SessionBusy as exc:
         raise TurnFailed(session.session_id, exc) from exc
@@ -418,9 +417,10 @@ async def stream_turn(
     session exactly as it was.
     """
     user_input = check_message(user_input)
-    async with _turn_on(session) as lease:
+    store = store_of(session)
+    async with _turn_on(session, store) as lease:
         try:
-            await _refuse_if_waiting(session)
+            await _refuse_if_waiting(session, store)
         except Exception as exc:
             raise TurnFailed(session.session_id, exc) from exc
         turn = PendingTurn(session)
@@ -438,7 +438,7 @@ async def stream_turn(
             return
         try:
             await lease.confirm()
-            await _finish(agent, session, turn, result)
+            await _finish(agent, session, store, turn, result)
         except Exception as exc:
             raise TurnFailed(session.session_id, exc) from exc
 
