@@ -14,9 +14,9 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 from multisessions.errors import LeaseLost, SessionBusy
 
@@ -54,17 +54,25 @@ class Lease:
         self.owner = owner
         self.seconds = seconds
         self.lost = False
+        self.start: Any = None
+        """What ``hold_session``'s ``begin`` read while taking the lease (a store's turn start)."""
+        self.released = False
+        """Set by whoever gave the lease up already (a commit that releases it in the same write)."""
 
     async def confirm(self) -> None:
         """Renew once more; raise ``LeaseLost`` if another turn may have taken the session."""
         if self.backend is None:
             return
         if self.lost or not await self.backend.renew(self.session_id, self.owner, self.seconds):
-            self.lost = True
-            raise LeaseLost(
-                f"session {self.session_id!r}: this turn's lease expired before it could be saved "
-                "(the process stalled); nothing was saved, send the message again"
-            )
+            raise self.lost_error()
+
+    def lost_error(self) -> LeaseLost:
+        """The error for a turn whose lease was lost: marks the lease lost."""
+        self.lost = True
+        return LeaseLost(
+            f"session {self.session_id!r}: this turn's lease expired before it could be saved "
+            "(the process stalled); nothing was saved, send the message again"
+        )
 
 
 _local: dict[str, tuple[asyncio.Lock, int]] = {}
@@ -99,10 +107,13 @@ async def hold_session(
     backend: LeaseBackend | None = None,
     *,
     wait: float = WAIT_SECONDS,
+    begin: Callable[[str, float], Awaitable[Any]] | None = None,
 ) -> AsyncIterator[Lease]:
     """Hold ``session_id`` for one turn: in this process, and through ``backend`` across processes.
 
-    Raises ``SessionBusy`` after ``wait`` seconds without getting the lease.
+    ``begin(owner, seconds)``, if given, takes the lease instead of ``backend.try_acquire`` and
+    may read more in the same round trip: ``None`` means busy, anything else is kept as
+    ``lease.start``. Raises ``SessionBusy`` after ``wait`` seconds without getting the lease.
     """
     async with _local_lock(session_id):
         owner = uuid.uuid4().hex
@@ -113,7 +124,13 @@ async def hold_session(
         lease = Lease(backend, session_id, owner, seconds)
         deadline = time.monotonic() + wait
         pause = 0.002
-        while not await backend.try_acquire(session_id, owner, seconds):
+        while True:
+            if begin is not None:
+                lease.start = await begin(owner, seconds)
+                if lease.start is not None:
+                    break
+            elif await backend.try_acquire(session_id, owner, seconds):
+                break
             if time.monotonic() >= deadline:
                 raise SessionBusy(
                     f"session {session_id!r} is busy with another turn (waited {wait:g} s); try again later"
@@ -128,8 +145,9 @@ async def hold_session(
             await asyncio.gather(renewing, return_exceptions=True)
             # Shielded: a cancelled turn still frees its session at once, not after the lease.
             # If the store is down, the lease simply runs out.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(backend.release(session_id, owner))
+            if not lease.released:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(backend.release(session_id, owner))
 
 
 async def _keep_renewing(lease: Lease) -> None:

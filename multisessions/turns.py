@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import inspect
 import logging
 import sqlite3
@@ -43,6 +44,8 @@ from multisessions.locks import Lease, hold_session
 from multisessions.locks import held_locks as held_locks  # re-exported for callers and tests
 from multisessions.stores import (
     SessionStore,
+    TurnIO,
+    TurnStart,
     describe_sqlite_failure,
     driver_errors,
     scrub,
@@ -82,14 +85,14 @@ class PendingTurn:
     (``compact_after_commit``). An ``OpenAIConversationsSession`` is refused (``StoreError``).
     """
 
-    def __new__(cls, session: Session) -> PendingTurn:
+    def __new__(cls, session: Session, start: TurnStart | None = None) -> PendingTurn:
         # The SDK hands the run context only to a session whose four history methods all take
         # ``wrapper``, so the stand-in must take it exactly when ``session`` does.
         if cls is PendingTurn and _takes_the_run_context(session):
             cls = ContextPendingTurn
         return super().__new__(cls)
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, start: TurnStart | None = None) -> None:
         if isinstance(session, OpenAIConversationsSession):
             raise StoreError(
                 "run_turn cannot hold an OpenAIConversationsSession's turn: OpenAI's server stores "
@@ -100,6 +103,8 @@ class PendingTurn:
         self.session_id = session.session_id
         self.session_settings: SessionSettings | None = getattr(session, "session_settings", None)
         self.pending: list[TResponseInputItem] = []
+        self.start = start
+        """The history the store read while the turn took its lease: reads are served from it."""
         self.wrapper: RunContextWrapper[Any] | None = None
         """The run context the SDK last passed (only to a ``ContextPendingTurn``); the commit uses it."""
         self.compaction: tuple[OpenAIResponsesCompactionArgs | None, _Context] | None = None
@@ -119,13 +124,32 @@ class PendingTurn:
         """The stored history followed by this turn's unsaved items, newest ``limit`` of them."""
         limit = resolve_session_limit(limit, self.session_settings)
         if limit is None:
-            return [*await self.session.get_items(**self._context()), *self.pending]
+            stored = self._read_ahead(None)
+            if stored is None:
+                stored = await self.session.get_items(**self._context())
+            return [*stored, *self.pending]
         if limit <= 0:
             return [*await self.session.get_items(limit, **self._context()), *self.pending]
         if len(self.pending) >= limit:
             return list(self.pending[-limit:])
-        stored = await self.session.get_items(limit - len(self.pending), **self._context())
+        stored = self._read_ahead(limit - len(self.pending))
+        if stored is None:
+            stored = await self.session.get_items(limit - len(self.pending), **self._context())
         return [*stored, *self.pending]
+
+    def _read_ahead(self, want: int | None) -> list[TResponseInputItem] | None:
+        """The newest ``want`` stored items (all: None) from the turn's start, if it read that many.
+
+        Nothing else writes the session while the turn holds its lease, so what was read when
+        the lease was taken is still the stored history."""
+        start = self.start
+        if start is None:
+            return None
+        if want is None:
+            return list(start.history) if start.limit is None else None
+        if start.limit is None or want <= start.limit:
+            return list(start.history[-want:])
+        return None
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
         """Hold the items until the turn commits."""
@@ -240,10 +264,21 @@ def _takes_wrapper(method: object) -> bool:
     return any(p.name == "wrapper" and p.kind in keyword for p in parameters)
 
 
+_HISTORY_METHODS = ("get_items", "add_items", "pop_item", "clear_session")
+
+
 def _takes_the_run_context(session: Session) -> bool:
     """Whether the SDK passes ``session`` the run context: all four history methods must take it."""
-    names = ("get_items", "add_items", "pop_item", "clear_session")
-    return all(_takes_wrapper(getattr(session, name, None)) for name in names)
+    own = getattr(session, "__dict__", {})
+    if any(name in own for name in _HISTORY_METHODS):  # methods set on the object itself
+        return all(_takes_wrapper(getattr(session, name, None)) for name in _HISTORY_METHODS)
+    return _class_takes_the_run_context(type(session))
+
+
+@functools.cache
+def _class_takes_the_run_context(cls: type) -> bool:
+    # Reading four signatures cost ~5% of a turn; a class's methods do not change.
+    return all(_takes_wrapper(getattr(cls, name, None)) for name in _HISTORY_METHODS)
 
 
 def _context_for(method: object, wrapper: RunContextWrapper[Any] | None) -> dict[str, Any]:
@@ -276,13 +311,13 @@ async def run_turn(agent: Agent[Any], session: Session, user_input: str, **runne
     """
     user_input = check_message(user_input)
     store = store_of(session)
-    async with _turn_on(session, store) as lease:
-        turn = PendingTurn(session)
+    io = _turn_io(session, store)
+    async with _turn_on(session, store, io) as lease:
+        turn = PendingTurn(session, lease.start)
         try:
-            await _refuse_if_waiting(session, store)
+            await _refuse_if_waiting(session, store, lease.start)
             result = await Runner.run(agent, user_input, session=turn, **runner_kwargs)
-            await lease.confirm()  # no other turn can have run on this session meanwhile
-            await _finish(agent, session, store, turn, result)
+            await _finish(agent, session, store, turn, result, lease, io)
         except Exception as exc:
             raise TurnFailed(session.session_id, exc) from exc
         return result
@@ -304,7 +339,7 @@ async def resume_turn(
     and the paused turn unchanged) if it fails, or if no turn is waiting.
     """
     store = store_of(session)
-    async with _turn_on(session, store) as lease:
+    async with _turn_on(session, store, None) as lease:
         try:
             if store is None:
                 raise StoreError("this session has no store to keep a paused turn in (an in-memory session?)")
@@ -329,8 +364,7 @@ async def resume_turn(
             turn = PendingTurn(session)
             turn.pending = list(paused.items)  # the paused part, as if the SDK had just written it
             result = await Runner.run(agent, state, session=turn, **runner_kwargs)
-            await lease.confirm()
-            await _finish(agent, session, store, turn, result)
+            await _finish(agent, session, store, turn, result, lease, None)
             if not result.interruptions:
                 await store.save_pending(session.session_id, None)  # decided, and whole in the history
         except Exception as exc:
@@ -366,8 +400,12 @@ def why_it_failed(
 _DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT})
 
 
-async def _refuse_if_waiting(session: Session, store: SessionStore | None) -> None:
-    if store is not None and await store.load_pending(session.session_id) is not None:
+async def _refuse_if_waiting(session: Session, store: SessionStore | None, start: TurnStart | None) -> None:
+    if start is not None:
+        waiting = start.paused
+    else:
+        waiting = store is not None and await store.load_pending(session.session_id) is not None
+    if waiting:
         raise AwaitingApproval(
             f"session {session.session_id!r} waits for a supervisor to approve or reject a tool call; "
             "see: python agent.py approvals list"
@@ -380,25 +418,53 @@ async def _finish(
     store: SessionStore | None,
     turn: PendingTurn,
     result: RunResult | RunResultStreaming,
+    lease: Lease,
+    io: TurnIO | None,
 ) -> None:
-    """Commit the whole turn, or, if it paused for approval, keep it beside the session instead."""
+    """Commit the whole turn, or, if it paused for approval, keep it beside the session instead.
+
+    Nothing is written unless the lease was held throughout: no other turn ran meanwhile."""
     if result.interruptions:
         if store is None:
             raise StoreError("a turn paused for approval needs a store to wait in (not an in-memory session)")
+        await lease.confirm()
         paused = paused_turn(session.session_id, agent.name, result, turn.pending)
         await store.save_pending(session.session_id, paused.dumps())
         return
+    if io is not None and turn.pending:
+        # The store checks the lease, writes the whole turn and frees the session in one step.
+        if lease.lost or not await io.commit(session.session_id, lease.owner, turn.pending):
+            raise lease.lost_error()
+        lease.released = True
+        turn.pending = []
+        return
+    await lease.confirm()
     await turn.commit()  # the whole turn, in one write
     await turn.compact_after_commit()  # a compacting session compacts what is now whole
 
 
+def _turn_io(session: Session, store: SessionStore | None) -> TurnIO | None:
+    """The store's short turn path for ``session``, if it has one that serves it exactly."""
+    return None if store is None else store.turn_io(session)
+
+
 @asynccontextmanager
-async def _turn_on(session: Session, store: SessionStore | None) -> AsyncIterator[Lease]:
+async def _turn_on(session: Session, store: SessionStore | None, io: TurnIO | None) -> AsyncIterator[Lease]:
     """Hold the session for one turn (here, and through ``store``'s leases in every process);
-    a busy session fails the turn."""
-    leases = None if store is None else store.leases
+    a busy session fails the turn. With ``io``, taking the lease also reads the turn's start
+    (``lease.start``) in the same round trip."""
+    if io is not None:
+        limit = resolve_session_limit(None, getattr(session, "session_settings", None))
+        session_id = session.session_id
+
+        async def begin(owner: str, seconds: float) -> TurnStart | None:
+            return await io.begin(session_id, owner, seconds, limit)
+
+        holding = hold_session(session_id, io, begin=begin)
+    else:
+        holding = hold_session(session.session_id, None if store is None else store.leases)
     try:
-        async with hold_session(session.session_id, leases) as lease:
+        async with holding as lease:
             yield lease
     except SessionBusy as exc:
         raise TurnFailed(session.session_id, exc) from exc
@@ -418,12 +484,13 @@ async def stream_turn(
     """
     user_input = check_message(user_input)
     store = store_of(session)
-    async with _turn_on(session, store) as lease:
+    io = _turn_io(session, store)
+    async with _turn_on(session, store, io) as lease:
         try:
-            await _refuse_if_waiting(session, store)
+            await _refuse_if_waiting(session, store, lease.start)
         except Exception as exc:
             raise TurnFailed(session.session_id, exc) from exc
-        turn = PendingTurn(session)
+        turn = PendingTurn(session, lease.start)
         result = Runner.run_streamed(agent, user_input, session=turn, **runner_kwargs)
         read_to_the_end = _watch_the_end(result)
         try:
@@ -437,8 +504,7 @@ async def stream_turn(
             await _abandon(result)  # the reader left early: nothing of this turn is kept
             return
         try:
-            await lease.confirm()
-            await _finish(agent, session, store, turn, result)
+            await _finish(agent, session, store, turn, result, lease, io)
         except Exception as exc:
             raise TurnFailed(session.session_id, exc) from exc
 

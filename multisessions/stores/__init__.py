@@ -16,7 +16,15 @@ from agents import SQLiteSession
 
 from multisessions.errors import StoreError
 from multisessions.locks import LeaseBackend
-from multisessions.stores.base import SessionInfo, SessionStore, close_session, noted_store, store_failures
+from multisessions.stores.base import (
+    SessionInfo,
+    SessionStore,
+    TurnIO,
+    TurnStart,
+    close_session,
+    noted_store,
+    store_failures,
+)
 from multisessions.stores.encrypted import EncryptedStore, tenant_key
 from multisessions.stores.redis_store import RedisStore
 from multisessions.stores.sql_store import SQLStore
@@ -40,6 +48,8 @@ __all__ = [
     "SQLiteStore",
     "SessionInfo",
     "SessionStore",
+    "TurnIO",
+    "TurnStart",
     "check_db_path",
     "close_session",
     "leases_for",

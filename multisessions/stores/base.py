@@ -37,6 +37,31 @@ class SessionInfo:
         return parse_session_id(self.session_id)
 
 
+@dataclass(frozen=True)
+class TurnStart:
+    """What a store read while a turn took the session's lease: where the turn starts from."""
+
+    history: list[Any]
+    """The newest ``limit`` stored items, oldest first (all of them when ``limit`` is None)."""
+    limit: int | None
+    paused: bool
+    """Whether a turn on this session waits for approval (then no new turn may run)."""
+
+
+class TurnIO(LeaseBackend, Protocol):
+    """A store's short path for a whole turn on one of its plain sessions: a round trip to start,
+    one to commit. It writes exactly what the SDK's session class would, in the same tables or keys."""
+
+    async def begin(self, session_id: str, owner: str, seconds: float, limit: int | None) -> TurnStart | None:
+        """Take the lease and read the turn's start in one step; ``None`` if another holder has it."""
+        ...
+
+    async def commit(self, session_id: str, owner: str, items: list[Any]) -> bool:
+        """If ``owner`` still holds the lease: append ``items`` and give the lease up, in one
+        atomic write, and return True. Otherwise write nothing and return False."""
+        ...
+
+
 class SessionStore(Protocol):
     """What the inventory, the chat and the demos need from any store."""
 
@@ -49,6 +74,11 @@ class SessionStore(Protocol):
 
     def open(self, session_id: str) -> Session:
         """The SDK session for ``session_id`` in this store."""
+        ...
+
+    def turn_io(self, session: Session) -> TurnIO | None:
+        """The short turn path for ``session``, if this store can serve it exactly (its own
+        plain session class, default tables); None: turns use the session and the leases."""
         ...
 
     async def check(self) -> None:

@@ -23,7 +23,7 @@ from agents.memory import Session
 from multisessions.errors import ConfigError, StoreError
 from multisessions.locks import LeaseBackend
 from multisessions.naming import tenant_label
-from multisessions.stores.base import SessionInfo, SessionStore, remember_store
+from multisessions.stores.base import SessionInfo, SessionStore, TurnIO, remember_store
 
 try:
     from agents.extensions.memory import EncryptedSession
@@ -74,6 +74,10 @@ class EncryptedStore:
         inner: Any = self.store.open(session_id)
         session = EncryptedSession(session_id, inner, tenant_key(self._secret, session_id), ttl=NEVER_HIDE)
         return remember_store(session, self)
+
+    def turn_io(self, session: Session) -> TurnIO | None:
+        """No short path yet: turns go through the session and the leases."""
+        return None
 
     def _fernet(self, session_id: str) -> Any:
         return Fernet(tenant_key(self._secret, session_id).encode("ascii"))

@@ -17,7 +17,7 @@ from typing import Any
 from agents.memory import Session
 
 from multisessions.errors import ConfigError, StoreError
-from multisessions.stores.base import SessionInfo, remember_store, store_failures
+from multisessions.stores.base import SessionInfo, TurnIO, remember_store, store_failures
 from multisessions.stores.leases import RedisLeases
 from multisessions.stores.urls import INSTALL_HINT, redact_url, scrub, split_options
 
@@ -80,6 +80,10 @@ class RedisStore:
             self._checked(session_id), redis_client=self.client, key_prefix=self.key_prefix, ttl=self.ttl
         )
         return remember_store(session, self)
+
+    def turn_io(self, session: Session) -> TurnIO | None:
+        """No short path yet: turns go through the session and the leases."""
+        return None
 
     async def check(self) -> None:
         """Fail in one line if the server cannot be reached."""

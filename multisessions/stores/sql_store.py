@@ -12,7 +12,7 @@ from typing import Any
 from agents.memory import Session
 
 from multisessions.errors import ConfigError, StoreError
-from multisessions.stores.base import SessionInfo, remember_store, store_failures
+from multisessions.stores.base import SessionInfo, TurnIO, remember_store, store_failures
 from multisessions.stores.leases import SQLLeases, text
 from multisessions.stores.sqlite_store import LAST_AGENT_TABLE, MESSAGES_TABLE, PENDING_TABLE, SESSIONS_TABLE
 from multisessions.stores.urls import INSTALL_HINT, redact_url, scrub
@@ -46,6 +46,10 @@ class SQLStore:
     def open(self, session_id: str) -> Session:
         session = self._session_class(session_id, engine=self.engine, create_tables=True)
         return remember_store(session, self)
+
+    def turn_io(self, session: Session) -> TurnIO | None:
+        """No short path yet: turns go through the session and the leases."""
+        return None
 
     async def check(self) -> None:
         """Fail in one line if the database cannot be reached."""

@@ -22,7 +22,7 @@ from agents import SQLiteSession
 from agents.memory import Session, SessionSettings
 
 from multisessions.errors import StoreError
-from multisessions.stores.base import SessionInfo
+from multisessions.stores.base import SessionInfo, TurnIO
 from multisessions.stores.leases import SQLiteLeases
 
 LAST_AGENT_TABLE = "agent_session_last_agent"
@@ -136,6 +136,10 @@ class SQLiteStore:
         if self.pool is not None:
             return self.pool.session(session_id)
         return SQLiteSession(session_id, self.db_path)
+
+    def turn_io(self, session: Session) -> TurnIO | None:
+        """No short path yet: turns go through the session and the leases."""
+        return None
 
     async def check(self) -> None:
         check_db_path(self.db_path)
