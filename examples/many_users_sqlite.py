@@ -9,7 +9,7 @@ from multisessions import OfflineModel, SQLitePool, run_turn, user_session_id
 agent = Agent(name="Support Agent", instructions="Remember what the customer says.")
 run_config = RunConfig(model=OfflineModel(), tracing_disabled=True)  # traces would upload every chat
 
-pool = SQLitePool("sessions.db", max_open=8)  # at most 8 SQLiteSessions open at once
+pool = SQLitePool("sessions.db", max_open=8)  # handles hold no connection; turns share one
 turns_at_once = asyncio.Semaphore(64)  # at most 64 turns running at once
 
 

@@ -11,10 +11,12 @@ Patterns (each runs in a fresh, forked child process, so file descriptors and me
 - ``floor``: the SDK alone, ``Runner.run`` with the history passed by hand, no session: what a
   turn costs before any store or ``run_turn``. Every other row is also given as a ratio to it.
 - ``memory``: ``run_turn`` on a session kept in a Python list: ``run_turn``'s own cost.
-- ``naive``: one ``SQLiteSession`` per user on one file, open for the whole conversation: what
-  the SDK's examples suggest. Each keeps a connection per executor thread that touched it.
-- ``pooled`` (recommended on one machine): ``SQLitePool`` (multisessions/stores): each read or write opens
-  a ``SQLiteSession`` for just that operation, at most 8 at once.
+- ``naive``: one ``SQLiteSession`` per user on one file, open for the whole conversation, each
+  turn a plain ``Runner.run(agent, message, session=session)``: what the SDK's examples suggest.
+  Each session keeps a connection per executor thread that touched it.
+- ``pooled`` (recommended on one machine): ``run_turn`` on sessions from a ``SQLitePool``
+  (multisessions/stores): a handle holds no connection; every turn starts and commits through the
+  file's one connection in this process (``SQLiteTurns``, two calls per turn).
 - ``sqlalchemy``: the SDK's ``SQLAlchemySession`` on one shared ``sqlite+aiosqlite`` engine
   (one bounded connection pool).
 - ``store``: whatever each ``--store URL`` names (Redis, PostgreSQL), one shared client or pool.
@@ -51,7 +53,7 @@ from agents.memory import Session
 
 from multisessions import OfflineModel, SQLitePool, close_session, open_store, run_turn, user_session_id
 from tools import charts
-from tools.workload import LeakWatch, ListSession, Turn, converse, turn_by_hand
+from tools.workload import LeakWatch, ListSession, Turn, converse, plain_turn, turn_by_hand
 
 PATTERNS = ["floor", "memory", "naive", "pooled", "sqlalchemy", "store"]
 
@@ -97,7 +99,7 @@ async def run_users(
     # The naive pattern runs every turn at once, as it is usually written; the others let at
     # most ``gate`` turns run at once, as a server's worker pool (and the model's rate limit) would.
     turns_at_once = asyncio.Semaphore(users if pattern == "naive" else gate)
-    turn: Turn = turn_by_hand if pattern == "floor" else run_turn
+    turn: Turn = {"floor": turn_by_hand, "naive": plain_turn}.get(pattern, run_turn)
     if pattern == "pooled":
         pool = SQLitePool(db, max_open=8)
     elif pattern == "sqlalchemy":

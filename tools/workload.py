@@ -133,6 +133,13 @@ async def turn_by_hand(
     return result
 
 
+async def plain_turn(
+    agent: Agent[Any], session: Session, message: str, *, run_config: RunConfig
+) -> RunResult:
+    """The SDK's examples' way: ``Runner.run`` on the session itself (no lease, no all-or-nothing)."""
+    return await Runner.run(agent, message, session=session, run_config=run_config)
+
+
 async def converse_on_file(
     i: int,
     turns: int,

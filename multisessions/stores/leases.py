@@ -6,12 +6,8 @@ PostgreSQL, keys starting ``<prefix>/lease/`` on Redis (the SDK's keys are ``<pr
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
 import sys
-import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from multisessions.locks import LEASE_SECONDS
@@ -24,59 +20,6 @@ def text(sql: str) -> Any:
 
 
 LEASES_TABLE = "multisessions_leases"
-
-
-class SQLiteLeases:
-    """Leases in a table of the SQLite file, on one connection per process (off the event loop)."""
-
-    def __init__(self, db_path: str | Path, seconds: float = LEASE_SECONDS) -> None:
-        self.db_path = Path(db_path)
-        self.seconds = seconds
-        self._conn: sqlite3.Connection | None = None
-        self._guard = threading.Lock()
-
-    def _run(self, sql: str, params: tuple[Any, ...]) -> int:
-        with self._guard:
-            if self._conn is None:
-                conn = sqlite3.connect(
-                    self.db_path, timeout=30, isolation_level=None, check_same_thread=False
-                )
-                conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {LEASES_TABLE} "
-                    "(session_id TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL)"
-                )
-                self._conn = conn
-            return self._conn.execute(sql, params).rowcount
-
-    async def try_acquire(self, session_id: str, owner: str, seconds: float) -> bool:
-        now = time.time()
-        taken = await asyncio.to_thread(
-            self._run,
-            f"INSERT INTO {LEASES_TABLE} (session_id, owner, expires) VALUES (?, ?, ?) "
-            f"ON CONFLICT(session_id) DO UPDATE SET owner = excluded.owner, expires = excluded.expires "
-            f"WHERE {LEASES_TABLE}.expires < ?",
-            (session_id, owner, now + seconds, now),
-        )
-        return taken == 1
-
-    async def renew(self, session_id: str, owner: str, seconds: float) -> bool:
-        renewed = await asyncio.to_thread(
-            self._run,
-            f"UPDATE {LEASES_TABLE} SET expires = ? WHERE session_id = ? AND owner = ?",
-            (time.time() + seconds, session_id, owner),
-        )
-        return renewed == 1
-
-    async def release(self, session_id: str, owner: str) -> None:
-        await asyncio.to_thread(
-            self._run, f"DELETE FROM {LEASES_TABLE} WHERE session_id = ? AND owner = ?", (session_id, owner)
-        )
-
-    def close(self) -> None:
-        with self._guard:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
 
 
 # Owner-checked, in one step on the server: never extend or free a lease another turn took.

@@ -14,7 +14,8 @@ from agents.memory import Session
 from multisessions.errors import ConfigError, StoreError
 from multisessions.stores.base import SessionInfo, TurnIO, remember_store, store_failures
 from multisessions.stores.leases import SQLLeases, text
-from multisessions.stores.sqlite_store import LAST_AGENT_TABLE, MESSAGES_TABLE, PENDING_TABLE, SESSIONS_TABLE
+from multisessions.stores.sqlite_store import LAST_AGENT_TABLE
+from multisessions.stores.sqlite_turns import MESSAGES_TABLE, PENDING_TABLE, SESSIONS_TABLE
 from multisessions.stores.urls import INSTALL_HINT, redact_url, scrub
 
 

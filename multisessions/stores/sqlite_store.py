@@ -23,12 +23,9 @@ from agents.memory import Session, SessionSettings
 
 from multisessions.errors import StoreError
 from multisessions.stores.base import SessionInfo, TurnIO
-from multisessions.stores.leases import SQLiteLeases
+from multisessions.stores.sqlite_turns import MESSAGES_TABLE, PENDING_TABLE, SESSIONS_TABLE, SQLiteTurns
 
 LAST_AGENT_TABLE = "agent_session_last_agent"
-PENDING_TABLE = "agent_session_pending"
-SESSIONS_TABLE = "agent_sessions"
-MESSAGES_TABLE = "agent_messages"
 
 
 def read_only_uri(path: str | Path, *, immutable: bool = False) -> str:
@@ -127,9 +124,9 @@ class SQLiteStore:
         self.name = f"SQLite file {self.db_path}"
 
     @property
-    def leases(self) -> SQLiteLeases:
+    def leases(self) -> SQLiteTurns:
         """Leases in this file, shared by every store and session on it in this process."""
-        return sqlite_leases(self.db_path)
+        return sqlite_turns(self.db_path)
 
     def open(self, session_id: str) -> Session:
         """A plain ``SQLiteSession``, or a pooled one if the store has a pool."""
@@ -138,8 +135,20 @@ class SQLiteStore:
         return SQLiteSession(session_id, self.db_path)
 
     def turn_io(self, session: Session) -> TurnIO | None:
-        """No short path yet: turns go through the session and the leases."""
-        return None
+        """This file's short turn path, for a plain ``SQLiteSession`` on it with the SDK's default
+        tables, or a pooled session; a subclass (``AdvancedSQLiteSession`` writes more tables)
+        goes through its own methods."""
+        if type(session) is PooledSession:
+            path = session.pool.db_path
+        elif type(session) is SQLiteSession:
+            if (session.sessions_table, session.messages_table) != (SESSIONS_TABLE, MESSAGES_TABLE):
+                return None
+            path = Path(session.db_path)
+        else:
+            return None
+        if str(path) == ":memory:" or path.absolute() != self.db_path.absolute():
+            return None
+        return sqlite_turns(path)
 
     async def check(self) -> None:
         check_db_path(self.db_path)
@@ -260,23 +269,23 @@ class SQLiteStore:
         The last connection to close checkpoints SQLite's write-ahead log into the file, so a
         file copied after ``close()`` holds every committed turn.
         """
-        leases = _leases_by_file.pop(self.db_path.absolute(), None)
-        if leases is not None:
-            leases.close()
+        turns = _turns_by_file.pop(self.db_path.absolute(), None)
+        if turns is not None:
+            turns.close()
 
 
-_leases_by_file: OrderedDict[Path, SQLiteLeases] = OrderedDict()
-_KEEP_FILES = 16  # lease connections kept open per process (the most recently used files)
+_turns_by_file: OrderedDict[Path, SQLiteTurns] = OrderedDict()
+_KEEP_FILES = 16  # connections kept open per process (the most recently used files)
 
 
-def sqlite_leases(db_path: str | Path) -> SQLiteLeases:
-    """The leases of one SQLite file, one connection per file per process."""
+def sqlite_turns(db_path: str | Path) -> SQLiteTurns:
+    """The leases and turn path of one SQLite file: one connection per file per process."""
     path = Path(db_path).absolute()
-    leases = _leases_by_file.pop(path, None) or SQLiteLeases(path)
-    _leases_by_file[path] = leases
-    while len(_leases_by_file) > _KEEP_FILES:
-        _leases_by_file.popitem(last=False)[1].close()
-    return leases
+    turns = _turns_by_file.pop(path, None) or SQLiteTurns(path)
+    _turns_by_file[path] = turns
+    while len(_turns_by_file) > _KEEP_FILES:
+        _turns_by_file.popitem(last=False)[1].close()
+    return turns
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:

@@ -1,0 +1,189 @@
+"""Turns on a SQLite file in two steps, on one long-lived connection per file per process.
+
+The SDK's ``SQLiteSession`` opens connections per object and thread and takes a process-wide
+lock per file for every call; ``SQLitePool`` opens a session per operation. Both cost far more
+than the SQL. Here one connection per file, on a thread of its own (so the event loop never
+waits on SQLite's locks), serves every turn of every session on that file: a turn's start (take
+the lease, see whether a turn waits for approval, read the history) is one call, its commit (the
+items, as ``SQLiteSession.add_items`` writes them, and the lease given up) one transaction. The
+tables are the SDK's own: ``SQLiteSession`` reads what is written here, and the other way round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from agents import SQLiteSession
+
+from multisessions.locks import LEASE_SECONDS
+from multisessions.stores.base import TurnStart
+from multisessions.stores.leases import LEASES_TABLE
+
+PENDING_TABLE = "agent_session_pending"
+SESSIONS_TABLE = "agent_sessions"
+MESSAGES_TABLE = "agent_messages"
+
+T = TypeVar("T")
+_inherited: list[object] = []  # a parent's connections and threads, never used in this process
+
+
+class SQLiteTurns:
+    """Leases and whole turns on one SQLite file: one connection, one thread (``TurnIO``)."""
+
+    def __init__(self, db_path: str | Path, seconds: float = LEASE_SECONDS) -> None:
+        self.db_path = Path(db_path)
+        self.seconds = seconds
+        self._conn: sqlite3.Connection | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        self._pid = os.getpid()
+
+    async def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` on the file's connection, on its own thread (opened on first use)."""
+        self._forget_if_forked()
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-turns")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._run, work)
+
+    def _forget_if_forked(self) -> None:
+        # A forked child has neither the thread nor a safe copy of the connection: it opens its
+        # own. The inherited ones are left alone (closing them could disturb the parent's).
+        if self._pid != os.getpid():
+            _inherited.append((self._conn, self._thread))
+            self._conn, self._thread, self._pid = None, None, os.getpid()
+
+    def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._conn is None:
+            self._conn = self._connect()
+        return work(self._conn)
+
+    def _connect(self) -> sqlite3.Connection:
+        # The SDK's class creates its own tables (and turns WAL on) exactly as it wants them.
+        SQLiteSession("__tables__", self.db_path).close()
+        conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {LEASES_TABLE} "
+            "(session_id TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL)"
+        )
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {PENDING_TABLE} (session_id TEXT PRIMARY KEY, "
+            "state TEXT NOT NULL, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
+        )
+        return conn
+
+    async def try_acquire(self, session_id: str, owner: str, seconds: float) -> bool:
+        return await self._call(lambda conn: _take(conn, session_id, owner, seconds))
+
+    async def renew(self, session_id: str, owner: str, seconds: float) -> bool:
+        def renew(conn: sqlite3.Connection) -> bool:
+            sql = f"UPDATE {LEASES_TABLE} SET expires = ? WHERE session_id = ? AND owner = ?"
+            return conn.execute(sql, (time.time() + seconds, session_id, owner)).rowcount == 1
+
+        return await self._call(renew)
+
+    async def release(self, session_id: str, owner: str) -> None:
+        sql = f"DELETE FROM {LEASES_TABLE} WHERE session_id = ? AND owner = ?"
+        await self._call(lambda conn: conn.execute(sql, (session_id, owner)))
+
+    async def begin(self, session_id: str, owner: str, seconds: float, limit: int | None) -> TurnStart | None:
+        def begin(conn: sqlite3.Connection) -> TurnStart | None:
+            if not _take(conn, session_id, owner, seconds):
+                return None
+            # Read after the lease is ours: every turn committed before it freed the lease.
+            waiting = conn.execute(f"SELECT 1 FROM {PENDING_TABLE} WHERE session_id = ?", (session_id,))
+            paused = waiting.fetchone() is not None
+            return TurnStart(_read_history(conn, session_id, limit), limit, paused)
+
+        return await self._call(begin)
+
+    async def commit(self, session_id: str, owner: str, items: list[Any]) -> bool:
+        rows = [(session_id, json.dumps(item)) for item in items]  # as SQLiteSession serialises them
+
+        def commit(conn: sqlite3.Connection) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                freed = conn.execute(
+                    f"DELETE FROM {LEASES_TABLE} WHERE session_id = ? AND owner = ?", (session_id, owner)
+                )
+                if freed.rowcount != 1:  # another turn took the session: write nothing
+                    conn.execute("ROLLBACK")
+                    return False
+                # What SQLiteSession.add_items writes, in the same order.
+                conn.execute(f"INSERT OR IGNORE INTO {SESSIONS_TABLE} (session_id) VALUES (?)", (session_id,))
+                conn.executemany(
+                    f"INSERT INTO {MESSAGES_TABLE} (session_id, message_data) VALUES (?, ?)", rows
+                )
+                conn.execute(
+                    f"UPDATE {SESSIONS_TABLE} SET updated_at = CURRENT_TIMESTAMP WHERE session_id = ?",
+                    (session_id,),
+                )
+                conn.execute("COMMIT")
+                return True
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+        return await self._call(commit)
+
+    def close(self) -> None:
+        """Close the connection and stop its thread (the next call opens them again)."""
+        self._forget_if_forked()  # a parent's thread would never answer here
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.submit(self._close_connection).result()
+            thread.shutdown()
+
+    def _close_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _take(conn: sqlite3.Connection, session_id: str, owner: str, seconds: float) -> bool:
+    """Take the lease if it is free or expired (one statement, so one atomic step)."""
+    now = time.time()
+    taken = conn.execute(
+        f"INSERT INTO {LEASES_TABLE} (session_id, owner, expires) VALUES (?, ?, ?) "
+        "ON CONFLICT(session_id) DO UPDATE SET owner = excluded.owner, expires = excluded.expires "
+        f"WHERE {LEASES_TABLE}.expires < ?",
+        (session_id, owner, now + seconds, now),
+    )
+    return taken.rowcount == 1
+
+
+def _read_history(conn: sqlite3.Connection, session_id: str, limit: int | None) -> list[Any]:
+    """The newest ``limit`` items (all: None), oldest first, as ``SQLiteSession.get_items`` reads
+    them: rows that are not JSON are skipped, and the window grows so they do not count."""
+    if limit is None:
+        sql = f"SELECT message_data FROM {MESSAGES_TABLE} WHERE session_id = ? ORDER BY id ASC"
+        return _decode(conn.execute(sql, (session_id,)).fetchall())
+    sql = f"SELECT message_data FROM {MESSAGES_TABLE} WHERE session_id = ? ORDER BY id DESC LIMIT ?"
+    if limit <= 0:  # the SDK keeps SQLite's meaning of a non-positive LIMIT
+        return _decode(conn.execute(sql, (session_id, limit)).fetchall()[::-1])
+    window = limit
+    while True:
+        rows = conn.execute(sql, (session_id, window)).fetchall()
+        items = _decode(rows[::-1])
+        if len(items) >= limit:
+            return items[-limit:]
+        if len(rows) < window:
+            return items
+        window *= 2
+
+
+def _decode(rows: list[Any]) -> list[Any]:
+    items = []
+    for (data,) in rows:
+        try:
+            items.append(json.loads(data))
+        except (json.JSONDecodeError, TypeError):
+            continue
+    return items
