@@ -218,10 +218,12 @@ async def test_a_failed_turn_leaves_the_store_as_it_was_and_says_one_line(
     store = SQLiteStore(db)
     session = store.open("user_alice")
     helper = Agent(name="Support Agent")
-    # Only the hang needs a short timeout; a loaded machine may take longer than 0.3 s to connect.
+    # Only the hang needs a short timeout, and only on the failing turn: a loaded machine may
+    # take longer than 0.3 s to answer the first one.
     timeout = 0.3 if kind == "hang" else 10.0
+    first = resolve_model(None, settings_for(api, standin, timeout=10.0), announce=False)
     model = resolve_model(None, settings_for(api, standin, timeout=timeout), announce=False)
-    await run_turn(helper, session, "My name is Alice.", run_config=RunConfig(model=model))
+    await run_turn(helper, session, "My name is Alice.", run_config=RunConfig(model=first))
     before = await read_all(session)
     if kind == "wrong_api":
         standin.only = "chat_completions" if api == "responses" else "responses"

@@ -310,10 +310,11 @@ def test_redis_failing_during_chat_is_one_line_and_a_clean_end(method, monkeypat
 
 
 def test_a_store_failing_inside_a_chat_turn_is_one_line_and_the_chat_goes_on(db, monkeypatch, capsys):
-    async def full(self, items):
+    async def full(self, session_id, owner, items):
         raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr("agents.memory.sqlite_session.SQLiteSession.add_items", full)
+    # Where a turn on a SQLite file is written (the file's one connection).
+    monkeypatch.setattr("multisessions.stores.sqlite_turns.SQLiteTurns.commit", full)
     code, out, err = cli(capsys, "chat", "--user", "ann", "--db", str(db), stdin="hi\n/history\n")
     assert code == 0 and "Traceback" not in out + err
     assert "is full" in out and "[user_ann] 0 items" in out

@@ -13,7 +13,7 @@ import serve
 from conftest import ROOT, subprocess_env
 from multisessions import MAX_MESSAGE_CHARS, ConfigError, OfflineModel, feature_session_id, load_settings
 from multisessions.settings import parse_tokens
-from multisessions.stores.sqlite_store import PooledSession
+from multisessions.stores.sqlite_turns import SQLiteTurns
 from multisessions.web import OneLineStartupErrors, RateLimiter
 from serve_fixture import auth, events_of, serving, stored
 
@@ -275,10 +275,11 @@ async def test_a_store_failure_is_503_in_one_line_and_the_session_is_unchanged(d
         )
         before = await stored(db)
 
-        async def disk_error(self: Any, items: Any) -> None:
+        async def disk_error(self: Any, session_id: str, owner: str, items: Any) -> bool:
             raise sqlite3.OperationalError("disk I/O error at /secret/path")
 
-        monkeypatch.setattr(PooledSession, "add_items", disk_error)
+        # Where a pooled session's turn is written (the file's one connection: SQLiteTurns).
+        monkeypatch.setattr(SQLiteTurns, "commit", disk_error)
         response = await client.post(
             "/api/conversations/support/messages", json={"message": "Hi"}, headers=auth("alice")
         )
