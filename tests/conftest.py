@@ -82,6 +82,37 @@ def hermetic(folder: Path) -> Iterator[None]:
         yield
 
 
+SLOWEST_FILES_FIRST = (
+    "test_real_model.py",
+    "test_readme.py",
+    "test_scripts.py",
+    "test_serve_workers.py",
+    "test_standin_server.py",
+    "test_reliability.py",
+    "test_bench.py",
+    "test_cross_process.py",
+    "test_serve_browser.py",
+    "test_readme_real_model.py",
+    "test_security.py",
+    "test_approvals.py",
+    "test_stores.py",
+)
+"""The test files that start processes, servers or a browser, about the slowest first.
+
+pytest-xdist gives each worker whole files in the order they were collected (``--dist loadfile``
+in pyproject.toml): the long files start first and the short ones fill in after, so both workers
+finish together. Only the order changes; a file not named here runs after these, as collected.
+"""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    renamed = [name for name in SLOWEST_FILES_FIRST if not (ROOT / "tests" / name).is_file()]
+    if renamed:
+        raise pytest.UsageError(f"SLOWEST_FILES_FIRST in tests/conftest.py names no such file: {renamed}")
+    rank = {name: i for i, name in enumerate(SLOWEST_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's own order
+
+
 @pytest.fixture(autouse=True)
 def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Every test: no settings variables, offline model, working directory a fresh temp folder."""
