@@ -21,9 +21,6 @@ from typing import IO
 
 import pytest
 
-from multisessions import SQLitePool, SQLiteStore, StoreError
-from multisessions.stores import RedisStore, SQLStore
-
 REDIS_URL = "redis://127.0.0.1:6379/15"
 POSTGRES_SERVER = "postgresql://postgres@127.0.0.1:5432"
 MAINTENANCE_DATABASES = ("postgres", "test")
@@ -122,6 +119,7 @@ async def _create_tables() -> None:
     from agents import Agent, RunConfig
 
     from multisessions import OfflineModel, run_turn
+    from multisessions.stores import SQLStore
 
     store = SQLStore(postgres_url())
     try:
@@ -150,6 +148,10 @@ class Tracked:
 
 
 async def make_store(kind: str, tmp_path, prefix: str):
+    # Imported here: conftest.py loads this file in pytest-xdist's controller too, which runs no test.
+    from multisessions import SQLitePool, SQLiteStore, StoreError
+    from multisessions.stores import RedisStore, SQLStore
+
     if kind == "sqlite":
         return SQLiteStore(tmp_path / "sessions.db")
     if kind == "pooled":
