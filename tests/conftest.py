@@ -3,10 +3,15 @@
 Hermetic: no variable below and no ``.env`` in the project folder can change a test's result.
 In-process tests run with these variables removed and a temp folder as the working directory;
 child processes get ``subprocess_env()`` and a working directory without a ``.env``.
+
+The SDK and the project are imported where a test needs them, not here: pytest-xdist's
+controller process loads this file too, runs no test, and would wait ~2 s for them before it
+starts the workers.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import ipaddress
 import os
@@ -17,18 +22,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from agents import set_tracing_disabled
+
+if TYPE_CHECKING:
+    from multisessions import Settings
+    from multisessions.cli import Lesson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-import agent  # noqa: E402  (needs ROOT on sys.path)
-from multisessions import Settings  # noqa: E402
-from multisessions.cli import Lesson, main  # noqa: E402
-
-set_tracing_disabled(True)
 
 SETTINGS_VARIABLES = (
     "OPENAI_API_KEY",
@@ -47,8 +50,22 @@ SETTINGS_VARIABLES = (
 NOWHERE = "http://127.0.0.1:9"
 """A model server that is not there: a stray real model call fails at once, locally."""
 
-LESSON = Lesson(agent.DEMOS, agent.EXTRA_DEMOS, agents=agent.support_agents, first_agent="Triage Agent")
-"""What ``python agent.py`` hands the command line (see the end of agent.py)."""
+
+@functools.cache
+def lesson() -> Lesson:
+    """What ``python agent.py`` hands the command line (see the end of agent.py)."""
+    import agent
+    from multisessions.cli import Lesson
+
+    return Lesson(agent.DEMOS, agent.EXTRA_DEMOS, agents=agent.support_agents, first_agent="Triage Agent")
+
+
+def __getattr__(name: str) -> Any:
+    """``from conftest import LESSON``: the lesson, built on first use."""
+    if name == "LESSON":
+        return lesson()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _real_connect = socket.socket.connect
 
@@ -80,6 +97,45 @@ def hermetic(folder: Path) -> Iterator[None]:
         scrub(monkeypatch)
         monkeypatch.chdir(folder)
         yield
+
+
+SLOWEST_FILES_FIRST = (
+    "test_real_model.py",
+    "test_readme.py",
+    "test_scripts.py",
+    "test_serve_workers.py",
+    "test_standin_server.py",
+    "test_reliability.py",
+    "test_bench.py",
+    "test_cross_process.py",
+    "test_serve_browser.py",
+    "test_readme_real_model.py",
+    "test_security.py",
+    "test_approvals.py",
+    "test_stores.py",
+)
+"""The test files that start processes, servers or a browser, about the slowest first.
+
+pytest-xdist gives each worker whole files in the order they were collected (``--dist loadfile``
+in pyproject.toml): the long files start first and the short ones fill in after, so both workers
+finish together. Only the order changes; a file not named here runs after these, as collected.
+"""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    renamed = [name for name in SLOWEST_FILES_FIRST if not (ROOT / "tests" / name).is_file()]
+    if renamed:
+        raise pytest.UsageError(f"SLOWEST_FILES_FIRST in tests/conftest.py names no such file: {renamed}")
+    rank = {name: i for i, name in enumerate(SLOWEST_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's own order
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_tracing() -> None:
+    """No trace is exported from any test (session-scoped: set up before any module's fixtures)."""
+    from agents import set_tracing_disabled
+
+    set_tracing_disabled(True)
 
 
 @pytest.fixture(autouse=True)
@@ -139,11 +195,14 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
     (or ``settings=``) and ``stdin=`` as standard input. Use it from sync tests (main runs its loop).
     """
 
+    from multisessions import Settings
+    from multisessions.cli import main
+
     def run(*args: str, stdin: str = "", settings: Settings | None = None) -> Ran:
         capsys.readouterr()  # only this command's output
         monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
         try:
-            code = main(list(args), LESSON, settings=Settings() if settings is None else settings)
+            code = main(list(args), lesson(), settings=Settings() if settings is None else settings)
         except SystemExit as exc:  # argparse's --help exits, as the interpreter would end
             code = exc.code if isinstance(exc.code, int) else 1
         out, err = capsys.readouterr()

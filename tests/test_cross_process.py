@@ -8,18 +8,21 @@ import uuid
 import pytest
 
 from multisessions import StoreError, open_store
+from stores_fixture import REDIS_URL, empty_postgres_database, postgres_url
 from tools import stress
-
-REDIS = "redis://127.0.0.1:6379/15"
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 @pytest.fixture(params=["sqlite", "redis", "postgres"])
 async def url(request) -> str | None:
-    """No URL (the SQLite file), or a reachable server's URL with a key prefix of this test's own."""
+    """No URL (the SQLite file), or a reachable server's URL: Redis with a key prefix of this test's
+    own, PostgreSQL in a database of this test process's own."""
     if request.param == "sqlite":
         return None
-    url = f"{REDIS}?key_prefix=xproc-{uuid.uuid4().hex[:8]}" if request.param == "redis" else POSTGRES
+    if request.param == "redis":
+        url = f"{REDIS_URL}?key_prefix=xproc-{uuid.uuid4().hex[:8]}"
+    else:
+        await empty_postgres_database()  # this test process's own database
+        url = postgres_url()
     store = open_store(url)
     try:
         await store.check()

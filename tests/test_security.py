@@ -37,7 +37,7 @@ from multisessions.cli import Lesson, main
 from multisessions.naming import MAX_ID_LENGTH, MAX_PART_LENGTH
 from multisessions.stores import EncryptedStore, RedisStore, SQLiteStore, open_store, tenant_key
 from multisessions.stores.redis_store import MAX_TTL
-from stores_fixture import POSTGRES_URL, REDIS_URL
+from stores_fixture import REDIS_URL, postgres_url
 
 LESSON = Lesson(agent.DEMOS, agent.EXTRA_DEMOS, agents=agent.support_agents, first_agent="Triage Agent")
 SECRET = "k" * 16 + "-test-secret-" + "z" * 16  # 45 characters: a test key, not a real one
@@ -73,7 +73,7 @@ def store_args(store) -> list[str]:
         return ["--db", str(store.db_path)]
     if store.kind == "redis":
         return ["--store", f"{REDIS_URL}?key_prefix={store.key_prefix}"]
-    return ["--store", POSTGRES_URL]
+    return ["--store", postgres_url()]
 
 
 async def put(store, session_id: str, text: str = "hello") -> None:

@@ -8,25 +8,25 @@ history is whole and in order), not only on the replies. The full-size figures a
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 
-from stores_fixture import POSTGRES_URL, REDIS_URL, make_store, unavailable
+from stores_fixture import REDIS_URL, make_store, postgres_url, unavailable
 from tools.loadtest import run_load
-
-STORES = {"redis": REDIS_URL, "postgres": POSTGRES_URL}
 
 
 async def test_two_workers_on_redis_and_on_postgresql_serve_every_user_apart(tmp_path):
     usable, missing = {}, {}
-    for kind, url in STORES.items():
+    prefix = f"loadtest-{uuid.uuid4().hex[:8]}"  # this test's Redis keys, apart from any other test's
+    for kind in ("redis", "postgres"):
         try:
-            store = await make_store(kind, tmp_path, "loadtest-check")
+            store = await make_store(kind, tmp_path, prefix)
         except pytest.skip.Exception as reason:  # no server here: run the other store, then skip
             missing[kind] = str(reason)
             continue
         await store.close()
-        usable[kind] = url
+        usable[kind] = f"{REDIS_URL}?key_prefix={prefix}" if kind == "redis" else postgres_url()
 
     # Both servers at once: their workers start in parallel, which halves the test's time.
     results = await asyncio.gather(*(run_load(20, 3, 2, url, progress=False) for url in usable.values()))

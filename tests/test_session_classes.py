@@ -31,10 +31,9 @@ from openai import AsyncOpenAI
 from helpers import reply
 from multisessions import StoreError, TurnFailed, read_all
 from multisessions.turns import PendingTurn, run_turn, stream_turn
-from stores_fixture import REDIS_URL, unavailable
+from stores_fixture import REDIS_URL, empty_postgres_database, postgres_url, unavailable
 from tools.standin_server import StandinServer
 
-POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 BOT = Agent(name="Bot")
 NOWHERE = "http://127.0.0.1:9/v1"  # a compaction that was not expected fails at once, locally
 
@@ -112,8 +111,9 @@ async def redis(tmp: Path, session_id: str) -> AsyncIterator[Session]:
 
 @asynccontextmanager
 async def sqlalchemy_postgres(tmp: Path, session_id: str) -> AsyncIterator[Session]:
+    await empty_postgres_database()  # this test process's own database
     session = SQLAlchemySession.from_url(
-        f"{session_id}-{uuid.uuid4().hex[:8]}", url=POSTGRES_URL, create_tables=True
+        f"{session_id}-{uuid.uuid4().hex[:8]}", url=postgres_url("postgresql+asyncpg"), create_tables=True
     )
     try:
         await session.get_items()
