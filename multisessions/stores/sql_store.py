@@ -1,6 +1,8 @@
 """Sessions in PostgreSQL (or any SQLAlchemy database): ``SQLAlchemySession`` on one shared engine.
 
-The SDK's tables (``agent_sessions``, ``agent_messages``) plus ``agent_session_last_agent``.
+The SDK's tables (``agent_sessions``, ``agent_messages``) plus ``agent_session_last_agent`` and
+``agent_session_pending``. On PostgreSQL, turns on the store's own sessions take a short path
+(pg_turns.py): one round trip to start, one to commit, in the same tables and formats.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from agents.memory import Session
 from multisessions.errors import ConfigError, StoreError
 from multisessions.stores.base import SessionInfo, TurnIO, remember_store, store_failures
 from multisessions.stores.leases import SQLLeases, text
+from multisessions.stores.pg_turns import SETUP_LOCK, PostgresTurns
 from multisessions.stores.sqlite_store import LAST_AGENT_TABLE, MESSAGES_TABLE, PENDING_TABLE, SESSIONS_TABLE
 from multisessions.stores.urls import INSTALL_HINT, redact_url, scrub
 
@@ -42,14 +45,34 @@ class SQLStore:
         self.name = f"{self.engine.dialect.name} {redact_url(url)}"
         self.leases = SQLLeases(self.engine)
         self._tables_ready = False
+        self._tables_lock = asyncio.Lock()
+        self._turns: PostgresTurns | None = None
+        if self.engine.dialect.name == "postgresql":
+            _, args = self.engine.dialect.create_connect_args(self.engine.url)
+            connect = dict(args)
+            for adapter_only in ("prepared_statement_cache_size", "prepared_statement_name_func"):
+                connect.pop(adapter_only, None)  # SQLAlchemy's adapter options, not asyncpg's
+            self._turns = PostgresTurns(connect, self._ready, self.leases, self.name, url)
 
     def open(self, session_id: str) -> Session:
         session = self._session_class(session_id, engine=self.engine, create_tables=True)
         return remember_store(session, self)
 
     def turn_io(self, session: Session) -> TurnIO | None:
-        """No short path yet: turns go through the session and the leases."""
-        return None
+        """The PostgreSQL short path, for a plain ``SQLAlchemySession`` on this store's engine with
+        the default tables and JSON: what the short path writes is what that session would write.
+        Anything else (a subclass, other tables, another engine, SQLite) goes through the session."""
+        if self._turns is None or type(session) is not self._session_class:
+            return None
+        sdk: Any = session
+        if (
+            sdk.engine is not self.engine
+            or sdk._sessions.name != SESSIONS_TABLE
+            or sdk._messages.name != MESSAGES_TABLE
+            or sdk._ensure_ascii is not True
+        ):
+            return None
+        return self._turns
 
     async def check(self) -> None:
         """Fail in one line if the database cannot be reached."""
@@ -64,11 +87,23 @@ class SQLStore:
             ) from None
 
     async def _ready(self) -> None:
-        """Create the SDK's tables and our last-agent table if this is a new database."""
+        """Create the SDK's tables and our own if this is a new database.
+
+        Once per process (the lock), and one process at a time on PostgreSQL (an advisory lock):
+        concurrent ``CREATE TABLE IF NOT EXISTS`` of one table can fail there with a unique
+        violation in the catalog, which failed the first turns of a fresh database."""
         if self._tables_ready:
             return
+        async with self._tables_lock:
+            if not self._tables_ready:
+                await self._create_tables()
+                self._tables_ready = True
+
+    async def _create_tables(self) -> None:
         await self.open("__init__").get_items(1)  # the SDK creates its own tables on first use
         async with self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SETUP_LOCK})
             await conn.execute(
                 text(
                     f"CREATE TABLE IF NOT EXISTS {LAST_AGENT_TABLE} (session_id VARCHAR PRIMARY KEY, "
@@ -81,7 +116,6 @@ class SQLStore:
                     "state TEXT NOT NULL, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
                 )
             )
-        self._tables_ready = True
 
     async def list_sessions(self) -> list[SessionInfo]:
         with store_failures(self.name, self._url, "listing sessions"):
@@ -179,6 +213,8 @@ class SQLStore:
         return [str(r[0]) for r in rows]
 
     async def close(self) -> None:
+        if self._turns is not None:
+            await self._turns.close()
         await self.engine.dispose()
 
 
