@@ -344,3 +344,31 @@ async def test_turns_from_two_stores_on_one_session_never_interleave(pg):
         assert sorted(seen, key=len) == [order[: n + 1] for n in range(16)]
     finally:
         await other.close()
+
+
+async def test_a_fresh_database_takes_many_first_turns_at_once(pg):
+    # Each process made its tables on first use, from every pooled connection at once; PostgreSQL
+    # then failed some with a unique violation in its catalog (the bench's errors at 1,000 users).
+    name = f"multisessions_fresh_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(host=HOST, port=PORT, user="postgres", database="postgres")
+    await admin.execute(f"CREATE DATABASE {name}")
+    stores = [SQLStore(f"postgresql://postgres@{HOST}:{PORT}/{name}") for _ in range(2)]
+    try:
+        model = ScriptedModel([reply(f"r{i}") for i in range(10)])
+        results = await asyncio.gather(
+            *(stores[0].leases.try_acquire(f"lease{i}", "me", 5) for i in range(10)),
+            *(stores[0].load_pending(f"paused{i}") for i in range(10)),
+            *(
+                run_turn(
+                    Agent(name="Bot"), stores[i % 2].open(f"user{i}"), "hi", run_config=RunConfig(model=model)
+                )
+                for i in range(10)
+            ),
+            return_exceptions=True,
+        )
+        assert [r for r in results if isinstance(r, BaseException)] == []
+    finally:
+        for store in stores:
+            await store.close()
+        await admin.execute(f"DROP DATABASE {name}")
+        await admin.close()

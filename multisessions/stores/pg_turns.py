@@ -23,7 +23,7 @@ from typing import Any
 
 from multisessions.locks import LeaseBackend
 from multisessions.stores.base import TurnStart, store_failures
-from multisessions.stores.leases import LEASES_TABLE
+from multisessions.stores.leases import LEASES_TABLE, SETUP_LOCK
 from multisessions.stores.sqlite_store import MESSAGES_TABLE, PENDING_TABLE, SESSIONS_TABLE
 
 BEGIN = "multisessions_turn_begin_v1"
@@ -33,10 +33,8 @@ POOL_SIZE = 8
 hundreds of turns at once without the descriptors (and server processes) of one per turn."""
 
 # Versioned names: a later change to these functions gets new names instead of replacing the
-# ones processes of this version still call. The setup runs under an advisory lock, since two
-# processes replacing one function at once fail ("tuple concurrently updated").
-SETUP_LOCK = 0x6D756C7469
-"""The advisory lock key (any constant) under which one process at a time creates tables and functions."""
+# ones processes of this version still call. The setup runs under SETUP_LOCK: two processes
+# creating one table or replacing one function at once fail ("tuple concurrently updated").
 _SETUP = [
     f"CREATE TABLE IF NOT EXISTS {LEASES_TABLE} (session_id VARCHAR PRIMARY KEY, "
     "owner VARCHAR NOT NULL, expires TIMESTAMPTZ NOT NULL)",

@@ -15,8 +15,8 @@ from agents.memory import Session
 
 from multisessions.errors import ConfigError, StoreError
 from multisessions.stores.base import SessionInfo, TurnIO, remember_store, store_failures
-from multisessions.stores.leases import SQLLeases, text
-from multisessions.stores.pg_turns import SETUP_LOCK, PostgresTurns
+from multisessions.stores.leases import SETUP_LOCK, SQLLeases, text
+from multisessions.stores.pg_turns import PostgresTurns
 from multisessions.stores.sqlite_store import LAST_AGENT_TABLE, MESSAGES_TABLE, PENDING_TABLE, SESSIONS_TABLE
 from multisessions.stores.urls import INSTALL_HINT, redact_url, scrub
 
@@ -89,9 +89,9 @@ class SQLStore:
     async def _ready(self) -> None:
         """Create the SDK's tables and our own if this is a new database.
 
-        Once per process (the lock), and one process at a time on PostgreSQL (an advisory lock):
-        concurrent ``CREATE TABLE IF NOT EXISTS`` of one table can fail there with a unique
-        violation in the catalog, which failed the first turns of a fresh database."""
+        Once per process (the lock), and one client at a time on PostgreSQL (``SETUP_LOCK``):
+        every turn reads the paused table, and turns starting together on a fresh database each
+        creating it can fail."""
         if self._tables_ready:
             return
         async with self._tables_lock:
