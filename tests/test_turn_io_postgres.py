@@ -17,7 +17,7 @@ from agents.testing import ModelStep, ScriptedModel, assistant_message
 
 from helpers import reply, user_texts
 from multisessions import AwaitingApproval, LeaseLost, StoreError, TurnFailed, open_store, run_turn
-from multisessions.stores import SQLStore, TurnStart
+from multisessions.stores import SQLStore, TurnStart, sql_store
 from multisessions.stores.base import remember_store
 from multisessions.stores.pg_turns import PostgresTurns
 from stores_fixture import POSTGRES_URL, unavailable
@@ -372,3 +372,30 @@ async def test_a_fresh_database_takes_many_first_turns_at_once(pg):
             await store.close()
         await admin.execute(f"DROP DATABASE {name}")
         await admin.close()
+
+
+async def test_sessions_a_sqlalchemy_store_opens_are_the_sdks_class_each_with_its_own_id_and_settings(
+    tmp_path, monkeypatch
+):
+    # open() copies a template session instead of building its schema objects anew (sql_store.py).
+    store = open_store(f"sqlite+aiosqlite:///{tmp_path / 'aio.db'}")
+    try:
+        first, second = store.open("user_a"), store.open("user_b")
+        assert type(first) is SQLAlchemySession and type(second) is SQLAlchemySession
+        assert (first.session_id, second.session_id) == ("user_a", "user_b")
+        first.session_settings.limit = 1
+        assert second.session_settings.limit is None
+        await first.add_items([{"role": "user", "content": "a1"}, {"role": "user", "content": "a2"}])
+        await second.add_items([{"role": "user", "content": "b"}])
+        assert await first.get_items() == [{"role": "user", "content": "a2"}]  # its own limit
+        assert await second.get_items() == [{"role": "user", "content": "b"}]
+        assert {info.session_id: info.items for info in await store.list_sessions()} == {
+            "user_a": 2,
+            "user_b": 1,
+        }
+        # An SDK whose session keeps other fields: built by its constructor, as before.
+        monkeypatch.setattr(sql_store, "_SESSION_FIELDS", {"session_id"})
+        third = store.open("user_c")
+        assert third.session_id == "user_c" and third._metadata is not first._metadata
+    finally:
+        await store.close()
