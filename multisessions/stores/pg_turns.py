@@ -1,8 +1,9 @@
 """PostgreSQL's short turn path: a turn's start and its commit, one round trip each, over asyncpg.
 
-Through ``SQLAlchemySession`` and ``SQLLeases`` a turn costs about eight round trips (lease,
-paused check, history, lease renewal, the SDK's locked insert and touch, release), each through
-SQLAlchemy's ORM layers: PostgreSQL reached 0.14 of the no-session floor. Here two server-side
+Through ``SQLAlchemySession`` and ``SQLLeases`` a turn took 21 round trips (counted through a
+relay: lease, paused check, history, renewal, the SDK's locked insert and touch, release, each
+with its BEGIN and COMMIT), each through SQLAlchemy's layers: PostgreSQL reached 0.14 of the
+no-session floor at 1,000 users. Here two server-side
 functions do the same work, on one small asyncpg pool of our own, in the SDK's own tables and
 formats, so that ``SQLAlchemySession.get_items()`` reads back exactly what it would have written:
 
@@ -192,18 +193,21 @@ class PostgresTurns:
 
     async def try_acquire(self, session_id: str, owner: str, seconds: float) -> bool:
         """As ``SQLLeases.try_acquire``, on this pool."""
-        pool = await self._connection_pool()
-        return str(await pool.execute(_ACQUIRE, session_id, owner, seconds)) == "INSERT 0 1"
+        with store_failures(self._name, self._url, "taking a lease"):
+            pool = await self._connection_pool()
+            return str(await pool.execute(_ACQUIRE, session_id, owner, seconds)) == "INSERT 0 1"
 
     async def renew(self, session_id: str, owner: str, seconds: float) -> bool:
         """As ``SQLLeases.renew``, on this pool."""
-        pool = await self._connection_pool()
-        return str(await pool.execute(_RENEW, session_id, owner, seconds)) == "UPDATE 1"
+        with store_failures(self._name, self._url, "renewing a lease"):
+            pool = await self._connection_pool()
+            return str(await pool.execute(_RENEW, session_id, owner, seconds)) == "UPDATE 1"
 
     async def release(self, session_id: str, owner: str) -> None:
         """As ``SQLLeases.release``, on this pool."""
-        pool = await self._connection_pool()
-        await pool.execute(_RELEASE, session_id, owner)
+        with store_failures(self._name, self._url, "releasing a lease"):
+            pool = await self._connection_pool()
+            await pool.execute(_RELEASE, session_id, owner)
 
     async def close(self) -> None:
         """Close the pool, if it was opened."""
