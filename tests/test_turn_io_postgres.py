@@ -25,8 +25,13 @@ from stores_fixture import POSTGRES_URL, unavailable
 HOST, PORT = "127.0.0.1", 5432
 
 
+_made: list[str] = []
+
+
 def uid(name: str) -> str:
-    return f"tio-{name}-{uuid.uuid4().hex[:8]}"
+    """A session id of this test's own (the ``pg`` fixture removes it after the test)."""
+    _made.append(f"tio-{name}-{uuid.uuid4().hex[:8]}")
+    return _made[-1]
 
 
 async def open_pg(url: str = POSTGRES_URL) -> SQLStore:
@@ -41,14 +46,14 @@ async def open_pg(url: str = POSTGRES_URL) -> SQLStore:
 
 @pytest.fixture
 async def pg() -> AsyncIterator[SQLStore]:
-    """A PostgreSQL store; the sessions a test names with ``uid`` are removed after it."""
+    """A PostgreSQL store; the sessions a test names with ``uid`` are removed after it (only those:
+    other tests may share the database)."""
     store = await open_pg()
+    first = len(_made)
     yield store
-    async with store.engine.connect() as conn:
-        ids = [r[0] for r in (await conn.exec_driver_sql("SELECT session_id FROM agent_sessions")).all()]
-    for session_id in ids:
-        if session_id.startswith("tio-"):
-            await store.delete(session_id)
+    for session_id in _made[first:]:
+        await store.delete(session_id)
+    await raw("DELETE FROM multisessions_leases WHERE session_id = ANY($1)", _made[first:])
     await store.close()
 
 
@@ -399,3 +404,33 @@ async def test_sessions_a_sqlalchemy_store_opens_are_the_sdks_class_each_with_it
         assert third.session_id == "user_c" and third._metadata is not first._metadata
     finally:
         await store.close()
+
+
+async def test_a_turn_longer_than_its_lease_renews_it_and_commits(pg, monkeypatch):
+    # The lease is shortened through the store's leases (as tools/stress.py does): the short path
+    # shares its length, renews every third of it while the model runs, and commits whole.
+    session = pg.open(uid("long"))
+    io = short_path(pg, session)
+    monkeypatch.setattr(pg.leases, "seconds", 0.3)
+    assert io.seconds == 0.3
+    renewals = 0
+    renew = io.renew
+
+    async def counted(*args: Any) -> bool:
+        nonlocal renewals
+        renewals += 1
+        return await renew(*args)
+
+    monkeypatch.setattr(io, "renew", counted)
+
+    class Slow(ScriptedModel):
+        async def get_response(self, *args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(0.8)
+            return await super().get_response(*args, **kwargs)
+
+    await run_turn(
+        Agent(name="Bot"), session, "take your time", run_config=RunConfig(model=Slow([reply("done")]))
+    )
+    assert renewals >= 2
+    assert user_texts(await session.get_items()) == ["take your time"]
+    assert len(await session.get_items()) == 2
