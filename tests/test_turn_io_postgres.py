@@ -434,3 +434,17 @@ async def test_a_turn_longer_than_its_lease_renews_it_and_commits(pg, monkeypatc
     assert renewals >= 2
     assert user_texts(await session.get_items()) == ["take your time"]
     assert len(await session.get_items()) == 2
+
+
+async def test_the_short_paths_lease_calls_take_renew_and_free_one_holder_at_a_time(pg):
+    session = pg.open(uid("lease"))
+    io = short_path(pg, session)
+    assert await io.try_acquire(session.session_id, "a", 30)
+    assert not await io.try_acquire(session.session_id, "b", 30)
+    assert await io.renew(session.session_id, "a", 30)
+    assert not await io.renew(session.session_id, "b", 30)
+    await io.release(session.session_id, "b")  # not b's to free
+    assert await io.begin(session.session_id, "b", 30, None) is None
+    await io.release(session.session_id, "a")
+    assert await io.try_acquire(session.session_id, "b", 30)
+    await io.release(session.session_id, "b")

@@ -102,6 +102,8 @@ _RENEW = (
     "WHERE session_id = $1 AND owner = $2"
 )
 _RELEASE = f"DELETE FROM {LEASES_TABLE} WHERE session_id = $1 AND owner = $2"
+_BEGIN_CALL = f"SELECT taken, paused, items FROM {BEGIN}($1, $2, $3, $4)"
+_COMMIT_CALL = f"SELECT {COMMIT}($1, $2, $3)"
 
 
 async def _no_reset(connection: Any) -> None:
@@ -169,9 +171,7 @@ class PostgresTurns:
         """Take the lease; if taken, also read the paused flag and the newest ``limit`` items."""
         with store_failures(self._name, self._url, "starting a turn"):
             pool = await self._connection_pool()
-            row = await pool.fetchrow(
-                f"SELECT taken, paused, items FROM {BEGIN}($1, $2, $3, $4)", session_id, owner, seconds, limit
-            )
+            row = await pool.fetchrow(_BEGIN_CALL, session_id, owner, seconds, limit)
         if not row["taken"]:
             return None
         raw: list[str] = row["items"]
@@ -189,7 +189,7 @@ class PostgresTurns:
         payload = [json.dumps(item, ensure_ascii=True, separators=(",", ":")) for item in items]
         with store_failures(self._name, self._url, "saving a turn"):
             pool = await self._connection_pool()
-            return bool(await pool.fetchval(f"SELECT {COMMIT}($1, $2, $3)", session_id, owner, payload))
+            return bool(await pool.fetchval(_COMMIT_CALL, session_id, owner, payload))
 
     async def try_acquire(self, session_id: str, owner: str, seconds: float) -> bool:
         """As ``SQLLeases.try_acquire``, on this pool."""

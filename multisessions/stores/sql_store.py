@@ -110,12 +110,14 @@ class SQLStore:
         Anything else (a subclass, other tables, another engine, SQLite) goes through the session."""
         if self._turns is None or type(session) is not self._session_class:
             return None
-        sdk: Any = session
+        # The SDK's own fields (openai-agents 0.24): a version without them gets no short path.
+        tables = tuple(
+            getattr(getattr(session, name, None), "name", None) for name in ("_sessions", "_messages")
+        )
         if (
-            sdk.engine is not self.engine
-            or sdk._sessions.name != SESSIONS_TABLE
-            or sdk._messages.name != MESSAGES_TABLE
-            or sdk._ensure_ascii is not True
+            getattr(session, "_engine", None) is not self.engine
+            or tables != (SESSIONS_TABLE, MESSAGES_TABLE)
+            or getattr(session, "_ensure_ascii", None) is not True
         ):
             return None
         return self._turns
