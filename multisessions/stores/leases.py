@@ -20,6 +20,10 @@ def text(sql: str) -> Any:
 
 
 LEASES_TABLE = "multisessions_leases"
+SETUP_LOCK = 0x6D756C7469
+"""The advisory lock (any constant key) under which one PostgreSQL client at a time creates our
+tables and functions: concurrent ``CREATE TABLE IF NOT EXISTS`` of one table can fail there with a
+unique violation in the catalog (``pg_type_typname_nsp_index``)."""
 
 
 # Owner-checked, in one step on the server: never extend or free a lease another turn took.
@@ -59,22 +63,35 @@ class SQLLeases:
         self.seconds = seconds
         self.engine = engine
         self._ready = False
+        self._creating = asyncio.Lock()
         postgres = engine.dialect.name == "postgresql"
         self._now = "now()" if postgres else ":now"
         self._until = "now() + make_interval(secs => :s)" if postgres else ":now + :s"
         self._stamp = "TIMESTAMPTZ" if postgres else "REAL"
         self._postgres = postgres
 
-    async def _execute(self, sql: str, params: dict[str, Any]) -> int:
-        async with self.engine.begin() as conn:
-            if not self._ready:
+    async def _create_table(self) -> None:
+        """Create the leases table once per process, one client at a time: on a fresh PostgreSQL
+        database, turns starting together each creating it failed the first turns (the unique
+        violation ``SETUP_LOCK`` tells of)."""
+        async with self._creating:
+            if self._ready:
+                return
+            async with self.engine.begin() as conn:
+                if self._postgres:
+                    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SETUP_LOCK})
                 await conn.execute(
                     text(
                         f"CREATE TABLE IF NOT EXISTS {LEASES_TABLE} (session_id VARCHAR PRIMARY KEY, "
                         f"owner VARCHAR NOT NULL, expires {self._stamp} NOT NULL)"
                     )
                 )
-                self._ready = True
+            self._ready = True
+
+    async def _execute(self, sql: str, params: dict[str, Any]) -> int:
+        if not self._ready:
+            await self._create_table()
+        async with self.engine.begin() as conn:
             clock = {} if self._postgres else {"now": time.time()}
             result = await conn.execute(text(sql), params | clock)
             return int(result.rowcount)

@@ -1,0 +1,227 @@
+"""PostgreSQL's short turn path: a turn's start and its commit, one round trip each, over asyncpg.
+
+Through ``SQLAlchemySession`` and ``SQLLeases`` a turn took 21 round trips (counted through a
+relay: lease, paused check, history, renewal, the SDK's locked insert and touch, release, each
+with its BEGIN and COMMIT), each through SQLAlchemy's layers: PostgreSQL reached 0.14 of the
+no-session floor at 1,000 users. Here two server-side
+functions do the same work, on one small asyncpg pool of our own, in the SDK's own tables and
+formats, so that ``SQLAlchemySession.get_items()`` reads back exactly what it would have written:
+
+- ``multisessions_turn_begin_v1`` takes the lease and, if it got it, reads the paused flag and
+  the newest ``limit`` items. It is a VOLATILE plpgsql function so that each statement in it takes
+  a new snapshot (READ COMMITTED): a single statement would keep the snapshot from before it
+  waited on the lease row, and miss the turn that committed and freed the lease meanwhile.
+- ``multisessions_turn_commit_v1`` deletes the lease if this owner holds it unexpired and, only
+  then, appends the items in order and touches ``agent_sessions.updated_at``: one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from multisessions.locks import LeaseBackend
+from multisessions.stores.base import TurnStart, store_failures
+from multisessions.stores.leases import LEASES_TABLE, SETUP_LOCK
+from multisessions.stores.sqlite_store import MESSAGES_TABLE, PENDING_TABLE, SESSIONS_TABLE
+
+BEGIN = "multisessions_turn_begin_v1"
+COMMIT = "multisessions_turn_commit_v1"
+POOL_SIZE = 8
+"""Connections in the short path's pool: each call holds one for one round trip, so a few serve
+hundreds of turns at once without the descriptors (and server processes) of one per turn."""
+
+# Versioned names: a later change to these functions gets new names instead of replacing the
+# ones processes of this version still call. The setup runs under SETUP_LOCK: two processes
+# creating one table or replacing one function at once fail ("tuple concurrently updated").
+_SETUP = [
+    f"CREATE TABLE IF NOT EXISTS {LEASES_TABLE} (session_id VARCHAR PRIMARY KEY, "
+    "owner VARCHAR NOT NULL, expires TIMESTAMPTZ NOT NULL)",
+    # The lease goes first, so a busy session costs one insert. A turn that only took a lease
+    # commits it asynchronously (synchronous_commit off, this transaction only): a lease lost in a
+    # server crash can only make its holder's commit fail (LeaseLost), never let two turns write.
+    f"""
+CREATE OR REPLACE FUNCTION {BEGIN}(
+    p_session_id VARCHAR, p_owner VARCHAR, p_seconds DOUBLE PRECISION, p_limit INTEGER,
+    OUT taken BOOLEAN, OUT paused BOOLEAN, OUT items TEXT[])
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    INSERT INTO {LEASES_TABLE} AS l (session_id, owner, expires)
+    VALUES (p_session_id, p_owner, now() + make_interval(secs => p_seconds))
+    ON CONFLICT (session_id) DO UPDATE SET owner = excluded.owner, expires = excluded.expires
+    WHERE l.expires < now();
+    taken := FOUND;
+    IF NOT taken THEN
+        RETURN;
+    END IF;
+    paused := EXISTS (SELECT 1 FROM {PENDING_TABLE} WHERE session_id = p_session_id);
+    IF p_limit IS NULL THEN
+        items := ARRAY(SELECT message_data FROM {MESSAGES_TABLE} WHERE session_id = p_session_id
+                       ORDER BY created_at, id);
+    ELSE
+        items := ARRAY(SELECT newest.message_data FROM (
+                           SELECT message_data, created_at, id FROM {MESSAGES_TABLE}
+                           WHERE session_id = p_session_id
+                           ORDER BY created_at DESC, id DESC LIMIT greatest(p_limit, 0)) AS newest
+                       ORDER BY newest.created_at, newest.id);
+    END IF;
+END $$""",
+    # As SQLAlchemySession.add_items writes: the parent row created or its updated_at touched
+    # (CURRENT_TIMESTAMP, the transaction's time, as every inserted row's created_at), the items
+    # in order, one by one so that their ids (the tie-break after created_at) follow that order.
+    f"""
+CREATE OR REPLACE FUNCTION {COMMIT}(p_session_id VARCHAR, p_owner VARCHAR, p_items TEXT[])
+RETURNS BOOLEAN LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    item TEXT;
+BEGIN
+    DELETE FROM {LEASES_TABLE} WHERE session_id = p_session_id AND owner = p_owner AND expires > now();
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    INSERT INTO {SESSIONS_TABLE} AS s (session_id) VALUES (p_session_id)
+    ON CONFLICT (session_id) DO UPDATE SET updated_at = CURRENT_TIMESTAMP;
+    FOREACH item IN ARRAY p_items LOOP
+        INSERT INTO {MESSAGES_TABLE} (session_id, message_data) VALUES (p_session_id, item);
+    END LOOP;
+    RETURN true;
+END $$""",
+]
+
+_ACQUIRE = (
+    f"INSERT INTO {LEASES_TABLE} AS l (session_id, owner, expires) "
+    "VALUES ($1, $2, now() + make_interval(secs => $3)) "
+    "ON CONFLICT (session_id) DO UPDATE SET owner = excluded.owner, expires = excluded.expires "
+    "WHERE l.expires < now()"
+)
+_RENEW = (
+    f"UPDATE {LEASES_TABLE} SET expires = now() + make_interval(secs => $3) "
+    "WHERE session_id = $1 AND owner = $2"
+)
+_RELEASE = f"DELETE FROM {LEASES_TABLE} WHERE session_id = $1 AND owner = $2"
+_BEGIN_CALL = f"SELECT taken, paused, items FROM {BEGIN}($1, $2, $3, $4)"
+_COMMIT_CALL = f"SELECT {COMMIT}($1, $2, $3)"
+
+
+async def _no_reset(connection: Any) -> None:
+    """Nothing to reset: the pool's connections never change session state or keep a transaction
+    (asyncpg's default reset would cost a round trip on every release)."""
+
+
+class PostgresTurns:
+    """The ``TurnIO`` of a PostgreSQL ``SQLStore``, for its plain ``SQLAlchemySession`` sessions.
+
+    ``connect`` holds asyncpg's connection arguments (the store's URL as SQLAlchemy reads it);
+    ``ready`` creates the SDK's tables and the store's own (``SQLStore._ready``); ``leases`` are the
+    store's, whose lease length this shares. The pool and the functions are made on first use,
+    in the event loop that uses them.
+    """
+
+    def __init__(
+        self,
+        connect: dict[str, Any],
+        ready: Callable[[], Awaitable[None]],
+        leases: LeaseBackend,
+        name: str,
+        url: str,
+    ) -> None:
+        self._leases = leases
+        self._connect = connect
+        self._ready = ready
+        self._name = name
+        self._url = url  # kept only to scrub its secrets from driver errors
+        self._pool: Any = None
+        self._opening = asyncio.Lock()
+
+    @property
+    def seconds(self) -> float:
+        """The store's lease length: one setting for both paths (tests and tools shorten it)."""
+        return self._leases.seconds
+
+    @seconds.setter
+    def seconds(self, value: float) -> None:
+        self._leases.seconds = value
+
+    async def _connection_pool(self) -> Any:
+        if self._pool is not None:
+            return self._pool
+        async with self._opening:
+            if self._pool is None:
+                import asyncpg
+
+                await self._ready()
+                pool = await asyncpg.create_pool(
+                    min_size=1, max_size=POOL_SIZE, reset=_no_reset, **self._connect
+                )
+                try:
+                    async with pool.acquire() as conn, conn.transaction():
+                        await conn.execute("SELECT pg_advisory_xact_lock($1)", SETUP_LOCK)
+                        for sql in _SETUP:
+                            await conn.execute(sql)
+                except BaseException:
+                    await pool.close()
+                    raise
+                self._pool = pool
+        return self._pool
+
+    async def begin(self, session_id: str, owner: str, seconds: float, limit: int | None) -> TurnStart | None:
+        """Take the lease; if taken, also read the paused flag and the newest ``limit`` items."""
+        with store_failures(self._name, self._url, "starting a turn"):
+            pool = await self._connection_pool()
+            row = await pool.fetchrow(_BEGIN_CALL, session_id, owner, seconds, limit)
+        if not row["taken"]:
+            return None
+        raw: list[str] = row["items"]
+        history = _decode(raw)
+        if limit is not None and len(history) < len(raw) and len(raw) >= limit:
+            # Corrupt rows among the newest: the SDK widens its window to count ``limit`` valid
+            # items. The items read are still the newest valid ones; say only that many were read,
+            # so that a read for more goes to the session itself.
+            limit = len(history)
+        return TurnStart(history, limit, bool(row["paused"]))
+
+    async def commit(self, session_id: str, owner: str, items: list[Any]) -> bool:
+        """Append ``items`` and free the lease, in one transaction, iff ``owner`` holds it unexpired."""
+        # As SQLAlchemySession._serialize_item writes them (its default ensure_ascii).
+        payload = [json.dumps(item, ensure_ascii=True, separators=(",", ":")) for item in items]
+        with store_failures(self._name, self._url, "saving a turn"):
+            pool = await self._connection_pool()
+            return bool(await pool.fetchval(_COMMIT_CALL, session_id, owner, payload))
+
+    async def try_acquire(self, session_id: str, owner: str, seconds: float) -> bool:
+        """As ``SQLLeases.try_acquire``, on this pool."""
+        with store_failures(self._name, self._url, "taking a lease"):
+            pool = await self._connection_pool()
+            return str(await pool.execute(_ACQUIRE, session_id, owner, seconds)) == "INSERT 0 1"
+
+    async def renew(self, session_id: str, owner: str, seconds: float) -> bool:
+        """As ``SQLLeases.renew``, on this pool."""
+        with store_failures(self._name, self._url, "renewing a lease"):
+            pool = await self._connection_pool()
+            return str(await pool.execute(_RENEW, session_id, owner, seconds)) == "UPDATE 1"
+
+    async def release(self, session_id: str, owner: str) -> None:
+        """As ``SQLLeases.release``, on this pool."""
+        with store_failures(self._name, self._url, "releasing a lease"):
+            pool = await self._connection_pool()
+            await pool.execute(_RELEASE, session_id, owner)
+
+    async def close(self) -> None:
+        """Close the pool, if it was opened."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+
+def _decode(rows: list[str]) -> list[Any]:
+    """The stored items, skipping corrupt rows, as ``SQLAlchemySession.get_items`` decodes them."""
+    items = []
+    for raw in rows:
+        try:
+            items.append(json.loads(raw))
+        except json.JSONDecodeError:
+            continue
+    return items
