@@ -66,8 +66,9 @@ class RedisStore:
         except Exception as exc:
             raise ConfigError(f"{self.name}: redis-py refuses the URL ({scrub(str(exc), url)})") from None
         self.client: Any = redis.Redis(connection_pool=pool)
-        self.leases = RedisLeases(self.client, self.key_prefix)
+        # One lease backend for both paths: the same keys, and one ``seconds`` to tune.
         self._turn_io = RedisTurnIO(self.client, self.key_prefix, self._pending_key(), self.ttl)
+        self.leases: RedisLeases = self._turn_io
 
     def _checked(self, session_id: str) -> str:
         if session_id.endswith(_SDK_SUFFIXES):
