@@ -12,10 +12,11 @@ from agents import Agent, RunConfig, Runner
 from agents.extensions.memory import RedisSession
 from agents.memory import SessionSettings
 from agents.testing import ModelStep, ScriptedModel, assistant_message
+from redis.asyncio.connection import Connection
 from redis.exceptions import ResponseError
 
 from helpers import reply, user_texts
-from multisessions import OfflineModel, TurnFailed, run_turn, stream_turn
+from multisessions import OfflineModel, TurnFailed, read_all, run_turn, stream_turn
 from multisessions.errors import AwaitingApproval, LeaseLost
 from multisessions.stores import EncryptedStore, RedisStore
 from multisessions.turns import why_it_failed
@@ -33,17 +34,25 @@ async def redis_store(tmp_path):
     await store.close()
 
 
-def count_commands(store: RedisStore) -> list[str]:
-    """The names of the commands the store's client sends from now on, one per round trip."""
-    sent: list[str] = []
-    real = store.client.execute_command
+class Wire:
+    """What the process's Redis connections send from now on: each command's name, and how many
+    writes (a write is one round trip: a command, or a pipeline of them)."""
 
-    async def counting(*args: Any, **options: Any) -> Any:
-        sent.append(str(args[0]))
-        return await real(*args, **options)
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.commands: list[str] = []
+        self.writes = 0
+        pack, send = Connection.pack_command, Connection.send_packed_command
 
-    store.client.execute_command = counting
-    return sent
+        def packing(connection: Connection, *args: Any) -> Any:
+            self.commands.append(str(args[0]))
+            return pack(connection, *args)
+
+        async def sending(connection: Connection, command: Any, check_health: bool = True) -> None:
+            self.writes += 1
+            await send(connection, command, check_health)
+
+        monkeypatch.setattr(Connection, "pack_command", packing)
+        monkeypatch.setattr(Connection, "send_packed_command", sending)
 
 
 async def raw(store: RedisStore, session_id: str) -> tuple[list[bytes], dict[bytes, bytes], set[bytes]]:
@@ -82,17 +91,29 @@ async def test_a_turn_stores_byte_for_byte_what_the_sdk_itself_would(redis_store
     assert listed[ours] == 4
 
 
-async def test_a_turn_takes_two_round_trips(redis_store):
+async def test_a_turn_takes_two_round_trips(redis_store, monkeypatch):
     session = redis_store.open(f"user_rt-{uuid.uuid4().hex[:6]}")
     config = RunConfig(model=OfflineModel())
     await run_turn(Agent(name="Bot"), session, "My name is Ann.", run_config=config)  # scripts loaded
-    sent = count_commands(redis_store)
+    wire = Wire(monkeypatch)
     result = await run_turn(Agent(name="Bot"), session, "What's my name?", run_config=config)
     assert "Ann" in str(result.final_output)
-    assert sent == ["EVALSHA", "EVALSHA"]
+    assert wire.commands == ["EVALSHA", "EVALSHA"] and wire.writes == 2
 
 
-async def test_a_long_turn_adds_only_its_renewals(redis_store):
+async def test_concurrent_turns_share_their_round_trips(redis_store, monkeypatch):
+    sessions = [redis_store.open(f"user_many{i}-{uuid.uuid4().hex[:6]}") for i in range(20)]
+    config = RunConfig(model=OfflineModel())
+    wire = Wire(monkeypatch)
+    await asyncio.gather(
+        *(run_turn(Agent(name="Bot"), s, "My name is Ann.", run_config=config) for s in sessions)
+    )
+    assert wire.commands.count("EVALSHA") == 40 and wire.writes < 40  # batched into pipelines
+    for session in sessions:
+        assert len(await read_all(session)) == 2
+
+
+async def test_a_long_turn_adds_only_its_renewals(redis_store, monkeypatch):
     session = redis_store.open(f"user_slow-{uuid.uuid4().hex[:6]}")
     await run_turn(Agent(name="Bot"), session, "hi", run_config=RunConfig(model=OfflineModel()))
     redis_store.turn_io(session).seconds = 0.3  # renewed every 0.1 s
@@ -101,14 +122,15 @@ async def test_a_long_turn_adds_only_its_renewals(redis_store):
         await asyncio.sleep(0.35)
         return reply("done")
 
-    sent = count_commands(redis_store)
+    wire = Wire(monkeypatch)
     await run_turn(
         Agent(name="Bot"),
         session,
         "go",
         run_config=RunConfig(model=ScriptedModel([ModelStep.respond(slowly)])),
     )
-    assert sent[0] == sent[-1] == "EVALSHA" and len(sent) >= 3
+    sent = wire.commands
+    assert sent[0] == sent[-1] == "EVALSHA" and len(sent) >= 3 and wire.writes == len(sent)
     assert set(sent[1:-1]) == {"EVAL"}  # the owner-checked renewals, nothing else
 
 
@@ -138,18 +160,20 @@ async def test_a_commit_after_the_lease_was_stolen_writes_nothing(redis_store):
     assert await redis_store.client.get(lease_key) == b"another-owner"  # the other turn keeps it
 
 
-async def test_a_paused_session_refuses_a_turn_in_one_round_trip_and_frees_its_lease(redis_store):
+async def test_a_paused_session_refuses_a_turn_in_one_round_trip_and_frees_its_lease(
+    redis_store, monkeypatch
+):
     session_id = f"thread_paused-{uuid.uuid4().hex[:6]}"
     session = redis_store.open(session_id)
     await run_turn(Agent(name="Bot"), session, "first", run_config=RunConfig(model=OfflineModel()))
     before = await raw(redis_store, session_id)
     await redis_store.save_pending(session_id, "a paused turn")
     model = OfflineModel()
-    sent = count_commands(redis_store)
+    wire = Wire(monkeypatch)
     with pytest.raises(TurnFailed) as refused:
         await run_turn(Agent(name="Bot"), session, "Hello?", run_config=RunConfig(model=model))
     assert isinstance(refused.value.cause, AwaitingApproval)
-    assert sent == ["EVALSHA", "EVAL"]  # begin (which saw the paused turn), then release
+    assert wire.commands == ["EVALSHA", "EVAL"]  # begin (which saw the paused turn), then release
     with pytest.raises(TurnFailed):
         async with stream_turn(
             Agent(name="Bot"), session, "Hello?", run_config=RunConfig(model=model)
@@ -302,3 +326,26 @@ async def test_only_sessions_the_store_would_open_itself_take_the_short_path(red
         assert redis_store.turn_io(RedisSession("user_x", redis_client=client, key_prefix=prefix)) is not None
     finally:
         await other.close()
+
+
+async def test_a_script_the_server_lost_is_loaded_again(redis_store):
+    session_id = f"user_noscript-{uuid.uuid4().hex[:6]}"
+    io = redis_store.turn_io(redis_store.open(session_id))
+    real = io._begin.sha
+    io._begin.sha = "0" * 40  # as after a restart or SCRIPT FLUSH: the server knows no such script
+    start = await io.begin(session_id, "me", 5, None)
+    assert start is not None and start.history == [] and io._begin.sha == real
+    assert await io.commit(session_id, "me", [{"role": "user", "content": "hi"}])
+
+
+async def test_a_call_cancelled_before_its_batch_leaves_is_not_sent(redis_store, monkeypatch):
+    session_id = f"user_cancel-{uuid.uuid4().hex[:6]}"
+    io = redis_store.turn_io(redis_store.open(session_id))
+    wire = Wire(monkeypatch)
+    begin = asyncio.create_task(io.begin(session_id, "me", 5, None))
+    await asyncio.sleep(0)  # the call is queued; its batch leaves after this pass of the loop
+    begin.cancel()
+    await asyncio.gather(begin, return_exceptions=True)
+    await asyncio.sleep(0.01)
+    assert wire.writes == 0
+    assert not await redis_store.client.exists(f"{redis_store.key_prefix}/lease/{session_id}")
