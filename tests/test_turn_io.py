@@ -214,7 +214,7 @@ async def test_corrupt_entries_among_the_newest_read_as_the_sdk_reads_them(redis
     session_id = f"user_corrupt-{uuid.uuid4().hex[:6]}"
     session = redis_store.open(session_id)
     good = [json.dumps({"role": "user", "content": f"m{i}"}) for i in range(6)]
-    stored = [*good[:4], "{not json", b"\xff\xfe", good[4], good[5]]
+    stored = [*good[:4], "3:{not json\n", b"\xff\xfe:", good[4], good[5]]
     await redis_store.client.rpush(f"{redis_store.key_prefix}:{session_id}:messages", *stored)
     io = redis_store.turn_io(session)
     start = await io.begin(session_id, "me", 5, 4)
@@ -349,3 +349,17 @@ async def test_a_call_cancelled_before_its_batch_leaves_is_not_sent(redis_store,
     await asyncio.sleep(0.01)
     assert wire.writes == 0
     assert not await redis_store.client.exists(f"{redis_store.key_prefix}/lease/{session_id}")
+
+
+async def test_a_client_that_decodes_replies_keeps_the_sdks_path(tmp_path):
+    prefix = f"turnio-dec-{uuid.uuid4().hex[:8]}"
+    store = RedisStore(f"redis://127.0.0.1:6379/15?key_prefix={prefix}&decode_responses=true")
+    await store.check()
+    try:
+        session = store.open("user_d")
+        assert store.turn_io(session) is None
+        await run_turn(Agent(name="Bot"), session, "hi", run_config=RunConfig(model=OfflineModel()))
+        assert len(await read_all(session)) == 2
+    finally:
+        await store.delete("user_d")
+        await store.close()

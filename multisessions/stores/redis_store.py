@@ -69,6 +69,9 @@ class RedisStore:
         # One lease backend for both paths: the same keys, and one ``seconds`` to tune.
         self._turn_io = RedisTurnIO(self.client, self.key_prefix, self._pending_key(), self.ttl)
         self.leases: RedisLeases = self._turn_io
+        # A client that decodes replies (?decode_responses=true) hands the scripts text, not the
+        # bytes they frame: its sessions keep the SDK's own path.
+        self._decodes = bool(pool.connection_kwargs.get("decode_responses"))
 
     def _checked(self, session_id: str) -> str:
         if session_id.endswith(_SDK_SUFFIXES):
@@ -101,7 +104,8 @@ class RedisStore:
             return None
         session_key = f"{self.key_prefix}:{session_id}"
         plain = (
-            own.get("_redis") is self.client
+            not self._decodes
+            and own.get("_redis") is self.client
             and own.get("_key_prefix") == self.key_prefix
             and own.get("_ttl") == self.ttl
             and own.get("_closed") is False
