@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from helpers import reply, user_texts
 from multisessions import OfflineModel, TurnFailed, read_all, run_turn, stream_turn
 from multisessions.errors import AwaitingApproval, LeaseLost
 from multisessions.stores import EncryptedStore, RedisStore
+from multisessions.stores.redis_turns import _Coalescer
 from multisessions.turns import why_it_failed
 from stores_fixture import make_store
 
@@ -278,7 +280,28 @@ async def test_a_big_turn_is_stored_whole(redis_store):
         items
     )
     assert (await raw(redis_store, ours))[0] == (await raw(redis_store, theirs))[0]
-    assert not await io.commit(ours, "me", items)  # the lease went with the first commit
+
+
+async def test_a_commit_resent_after_its_reply_was_lost_counts_once(redis_store):
+    session_id = f"user_resent-{uuid.uuid4().hex[:6]}"
+    io = redis_store.turn_io(redis_store.open(session_id))
+    assert await io.begin(session_id, "me", 5, None) is not None
+    assert await io.begin(session_id, "me", 5, None) is not None  # a resent begin: the same owner
+    items = [{"role": "user", "content": "once"}]
+    assert await io.commit(session_id, "me", items)
+    assert await io.commit(session_id, "me", items)  # as redis-py resends it: saved, not lost
+    assert not await io.commit(session_id, "another-owner", items)
+    assert len((await raw(redis_store, session_id))[0]) == 1
+
+
+async def test_deleting_a_session_leaves_no_key_of_it(redis_store):
+    session_id = f"user_gone-{uuid.uuid4().hex[:6]}"
+    await run_turn(
+        Agent(name="Bot"), redis_store.open(session_id), "hi", run_config=RunConfig(model=OfflineModel())
+    )
+    await redis_store.save_last_agent(session_id, "Bot")
+    assert await redis_store.delete(session_id) == 2
+    assert [key async for key in redis_store.client.scan_iter(match=f"*{session_id}*", count=500)] == []
 
 
 async def test_a_key_of_the_wrong_type_fails_the_turn_as_the_sdk_does_and_writes_nothing(redis_store):
@@ -363,3 +386,30 @@ async def test_a_client_that_decodes_replies_keeps_the_sdks_path(tmp_path):
     finally:
         await store.delete("user_d")
         await store.close()
+
+
+def test_calls_a_stopped_loop_left_queued_do_not_block_the_next_loop():
+    sent: list[tuple[Any, ...]] = []
+
+    class Pipe:
+        def execute_command(self, *args: Any) -> None:
+            sent.append(args)
+
+        async def execute(self, raise_on_error: bool) -> list[Any]:
+            return [b"ok"] * len(sent)
+
+    class Client:
+        def pipeline(self, transaction: bool) -> Pipe:
+            return Pipe()
+
+    calls = _Coalescer(Client())
+    script = SimpleNamespace(sha="0" * 40)
+    old = asyncio.new_event_loop()
+    calls._loop, calls._queue = old, [(script, ["k"], ["stale"], old.create_future())]
+    old.close()  # stopped before that batch left: nothing will ever send it
+
+    async def call_in_a_new_loop() -> Any:
+        return await asyncio.wait_for(calls.call(script, ["k"], ["new"]), 5)
+
+    assert asyncio.run(call_in_a_new_loop()) == b"ok"
+    assert [args[-1] for args in sent] == ["new"]

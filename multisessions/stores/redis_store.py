@@ -151,7 +151,7 @@ class RedisStore:
         with store_failures(self.name, self._url, f"deleting {session_id!r}"):
             removed = await self.client.llen(f"{self.key_prefix}:{session_id}:messages")
             await session.clear_session()
-            await self.client.delete(self._last_agent_key(session_id))
+            await self.client.delete(self._last_agent_key(session_id), self._turn_io.receipt_key(session_id))
             await self.client.hdel(self._pending_key(), session_id)
         return int(removed)
 
