@@ -19,6 +19,7 @@ from agents.memory import Session
 from multisessions.errors import ConfigError, StoreError
 from multisessions.stores.base import SessionInfo, TurnIO, remember_store, store_failures
 from multisessions.stores.leases import RedisLeases
+from multisessions.stores.redis_turns import RedisTurnIO
 from multisessions.stores.urls import INSTALL_HINT, redact_url, scrub, split_options
 
 DEFAULT_KEY_PREFIX = "multi_sessions"
@@ -65,7 +66,12 @@ class RedisStore:
         except Exception as exc:
             raise ConfigError(f"{self.name}: redis-py refuses the URL ({scrub(str(exc), url)})") from None
         self.client: Any = redis.Redis(connection_pool=pool)
-        self.leases = RedisLeases(self.client, self.key_prefix)
+        # One lease backend for both paths: the same keys, and one ``seconds`` to tune.
+        self._turn_io = RedisTurnIO(self.client, self.key_prefix, self._pending_key(), self.ttl)
+        self.leases: RedisLeases = self._turn_io
+        # A client that decodes replies (?decode_responses=true) hands the scripts text, not the
+        # bytes they frame: its sessions keep the SDK's own path.
+        self._decodes = bool(pool.connection_kwargs.get("decode_responses"))
 
     def _checked(self, session_id: str) -> str:
         if session_id.endswith(_SDK_SUFFIXES):
@@ -82,8 +88,32 @@ class RedisStore:
         return remember_store(session, self)
 
     def turn_io(self, session: Session) -> TurnIO | None:
-        """No short path yet: turns go through the session and the leases."""
-        return None
+        """Two round trips a turn (redis_turns.py) for a session this store would open itself.
+
+        Only then do its scripts write what the session would: a subclass may serialize or key
+        differently, another client, prefix or ttl writes elsewhere or expires otherwise."""
+        if type(session) is not self._session_class:
+            return None
+        own: dict[str, Any] = vars(session)
+        session_id = own.get("session_id")
+        if not isinstance(session_id, str):
+            return None
+        try:
+            self._checked(session_id)
+        except StoreError:
+            return None
+        session_key = f"{self.key_prefix}:{session_id}"
+        plain = (
+            not self._decodes
+            and own.get("_redis") is self.client
+            and own.get("_key_prefix") == self.key_prefix
+            and own.get("_ttl") == self.ttl
+            and own.get("_closed") is False
+            and own.get("_session_key") == session_key
+            and own.get("_messages_key") == f"{session_key}:messages"
+            and own.get("_counter_key") == f"{session_key}:counter"
+        )
+        return self._turn_io if plain else None
 
     async def check(self) -> None:
         """Fail in one line if the server cannot be reached."""
@@ -121,7 +151,7 @@ class RedisStore:
         with store_failures(self.name, self._url, f"deleting {session_id!r}"):
             removed = await self.client.llen(f"{self.key_prefix}:{session_id}:messages")
             await session.clear_session()
-            await self.client.delete(self._last_agent_key(session_id))
+            await self.client.delete(self._last_agent_key(session_id), self._turn_io.receipt_key(session_id))
             await self.client.hdel(self._pending_key(), session_id)
         return int(removed)
 
