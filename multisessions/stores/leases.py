@@ -6,6 +6,7 @@ PostgreSQL, keys starting ``<prefix>/lease/`` on Redis (the SDK's keys are ``<pr
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from typing import Any

@@ -25,7 +25,7 @@ from typing import Any
 from multisessions.locks import LeaseBackend
 from multisessions.stores.base import TurnStart, store_failures
 from multisessions.stores.leases import LEASES_TABLE, SETUP_LOCK
-from multisessions.stores.sqlite_store import MESSAGES_TABLE, PENDING_TABLE, SESSIONS_TABLE
+from multisessions.stores.sqlite_turns import MESSAGES_TABLE, PENDING_TABLE, SESSIONS_TABLE
 
 BEGIN = "multisessions_turn_begin_v1"
 COMMIT = "multisessions_turn_commit_v1"
