@@ -20,7 +20,7 @@ from multisessions import AwaitingApproval, LeaseLost, StoreError, TurnFailed, o
 from multisessions.stores import SQLStore, TurnStart, sql_store
 from multisessions.stores.base import remember_store
 from multisessions.stores.pg_turns import PostgresTurns
-from stores_fixture import POSTGRES_URL, unavailable
+from stores_fixture import database_name, empty_postgres_database, postgres_url, unavailable
 
 HOST, PORT = "127.0.0.1", 5432
 
@@ -34,8 +34,9 @@ def uid(name: str) -> str:
     return _made[-1]
 
 
-async def open_pg(url: str = POSTGRES_URL) -> SQLStore:
-    store = SQLStore(url)
+async def open_pg(url: str | None = None) -> SQLStore:
+    await empty_postgres_database()  # this test process's own database (tests/stores_fixture.py)
+    store = SQLStore(url or postgres_url())
     try:
         await store.check()
     except StoreError as exc:
@@ -59,7 +60,7 @@ async def pg() -> AsyncIterator[SQLStore]:
 
 async def raw(sql: str, *args: Any) -> list[Any]:
     """Rows straight from the server, on a connection of the test's own."""
-    conn = await asyncpg.connect(host=HOST, port=PORT, user="postgres", database="test")
+    conn = await asyncpg.connect(host=HOST, port=PORT, user="postgres", database=database_name())
     try:
         return list(await conn.fetch(sql, *args))
     finally:
@@ -117,7 +118,7 @@ async def test_only_the_stores_own_plain_postgres_sessions_take_the_short_path(p
     class Mine(SQLAlchemySession):
         pass
 
-    other = SQLStore(POSTGRES_URL)
+    other = SQLStore(postgres_url())
     try:
         for session in (
             Mine(uid("b"), engine=pg.engine),  # a subclass may serialise differently
@@ -173,7 +174,7 @@ async def test_a_short_path_turn_stores_exactly_what_the_sdks_session_would(pg, 
     assert parent["updated_at"] == fast_rows[-1]["created_at"]
 
     # Read back through the SDK's own class, on a fresh engine: identical.
-    other = SQLStore(POSTGRES_URL)
+    other = SQLStore(postgres_url())
     try:
         sdk_fast = SQLAlchemySession(fast.session_id, engine=other.engine)
         sdk_slow = SQLAlchemySession(slow.session_id, engine=other.engine)
@@ -192,7 +193,7 @@ async def test_a_short_path_turn_stores_exactly_what_the_sdks_session_would(pg, 
 async def test_a_turn_is_two_round_trips_and_uses_no_other_connection(pg):
     proxy = CountingProxy()
     port = await proxy.start()
-    store = await open_pg(f"postgresql://postgres@127.0.0.1:{port}/test")
+    store = await open_pg(f"postgresql://postgres@127.0.0.1:{port}/{database_name()}")
     try:
         session = store.open(uid("rt"))
         model = ScriptedModel([reply(f"r{i}") for i in range(3)])
@@ -299,7 +300,7 @@ async def test_begin_sees_a_turn_that_committed_while_it_waited_for_the_lease(pg
     session = pg.open(uid("snapshot"))
     io = short_path(pg, session)
     assert await io.begin(session.session_id, "first", 30, None) is not None
-    conn = await asyncpg.connect(host=HOST, port=PORT, user="postgres", database="test")
+    conn = await asyncpg.connect(host=HOST, port=PORT, user="postgres", database=database_name())
     try:
         tx = conn.transaction()
         await tx.start()
