@@ -8,6 +8,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -22,7 +23,14 @@ from multisessions.stores.base import remember_store
 from multisessions.stores.pg_turns import PostgresTurns
 from stores_fixture import POSTGRES_URL, unavailable
 
-HOST, PORT = "127.0.0.1", 5432
+SERVER = urlsplit(POSTGRES_URL)
+HOST, PORT = SERVER.hostname or "127.0.0.1", SERVER.port or 5432
+
+
+def on_database(name: str, *, port: int = PORT) -> str:
+    """The test server's URL, on database ``name`` (and, for the relay, another port)."""
+    user = SERVER.netloc.rsplit("@", 1)[0] + "@" if "@" in SERVER.netloc else ""
+    return SERVER._replace(netloc=f"{user}{HOST}:{port}", path=f"/{name}").geturl()
 
 
 _made: list[str] = []
@@ -59,7 +67,7 @@ async def pg() -> AsyncIterator[SQLStore]:
 
 async def raw(sql: str, *args: Any) -> list[Any]:
     """Rows straight from the server, on a connection of the test's own."""
-    conn = await asyncpg.connect(host=HOST, port=PORT, user="postgres", database="test")
+    conn = await asyncpg.connect(POSTGRES_URL)
     try:
         return list(await conn.fetch(sql, *args))
     finally:
@@ -192,7 +200,7 @@ async def test_a_short_path_turn_stores_exactly_what_the_sdks_session_would(pg, 
 async def test_a_turn_is_two_round_trips_and_uses_no_other_connection(pg):
     proxy = CountingProxy()
     port = await proxy.start()
-    store = await open_pg(f"postgresql://postgres@127.0.0.1:{port}/test")
+    store = await open_pg(on_database(SERVER.path.lstrip("/"), port=port))
     try:
         session = store.open(uid("rt"))
         model = ScriptedModel([reply(f"r{i}") for i in range(3)])
@@ -299,7 +307,7 @@ async def test_begin_sees_a_turn_that_committed_while_it_waited_for_the_lease(pg
     session = pg.open(uid("snapshot"))
     io = short_path(pg, session)
     assert await io.begin(session.session_id, "first", 30, None) is not None
-    conn = await asyncpg.connect(host=HOST, port=PORT, user="postgres", database="test")
+    conn = await asyncpg.connect(POSTGRES_URL)
     try:
         tx = conn.transaction()
         await tx.start()
@@ -355,9 +363,9 @@ async def test_a_fresh_database_takes_many_first_turns_at_once(pg):
     # Each process made its tables on first use, from every pooled connection at once; PostgreSQL
     # then failed some with a unique violation in its catalog (the bench's errors at 1,000 users).
     name = f"multisessions_fresh_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(host=HOST, port=PORT, user="postgres", database="postgres")
+    admin = await asyncpg.connect(on_database("postgres"))
     await admin.execute(f"CREATE DATABASE {name}")
-    stores = [SQLStore(f"postgresql://postgres@{HOST}:{PORT}/{name}") for _ in range(2)]
+    stores = [SQLStore(on_database(name)) for _ in range(2)]
     try:
         model = ScriptedModel([reply(f"r{i}") for i in range(10)])
         results = await asyncio.gather(
