@@ -8,6 +8,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -20,9 +21,16 @@ from multisessions import AwaitingApproval, LeaseLost, StoreError, TurnFailed, o
 from multisessions.stores import SQLStore, TurnStart, sql_store
 from multisessions.stores.base import remember_store
 from multisessions.stores.pg_turns import PostgresTurns
-from stores_fixture import database_name, empty_postgres_database, postgres_url, unavailable
+from stores_fixture import POSTGRES_SERVER, database_name, empty_postgres_database, postgres_url, unavailable
 
-HOST, PORT = "127.0.0.1", 5432
+SERVER = urlsplit(POSTGRES_SERVER)
+HOST, PORT = SERVER.hostname or "127.0.0.1", SERVER.port or 5432
+
+
+def on_database(name: str, *, port: int = PORT) -> str:
+    """The test server's URL, on database ``name`` (and, for the relay, another port)."""
+    user = SERVER.netloc.rsplit("@", 1)[0] + "@" if "@" in SERVER.netloc else ""
+    return SERVER._replace(netloc=f"{user}{HOST}:{port}", path=f"/{name}").geturl()
 
 
 _made: list[str] = []
@@ -356,9 +364,9 @@ async def test_a_fresh_database_takes_many_first_turns_at_once(pg):
     # Each process made its tables on first use, from every pooled connection at once; PostgreSQL
     # then failed some with a unique violation in its catalog (the bench's errors at 1,000 users).
     name = f"multisessions_fresh_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(host=HOST, port=PORT, user="postgres", database="postgres")
+    admin = await asyncpg.connect(on_database("postgres"))
     await admin.execute(f"CREATE DATABASE {name}")
-    stores = [SQLStore(f"postgresql://postgres@{HOST}:{PORT}/{name}") for _ in range(2)]
+    stores = [SQLStore(on_database(name)) for _ in range(2)]
     try:
         model = ScriptedModel([reply(f"r{i}") for i in range(10)])
         results = await asyncio.gather(
@@ -449,3 +457,42 @@ async def test_the_short_paths_lease_calls_take_renew_and_free_one_holder_at_a_t
     await io.release(session.session_id, "a")
     assert await io.try_acquire(session.session_id, "b", 30)
     await io.release(session.session_id, "b")
+
+
+def _check_in_a_child(url: str, results: Any) -> None:
+    async def check() -> str:
+        store = SQLStore(url)
+        try:
+            await store.check()
+            return "ok"
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            await store.close()
+
+    results.put(asyncio.run(check()))
+
+
+async def test_processes_starting_together_on_a_fresh_database_all_start(pg):
+    # As `uvicorn --workers 4` on a new database: each worker's check() makes the tables, the SDK's
+    # included; without one lock across processes 2 of 5 such rounds failed a worker.
+    import multiprocessing
+
+    name = f"multisessions_fresh_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(on_database("postgres"))
+    await admin.execute(f"CREATE DATABASE {name}")
+    try:
+        context = multiprocessing.get_context("fork")
+        results = context.Queue()
+        children = [
+            context.Process(target=_check_in_a_child, args=(on_database(name), results)) for _ in range(4)
+        ]
+        for child in children:
+            child.start()
+        outcomes = [await asyncio.to_thread(results.get, True, 60) for _ in children]
+        for child in children:
+            child.join()
+        assert outcomes == ["ok"] * 4
+    finally:
+        await admin.execute(f"DROP DATABASE {name}")
+        await admin.close()

@@ -141,21 +141,29 @@ class SQLStore:
     async def _ready(self) -> None:
         """Create the SDK's tables and our own if this is a new database.
 
-        Once per process (the lock), and one client at a time on PostgreSQL (``SETUP_LOCK``):
-        every turn reads the paused table, and turns starting together on a fresh database each
-        creating it can fail."""
+        Once per process (the lock), and one client at a time on PostgreSQL (``SETUP_LOCK``, held
+        on a connection of its own while the SDK makes its tables too): concurrent creations of
+        one table fail there (turns starting together on a fresh database; 2 of 5 rounds of four
+        processes checking one fresh database at once)."""
         if self._tables_ready:
             return
         async with self._tables_lock:
-            if not self._tables_ready:
+            if self._tables_ready:
+                return
+            if self.engine.dialect.name != "postgresql":
                 await self._create_tables()
-                self._tables_ready = True
+            else:
+                async with self.engine.connect() as guard:
+                    await guard.execute(text("SELECT pg_advisory_lock(:key)"), {"key": SETUP_LOCK})
+                    try:
+                        await self._create_tables()
+                    finally:
+                        await guard.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": SETUP_LOCK})
+            self._tables_ready = True
 
     async def _create_tables(self) -> None:
         await self.open("__init__").get_items(1)  # the SDK creates its own tables on first use
         async with self.engine.begin() as conn:
-            if self.engine.dialect.name == "postgresql":
-                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SETUP_LOCK})
             await conn.execute(
                 text(
                     f"CREATE TABLE IF NOT EXISTS {LAST_AGENT_TABLE} (session_id VARCHAR PRIMARY KEY, "
