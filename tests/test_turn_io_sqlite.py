@@ -59,25 +59,61 @@ async def test_run_turn_on_a_plain_session_starts_and_commits_in_two_calls_witho
 ):
     session = SQLiteSession("user_dana", db)
     calls = []
-    original = sqlite_turns.SQLiteTurns._call
 
-    async def counted(self, work):
-        calls.append(work.__name__)
-        return await original(self, work)
+    def counted(name):
+        original = getattr(sqlite_turns.SQLiteTurns, name)
+
+        async def call(self, *args):
+            calls.append(name)
+            return await original(self, *args)
+
+        return call
 
     def refuse(*args, **kwargs):
         raise AssertionError("the short path went through the SDK's session methods")
 
-    monkeypatch.setattr(sqlite_turns.SQLiteTurns, "_call", counted)
+    for name in ("begin", "commit", "try_acquire", "release"):
+        monkeypatch.setattr(sqlite_turns.SQLiteTurns, name, counted(name))
     monkeypatch.setattr(SQLiteSession, "get_items", refuse)
     monkeypatch.setattr(SQLiteSession, "add_items", refuse)
     model = ScriptedModel([reply("Hello Dana"), reply("Your order is 5512")])
     await run_turn(Agent(name="Bot"), session, "I am Dana, order 5512", run_config=RunConfig(model=model))
     result = await run_turn(Agent(name="Bot"), session, "Which order?", run_config=RunConfig(model=model))
-    assert calls == ["begin", "commit", "begin", "commit"]
+    assert calls == ["begin", "commit", "begin", "commit"]  # the commit frees the lease itself
     assert user_texts(model.calls[1].input) == ["I am Dana, order 5512", "Which order?"]
     monkeypatch.undo()
     assert await SQLiteSession("user_dana", db).get_items() == result.to_input_list()
+
+
+async def test_turns_committing_at_once_share_one_transaction_and_each_keeps_its_own_items(db, monkeypatch):
+    flushes, turns_in = [0], []  # the thread's transactions, and the one each turn was written in
+    flush, write_turn = sqlite_turns.SQLiteTurns._write_queued, sqlite_turns._write_turn
+
+    def counted_flush(self, conn):
+        flushes[0] += 1
+        return flush(self, conn)
+
+    def counted_turn(conn, turn):
+        turns_in.append(flushes[0])
+        return write_turn(conn, turn)
+
+    monkeypatch.setattr(sqlite_turns.SQLiteTurns, "_write_queued", counted_flush)
+    monkeypatch.setattr(sqlite_turns, "_write_turn", counted_turn)
+    model = ScriptedModel([reply(f"answer {i}") for i in range(40)])
+    sessions = [SQLiteSession(f"user_{i}", db) for i in range(20)]
+    await run_turn(Agent(name="Bot"), sessions[0], "warm up", run_config=RunConfig(model=model))
+    turns_in.clear()
+    await asyncio.gather(
+        *(
+            run_turn(Agent(name="Bot"), s, f"I am user {i}", run_config=RunConfig(model=model))
+            for i, s in enumerate(sessions)
+        )
+    )
+    assert len(turns_in) == 20
+    assert len(set(turns_in)) < 20  # some transactions carried several turns
+    for i, s in enumerate(sessions):
+        texts = [item["content"] for item in await s.get_items() if item.get("role") == "user"]
+        assert texts[-1] == f"I am user {i}"
 
 
 async def test_a_turn_whose_lease_was_taken_meanwhile_writes_nothing_and_says_so(db):
