@@ -225,8 +225,12 @@ def main(argv: Sequence[str], lesson: Lesson, settings: Settings | None = None) 
 
 
 def _fail(line: str, code: int, store_url: str | None) -> int:
-    """Print one error line (the store URL's secrets scrubbed from it); return the exit code."""
-    text = " ".join(scrub(line, store_url).split("\n"))
+    """Print one error line (the store URL's secrets scrubbed from it); return the exit code.
+
+    Whatever the line quotes (a hostile argument) cannot break it or drive the terminal: line
+    breaks of every kind become spaces, other control characters are shown escaped."""
+    text = " ".join(scrub(line, store_url).splitlines())
+    text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
     print(f"error: {text}", file=sys.stderr)
     return code
 

@@ -115,3 +115,12 @@ def test_a_bad_key_is_one_line_naming_the_key_and_leaves_no_orphan(cli: Cli, tmp
     assert len(result.err_lines) == 1
     assert "AuthenticationError" in result.err_lines[0] and "check OPENAI_API_KEY" in result.err_lines[0]
     assert stored_messages(db) == 0
+
+
+@pytest.mark.parametrize("hostile", ["\x1e", "a\nb", "\x1b[2J", "x\u2028y"])
+def test_a_hostile_argument_in_an_error_stays_one_line_and_drives_no_terminal(cli: Cli, hostile):
+    # argparse quotes unrecognised arguments as they are; the error line must not carry them raw.
+    ran = cli("sessions", "list", hostile)
+    assert ran.code == 2
+    assert len(ran.err.strip().splitlines()) == 1 and ran.err.startswith("error: ")
+    assert "\x1b" not in ran.err and "\x1e" not in ran.err
