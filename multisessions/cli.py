@@ -356,11 +356,12 @@ async def _approvals(args: argparse.Namespace, lesson: Lesson, settings: Setting
             )
         finally:
             await close_session(session)
+        done = {"approve": "approved", "reject": "rejected"}[args.action]
         if result.interruptions:
-            print(f"[{session_id}] {args.action}d; the turn paused again for another call")
+            print(f"[{session_id}] {done}; the turn paused again for another call")
             return 0
         await store.save_last_agent(session_id, result.last_agent.name)
-        print(f"[{session_id}] {args.action}d. {result.last_agent.name}: {result.final_output}")
+        print(f"[{session_id}] {done}. {result.last_agent.name}: {result.final_output}")
         return 0
     finally:
         await store.close()

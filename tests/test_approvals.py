@@ -145,3 +145,17 @@ async def test_a_supervisor_in_another_process_approves_from_the_command_line(db
     items = await read_all(store.open("thread_cli"))
     assert whole(items) and len(items) == 8
     assert await store.load_last_agent("thread_cli") == "Billing Agent"
+
+
+async def test_a_supervisor_rejects_from_the_command_line_and_is_told_so(db, capsys):
+    store = SQLiteStore(db)
+    await pause(store, "thread_no")
+    lesson = Lesson(
+        agent.DEMOS, agents=partial(agent.support_agents, refunds=True), first_agent="Triage Agent"
+    )
+    argv = ["approvals", "reject", "thread_no", "--reason", "duplicate", "--db", str(db)]
+    assert await asyncio.to_thread(main, argv, lesson, Settings()) == 0
+    out = capsys.readouterr().out
+    assert "\n[thread_no] rejected. Billing Agent: refund_order: duplicate\n" in out  # once said "rejectd"
+    assert whole(await read_all(store.open("thread_no")))
+    assert await store.load_pending("thread_no") is None
