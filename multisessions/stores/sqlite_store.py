@@ -23,7 +23,13 @@ from agents.memory import Session, SessionSettings
 
 from multisessions.errors import StoreError
 from multisessions.stores.base import SessionInfo, TurnIO
-from multisessions.stores.sqlite_turns import MESSAGES_TABLE, PENDING_TABLE, SESSIONS_TABLE, SQLiteTurns
+from multisessions.stores.sqlite_turns import (
+    CREATE_PENDING_TABLE,
+    MESSAGES_TABLE,
+    PENDING_TABLE,
+    SESSIONS_TABLE,
+    SQLiteTurns,
+)
 
 LAST_AGENT_TABLE = "agent_session_last_agent"
 
@@ -160,11 +166,7 @@ class SQLiteStore:
             "session_id TEXT PRIMARY KEY, agent_name TEXT NOT NULL, "
             "updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
         )
-        conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {PENDING_TABLE} ("
-            "session_id TEXT PRIMARY KEY, state TEXT NOT NULL, "
-            "created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
-        )
+        conn.execute(CREATE_PENDING_TABLE)
         return conn
 
     async def list_sessions(self) -> list[SessionInfo]:

@@ -32,6 +32,11 @@ from multisessions.stores.leases import LEASES_TABLE
 PENDING_TABLE = "agent_session_pending"
 SESSIONS_TABLE = "agent_sessions"
 MESSAGES_TABLE = "agent_messages"
+CREATE_PENDING_TABLE = (
+    f"CREATE TABLE IF NOT EXISTS {PENDING_TABLE} (session_id TEXT PRIMARY KEY, "
+    "state TEXT NOT NULL, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
+)
+"""Turns paused for approval, beside the SDK's tables (SQLiteStore and the turn path both make it)."""
 
 T = TypeVar("T")
 _inherited: list[object] = []  # a parent's connections and threads, never used in this process
@@ -79,10 +84,7 @@ class SQLiteTurns:
             f"CREATE TABLE IF NOT EXISTS {LEASES_TABLE} "
             "(session_id TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL)"
         )
-        conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {PENDING_TABLE} (session_id TEXT PRIMARY KEY, "
-            "state TEXT NOT NULL, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
-        )
+        conn.execute(CREATE_PENDING_TABLE)
         return conn
 
     async def try_acquire(self, session_id: str, owner: str, seconds: float) -> bool:
