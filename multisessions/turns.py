@@ -38,6 +38,7 @@ from agents.run_context import RunContextWrapper
 from agents.stream_events import StreamEvent
 
 from multisessions.approvals import PausedTurn, paused_turn
+from multisessions.direct import can_pass_history, history_limit, model_input, turn_items
 from multisessions.errors import AwaitingApproval, MultiSessionsError, SessionBusy, StoreError, TurnFailed
 from multisessions.failures import describe_failure
 from multisessions.locks import Lease, hold_session
@@ -312,11 +313,19 @@ async def run_turn(agent: Agent[Any], session: Session, user_input: str, **runne
     user_input = check_message(user_input)
     store = store_of(session)
     io = _turn_io(session, store)
-    async with _turn_on(session, store, io) as lease:
+    limit = history_limit(session, runner_kwargs)
+    async with _turn_on(session, store, io, limit) as lease:
         turn = PendingTurn(session, lease.start)
         try:
             await _refuse_if_waiting(session, store, lease.start)
-            result = await Runner.run(agent, user_input, session=turn, **runner_kwargs)
+            if _passes_history(agent, session, runner_kwargs):
+                # The SDK's session bookkeeping skipped (direct.py): the same input, the same items.
+                history = await turn.get_items(limit)
+                prepared, new_input = model_input(history, user_input, limited=limit is not None)
+                result = await Runner.run(agent, prepared, **runner_kwargs)
+                turn.pending = turn_items(new_input, result)
+            else:
+                result = await Runner.run(agent, user_input, session=turn, **runner_kwargs)
             await _finish(agent, session, store, turn, result, lease, io)
         except Exception as exc:
             raise TurnFailed(session.session_id, exc) from exc
@@ -443,18 +452,25 @@ async def _finish(
     await turn.compact_after_commit()  # a compacting session compacts what is now whole
 
 
+def _passes_history(agent: Agent[Any], session: Session, runner_kwargs: dict[str, Any]) -> bool:
+    """Whether the turn runs with its history passed by hand (direct.py); a session that takes
+    the run context gets it only from the SDK, so its turns keep the SDK's session path."""
+    return not _takes_the_run_context(session) and can_pass_history(agent, session, runner_kwargs)
+
+
 def _turn_io(session: Session, store: SessionStore | None) -> TurnIO | None:
     """The store's short turn path for ``session``, if it has one that serves it exactly."""
     return None if store is None else store.turn_io(session)
 
 
 @asynccontextmanager
-async def _turn_on(session: Session, store: SessionStore | None, io: TurnIO | None) -> AsyncIterator[Lease]:
+async def _turn_on(
+    session: Session, store: SessionStore | None, io: TurnIO | None, limit: int | None = None
+) -> AsyncIterator[Lease]:
     """Hold the session for one turn (here, and through ``store``'s leases in every process);
     a busy session fails the turn. With ``io``, taking the lease also reads the turn's start
-    (``lease.start``) in the same round trip."""
+    (``lease.start``: the newest ``limit`` items) in the same round trip."""
     if io is not None:
-        limit = resolve_session_limit(None, getattr(session, "session_settings", None))
         session_id = session.session_id
 
         async def begin(owner: str, seconds: float) -> TurnStart | None:
@@ -485,13 +501,21 @@ async def stream_turn(
     user_input = check_message(user_input)
     store = store_of(session)
     io = _turn_io(session, store)
-    async with _turn_on(session, store, io) as lease:
+    limit = history_limit(session, runner_kwargs)
+    async with _turn_on(session, store, io, limit) as lease:
+        turn = PendingTurn(session, lease.start)
+        new_input: list[TResponseInputItem] | None = None
         try:
             await _refuse_if_waiting(session, store, lease.start)
+            if _passes_history(agent, session, runner_kwargs):  # as in run_turn
+                history = await turn.get_items(limit)
+                prepared, new_input = model_input(history, user_input, limited=limit is not None)
         except Exception as exc:
             raise TurnFailed(session.session_id, exc) from exc
-        turn = PendingTurn(session, lease.start)
-        result = Runner.run_streamed(agent, user_input, session=turn, **runner_kwargs)
+        if new_input is None:
+            result = Runner.run_streamed(agent, user_input, session=turn, **runner_kwargs)
+        else:
+            result = Runner.run_streamed(agent, prepared, **runner_kwargs)
         read_to_the_end = _watch_the_end(result)
         try:
             yield result
@@ -504,6 +528,8 @@ async def stream_turn(
             await _abandon(result)  # the reader left early: nothing of this turn is kept
             return
         try:
+            if new_input is not None:
+                turn.pending = turn_items(new_input, result)
             await _finish(agent, session, store, turn, result, lease, io)
         except Exception as exc:
             raise TurnFailed(session.session_id, exc) from exc
