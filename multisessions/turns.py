@@ -10,6 +10,10 @@ when the run succeeds does ``commit()`` write them, in one ``add_items`` call (o
 on SQLite and PostgreSQL, one pipeline on Redis). A failed or cancelled turn writes nothing.
 Turns on one session id run one at a time, across tasks, processes and machines (locks.py): a
 turn reads the history, calls the model and commits while it holds the session's lease.
+
+Where nothing could make the two differ, a turn skips the SDK's session bookkeeping: the
+history is passed by hand and the turn's items are built as the SDK would (direct.py), then
+committed the same way. The SDK's session path stays for everything else.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import subprocess_env
 from tools import bench
 
@@ -59,3 +61,18 @@ def test_pooled_pattern_holds_30_users_under_ulimit_64_where_naive_fails(tmp_pat
     assert pooled["errors"] == "0" and pooled["leaks"] == "0"
     assert int(pooled["peak_fds"]) <= 40
     assert RESULT.match(result.stdout.strip().splitlines()[-1])
+
+
+def test_startup_times_both_commands_and_a_failing_one_ends_it_with_its_last_error_line(monkeypatch):
+    quick = [sys.executable, "-c", "pass"]
+    slower = [sys.executable, "-c", "import time; time.sleep(0.3)"]
+    monkeypatch.setattr(bench, "STARTUP_COMMANDS", {"import_agents": quick, "agent_py": slower})
+    figures = bench.startup_cost(2)
+    assert figures["errors"] == 0
+    assert figures["agent_py_best_s"] >= 0.3 > figures["import_agents_best_s"]
+    ratio = figures["agent_py_median_s"] / figures["import_agents_median_s"]
+    assert figures["ratio"] == pytest.approx(ratio, rel=0.1) and figures["ratio"] > 1
+
+    failing = [sys.executable, "-c", "import sys; print('x', file=sys.stderr); sys.exit('no demo ran')"]
+    monkeypatch.setattr(bench, "STARTUP_COMMANDS", {"import_agents": quick, "agent_py": failing})
+    assert bench.startup_cost(3) == {"errors": 1, "failed": "agent_py exited 1: no demo ran"}

@@ -41,6 +41,8 @@ import json
 import multiprocessing
 import os
 import resource
+import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -288,6 +290,41 @@ def run_patterns(
     return best
 
 
+PROJECT = Path(__file__).resolve().parent.parent
+STARTUP_COMMANDS = {  # name in the figures: the command
+    "import_agents": [sys.executable, "-c", "import agents"],
+    "agent_py": [sys.executable, str(PROJECT / "agent.py")],
+}
+
+
+def startup_cost(runs: int) -> dict[str, Any]:
+    """Wall time of ``python -c "import agents"`` and of the default ``python agent.py`` (every demo,
+    offline), alternated ``runs`` times, each in a new empty folder with no model settings.
+
+    Returns each command's best and median seconds and ``ratio``: agent.py's median over the
+    import's. A command that fails ends the measurement with its last line of errors."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "SESSION_"))}
+    times: dict[str, list[float]] = {name: [] for name in STARTUP_COMMANDS}
+    for _ in range(runs):
+        for name, command in STARTUP_COMMANDS.items():
+            with tempfile.TemporaryDirectory() as folder:
+                started = time.perf_counter()
+                done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
+                times[name].append(time.perf_counter() - started)
+            if done.returncode != 0:
+                last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                return {"errors": 1, "failed": f"{name} exited {done.returncode}: {last}"}
+    figures: dict[str, Any] = {}
+    for name, values in times.items():
+        figures[f"{name}_best_s"] = round(min(values), 3)
+        figures[f"{name}_median_s"] = round(statistics.median(values), 3)
+    figures["ratio"] = round(
+        statistics.median(times["agent_py"]) / statistics.median(times["import_agents"]), 2
+    )
+    figures["errors"] = 0
+    return figures
+
+
 COLUMNS = ["pattern", "store", "turns_per_s", "floor_ratio", "p50_ms", "p99_ms", "peak_fds"]
 COLUMNS += ["peak_rss_mb", "errors", "leaks"]
 
@@ -323,6 +360,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history-turns", type=int, default=200, help="0 skips the history benchmark")
     parser.add_argument("--history-users", type=int, default=10)
     parser.add_argument("--cap", type=int, default=20, help="history cap (items) for the history benchmark")
+    parser.add_argument(
+        "--startup",
+        type=int,
+        default=0,
+        metavar="N",
+        help='also time `python agent.py` against `python -c "import agents"`, N runs each',
+    )
     parser.add_argument(
         "--plot", metavar="DIR", help="write PNG charts to DIR (pip install -r requirements-bench.txt)"
     )
@@ -370,6 +414,12 @@ def main(argv: list[str] | None = None) -> int:
                 history.append(measure("history", args, Path(tmp), cap=cap or None))
                 print("  " + json.dumps(history[-1]), flush=True)
 
+    startup: dict[str, Any] = {}
+    if args.startup:
+        print(f"startup: {args.startup} runs of each command, alternated (load {load()}) ...", flush=True)
+        startup = startup_cost(args.startup)
+        print("  " + json.dumps(startup), flush=True)
+
     for users, rows in by_users.items():
         print(f"\n{users} users x {args.turns} turns, best of {args.repeat}, load {load()} at the end:")
         print_table(rows)
@@ -392,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows_at
         if row["pattern"] != "naive"
     )
-    return 0 if held else 1
+    return 0 if held and not startup.get("errors") else 1
 
 
 if __name__ == "__main__":
