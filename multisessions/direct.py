@@ -125,16 +125,34 @@ def model_input(
     The steps of the SDK's ``prepare_input_with_session`` with no callback: history items are
     normalised, a tool call without its output is dropped (with ``limited``, a cut-off history,
     an output without its call too), and items sharing an id keep their latest value."""
+    new = normalize_input_items_for_api(
+        [ensure_input_item_format(item) for item in ItemHelpers.input_to_new_input_list(message)]
+    )
+    if all(_is_message(item) for item in history) and all(_is_message(item) for item in new):
+        # Only messages: no call can be an orphan and no message has an id to deduplicate by,
+        # so the SDK's steps reduce to dropping its internal keys (tests compare both ways).
+        return [*(strip_internal_input_item_metadata(item) for item in history), *new], new
+    return _prepared(history, new, limited=limited), new
+
+
+def _is_message(item: object) -> bool:
+    return (
+        isinstance(item, dict) and item.get("role") is not None and item.get("type", "message") == "message"
+    )
+
+
+def _prepared(
+    history: list[TResponseInputItem], new: list[TResponseInputItem], *, limited: bool
+) -> list[TResponseInputItem]:
+    """Every step of the SDK's preparation, in its order."""
     stored = [strip_internal_input_item_metadata(ensure_input_item_format(item)) for item in history]
-    new = [ensure_input_item_format(item) for item in ItemHelpers.input_to_new_input_list(message)]
     old = set(range(len(stored)))
     kept = drop_orphan_function_calls(
         [ensure_input_item_format(item) for item in stored + new],
         pruning_indexes=old,
         output_pruning_indexes=old if limited else None,
     )
-    prepared = deduplicate_input_items_preferring_latest(normalize_input_items_for_api(kept))
-    return prepared, normalize_input_items_for_api(new)
+    return deduplicate_input_items_preferring_latest(normalize_input_items_for_api(kept))
 
 
 def turn_items(

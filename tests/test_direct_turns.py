@@ -223,3 +223,43 @@ async def test_a_paused_turn_still_takes_the_sdk_session_path(tmp_path, monkeypa
     assert result.interruptions and passed == []
     assert await read_all(session) == []  # kept beside the session until decided
     session.close()
+
+
+def _assistant(text: str, item_id: str) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "type": "message",
+        "role": "assistant",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
+
+
+HISTORIES: dict[str, list[Any]] = {
+    "empty": [],
+    "messages": [{"role": "user", "content": "hi"}, _assistant("hello", "m1")],
+    "repeated message ids": [_assistant("one", "m1"), _assistant("two", "m1")],  # messages never dedupe
+    "internal keys": [{"role": "user", "content": "hi", "created_by": "compaction"}, _assistant("ok", "m2")],
+    "system and developer": [{"role": "system", "content": "s"}, {"role": "developer", "content": "d"}],
+    "a call without its output": [
+        {"role": "user", "content": "hi"},
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}", "id": "c1"},
+    ],
+    "an output without its call": [
+        {"type": "function_call_output", "call_id": "c0", "output": "x"},
+        _assistant("ok", "m3"),
+    ],
+}
+
+
+@pytest.mark.parametrize("limited", [False, True], ids=["whole", "capped"])
+@pytest.mark.parametrize("name", sorted(HISTORIES))
+def test_the_model_input_equals_every_step_of_the_sdk_preparation(name, limited):
+    from multisessions import direct
+
+    history = HISTORIES[name]
+    prepared, new = direct.model_input(history, "next", limited=limited)
+    assert new == [{"content": "next", "role": "user"}]
+    assert prepared == direct._prepared(history, new, limited=limited)  # the SDK's steps, all of them
+    assert all("created_by" not in item for item in prepared)
+    assert prepared is not history and all(p is not h for p, h in zip(prepared, history, strict=False))
