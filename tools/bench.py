@@ -27,7 +27,8 @@ is an error. ``--repeat N`` runs every pattern N times, interleaved so that a ch
 machine's load hits them alike, and keeps each one's best round (errors and leaks add up over
 all rounds). Then a history benchmark measures turn latency at turn 10 and turn N with and
 without a history cap. ``--plot DIR`` runs at each of ``--plot-users`` instead of ``--users`` and
-writes two PNG charts there (tools/charts.py; needs requirements-bench.txt). The last line is
+writes two PNG charts there (tools/charts.py; needs requirements-bench.txt). ``--startup N``
+also times the default ``python agent.py`` against ``python -c "import agents"``. The last line is
 machine-readable, for the last pattern run (the recommended one, or the last ``--store``):
 ``RESULT users=N turns=T store=... turns_per_s=... floor_ratio=... p50_ms=... p99_ms=...
 peak_fds=... errors=E leaks=L`` (one line).
