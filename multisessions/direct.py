@@ -128,7 +128,7 @@ def model_input(
     new = normalize_input_items_for_api(
         [ensure_input_item_format(item) for item in ItemHelpers.input_to_new_input_list(message)]
     )
-    if all(_is_message(item) for item in history) and all(_is_message(item) for item in new):
+    if all(_is_message(item) for item in history):  # ``new`` is the user's message
         # Only messages: no call can be an orphan and no message has an id to deduplicate by,
         # so the SDK's steps reduce to dropping its internal keys (tests compare both ways).
         return [*(strip_internal_input_item_metadata(item) for item in history), *new], new

@@ -322,10 +322,9 @@ async def run_turn(agent: Agent[Any], session: Session, user_input: str, **runne
         turn = PendingTurn(session, lease.start)
         try:
             await _refuse_if_waiting(session, store, lease.start)
-            if _passes_history(agent, session, runner_kwargs):
-                # The SDK's session bookkeeping skipped (direct.py): the same input, the same items.
-                history = await turn.get_items(limit)
-                prepared, new_input = model_input(history, user_input, limited=limit is not None)
+            by_hand = await _input_by_hand(agent, turn, user_input, limit, runner_kwargs)
+            if by_hand is not None:  # the SDK's session bookkeeping skipped: same input, same items
+                prepared, new_input = by_hand
                 result = await Runner.run(agent, prepared, **runner_kwargs)
                 turn.pending = turn_items(new_input, result)
             else:
@@ -462,6 +461,16 @@ def _passes_history(agent: Agent[Any], session: Session, runner_kwargs: dict[str
     return not _takes_the_run_context(session) and can_pass_history(agent, session, runner_kwargs)
 
 
+async def _input_by_hand(
+    agent: Agent[Any], turn: PendingTurn, user_input: str, limit: int | None, runner_kwargs: dict[str, Any]
+) -> tuple[list[TResponseInputItem], list[TResponseInputItem]] | None:
+    """The model's input and the turn's own input items, if the history is passed by hand; else None."""
+    if not _passes_history(agent, turn.session, runner_kwargs):
+        return None
+    history = await turn.get_items(limit)
+    return model_input(history, user_input, limited=limit is not None)
+
+
 def _turn_io(session: Session, store: SessionStore | None) -> TurnIO | None:
     """The store's short turn path for ``session``, if it has one that serves it exactly."""
     return None if store is None else store.turn_io(session)
@@ -508,18 +517,15 @@ async def stream_turn(
     limit = history_limit(session, runner_kwargs)
     async with _turn_on(session, store, io, limit) as lease:
         turn = PendingTurn(session, lease.start)
-        new_input: list[TResponseInputItem] | None = None
         try:
             await _refuse_if_waiting(session, store, lease.start)
-            if _passes_history(agent, session, runner_kwargs):  # as in run_turn
-                history = await turn.get_items(limit)
-                prepared, new_input = model_input(history, user_input, limited=limit is not None)
+            by_hand = await _input_by_hand(agent, turn, user_input, limit, runner_kwargs)  # as in run_turn
         except Exception as exc:
             raise TurnFailed(session.session_id, exc) from exc
-        if new_input is None:
+        if by_hand is None:
             result = Runner.run_streamed(agent, user_input, session=turn, **runner_kwargs)
         else:
-            result = Runner.run_streamed(agent, prepared, **runner_kwargs)
+            result = Runner.run_streamed(agent, by_hand[0], **runner_kwargs)
         read_to_the_end = _watch_the_end(result)
         try:
             yield result
@@ -532,8 +538,8 @@ async def stream_turn(
             await _abandon(result)  # the reader left early: nothing of this turn is kept
             return
         try:
-            if new_input is not None:
-                turn.pending = turn_items(new_input, result)
+            if by_hand is not None:
+                turn.pending = turn_items(by_hand[1], result)
             await _finish(agent, session, store, turn, result, lease, io)
         except Exception as exc:
             raise TurnFailed(session.session_id, exc) from exc
