@@ -3,13 +3,16 @@ descriptor limit where the naive one fails."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
 
 import pytest
+from agents.extensions.memory import SQLAlchemySession
 
 from conftest import subprocess_env
+from multisessions import open_store, user_session_id
 from tools import bench
 
 RESULT = re.compile(
@@ -76,3 +79,39 @@ def test_startup_times_both_commands_and_a_failing_one_ends_it_with_its_last_err
     failing = [sys.executable, "-c", "import sys; print('x', file=sys.stderr); sys.exit('no demo ran')"]
     monkeypatch.setattr(bench, "STARTUP_COMMANDS", {"import_agents": quick, "agent_py": failing})
     assert bench.startup_cost(3) == {"errors": 1, "failed": "agent_py exited 1: no demo ran"}
+
+
+async def test_a_store_round_starts_from_empty_sessions_cleared_before_the_clock(tmp_path, monkeypatch):
+    # A store keeps its sessions between rounds: a leftover conversation holding another user's
+    # fact would be counted as a leak (and its history would slow the round). It is deleted first,
+    # every session before any turn, so that clearing is not timed as turns (the floor has none).
+    db = tmp_path / "sqlalchemy.db"
+    store = open_store(f"sqlite+aiosqlite:///{db}")
+    await store.check()
+    leftover = store.open(user_session_id("bench0"))
+    await leftover.add_items([{"role": "user", "content": "My email is u777@example.com."}])
+    await store.close()
+    events: list[str] = []
+    converse, clear = bench.converse, SQLAlchemySession.clear_session
+
+    async def clearing(self, *args, **kwargs):
+        await clear(self, *args, **kwargs)
+        if self.session_id == user_session_id("bench2"):
+            await asyncio.sleep(0.2)  # one slow deletion: no turn may start before it ends
+        events.append("cleared")
+
+    async def conversing(*args, **kwargs):
+        events.append("turns")
+        return await converse(*args, **kwargs)
+
+    monkeypatch.setattr(SQLAlchemySession, "clear_session", clearing)
+    monkeypatch.setattr(bench, "converse", conversing)
+    figures = await bench.run_users("sqlalchemy", 3, 3, db, None, gate=4)
+    assert (figures["errors"], figures["leaks"]) == (0, 0)
+    assert events == ["cleared"] * 3 + ["turns"] * 3
+    store = open_store(f"sqlite+aiosqlite:///{db}")
+    try:
+        held = await store.open(user_session_id("bench0")).get_items()
+    finally:
+        await store.close()
+    assert len(held) == 6 and "u777" not in str(held)
