@@ -314,8 +314,12 @@ async def test_begin_sees_a_turn_that_committed_while_it_waited_for_the_lease(pg
         await tx.start()
         item = json.dumps({"role": "user", "content": "committed meanwhile"}, separators=(",", ":"))
         assert await conn.fetchval(
-            "SELECT multisessions_turn_commit_v1($1, $2, $3)", session.session_id, "first", [item]
-        )
+            "SELECT multisessions_turn_commit_many_v1($1, $2, $3, $4)",
+            [session.session_id],
+            ["first"],
+            [1],
+            [item],
+        ) == [True]
         waiting = asyncio.create_task(io.begin(session.session_id, "second", 30, None))
         await asyncio.sleep(0.3)
         assert not waiting.done()  # blocked on the lease row the commit deleted
@@ -496,3 +500,73 @@ async def test_processes_starting_together_on_a_fresh_database_all_start(pg):
     finally:
         await admin.execute(f"DROP DATABASE {name}")
         await admin.close()
+
+
+async def test_turns_at_once_share_round_trips_and_each_session_keeps_only_its_own(pg):
+    # Turns started together go to the server in batches (stores/batches.py): fewer round trips
+    # than two per turn, and still each session holds exactly its own turn, whole.
+    proxy = CountingProxy()
+    port = await proxy.start()
+    store = await open_pg(f"postgresql://postgres@127.0.0.1:{port}/{database_name()}")
+    try:
+        sessions = [store.open(uid(f"batch{i}")) for i in range(20)]
+        warm = ScriptedModel([reply("warm")])
+        await run_turn(Agent(name="Bot"), store.open(uid("warm")), "hi", run_config=RunConfig(model=warm))
+        before = proxy.round_trips
+        model = ScriptedModel(
+            [ModelStep.respond(lambda call: reply("re: " + user_texts(call.input)[-1]))] * 20
+        )
+        await asyncio.gather(
+            *(
+                run_turn(Agent(name="Bot"), session, f"m{i}", run_config=RunConfig(model=model))
+                for i, session in enumerate(sessions)
+            )
+        )
+        assert proxy.round_trips - before < 20  # 40 one by one
+        for i, session in enumerate(sessions):
+            items = await session.get_items()
+            assert [items[0]["content"], items[1]["content"][0]["text"]] == [f"m{i}", f"re: m{i}"]
+            assert len(items) == 2
+    finally:
+        await store.close()
+        await proxy.close()
+
+
+async def test_a_turn_the_server_refuses_fails_alone_and_the_turns_batched_with_it_are_saved(pg):
+    # A session id PostgreSQL cannot store (a NUL character) fails the batch it went in; each of
+    # its turns is then sent alone, so only that one fails.
+    bad = "user_\x00nul"
+    sessions = [pg.open(uid(f"fine{i}")) for i in range(3)] + [pg.open(bad)]
+    model = ScriptedModel([reply("ok")] * 4)
+    results = await asyncio.gather(
+        *(run_turn(Agent(name="Bot"), s, "hello", run_config=RunConfig(model=model)) for s in sessions),
+        return_exceptions=True,
+    )
+    assert [isinstance(r, Exception) for r in results] == [False, False, False, True]
+    assert isinstance(results[3], StoreError) and "0x00" in str(results[3])  # failed starting the turn
+    for session in sessions[:3]:
+        assert len(await session.get_items()) == 2
+
+
+async def test_two_processes_batching_the_same_sessions_in_opposite_orders_never_deadlock(pg):
+    # Each batch takes its sessions' rows in the order of their ids, so two stores (two processes)
+    # turning the same sessions at once only wait for each other's leases.
+    other = await open_pg()
+    try:
+        ids = [uid(f"order{i}") for i in range(12)]
+        stores = [pg, other]
+        model = ScriptedModel([reply("ok")] * 48)
+
+        async def turn(store: SQLStore, session_id: str) -> None:
+            await run_turn(Agent(name="Bot"), store.open(session_id), "hi", run_config=RunConfig(model=model))
+
+        await asyncio.gather(
+            *(turn(stores[0], s) for s in ids),
+            *(turn(stores[1], s) for s in reversed(ids)),
+            *(turn(stores[0], s) for s in reversed(ids)),
+            *(turn(stores[1], s) for s in ids),
+        )
+        for session_id in ids:
+            assert len(await pg.open(session_id).get_items()) == 8
+    finally:
+        await other.close()

@@ -7,12 +7,17 @@ no-session floor at 1,000 users. Here two server-side
 functions do the same work, on one small asyncpg pool of our own, in the SDK's own tables and
 formats, so that ``SQLAlchemySession.get_items()`` reads back exactly what it would have written:
 
-- ``multisessions_turn_begin_v1`` takes the lease and, if it got it, reads the paused flag and
-  the newest ``limit`` items. It is a VOLATILE plpgsql function so that each statement in it takes
-  a new snapshot (READ COMMITTED): a single statement would keep the snapshot from before it
-  waited on the lease row, and miss the turn that committed and freed the lease meanwhile.
-- ``multisessions_turn_commit_v1`` deletes the lease if this owner holds it unexpired and, only
-  then, appends the items in order and touches ``agent_sessions.updated_at``: one transaction.
+- ``multisessions_turn_begin_many_v1`` takes each turn's lease and, if it got it, reads the
+  paused flag and the newest ``limit`` items. It is a VOLATILE plpgsql function so that each
+  statement in it takes a new snapshot (READ COMMITTED): a single statement would keep the
+  snapshot from before it waited on a lease row, and miss the turn that committed and freed the
+  lease meanwhile.
+- ``multisessions_turn_commit_many_v1`` deletes each turn's lease if its owner holds it unexpired
+  and, only then, appends that turn's items in order and touches ``agent_sessions.updated_at``.
+
+Both take a batch: the turns starting (or committing) in one pass of the event loop share one
+round trip and one transaction (batches.py); at 1,000 users a turn's two calls had cost more
+in the client (asyncpg's pool, the protocol, the socket write) than in the server.
 """
 
 from __future__ import annotations
@@ -24,11 +29,12 @@ from typing import Any
 
 from multisessions.locks import LeaseBackend
 from multisessions.stores.base import TurnStart, store_failures
+from multisessions.stores.batches import Batches
 from multisessions.stores.leases import LEASES_TABLE, SETUP_LOCK
 from multisessions.stores.sqlite_turns import MESSAGES_TABLE, PENDING_TABLE, SESSIONS_TABLE
 
-BEGIN = "multisessions_turn_begin_v1"
-COMMIT = "multisessions_turn_commit_v1"
+BEGIN = "multisessions_turn_begin_many_v1"
+COMMIT = "multisessions_turn_commit_many_v1"
 POOL_SIZE = 8
 """Connections in the short path's pool: each call holds one for one round trip, so a few serve
 hundreds of turns at once without the descriptors (and server processes) of one per turn."""
@@ -36,58 +42,84 @@ hundreds of turns at once without the descriptors (and server processes) of one 
 # Versioned names: a later change to these functions gets new names instead of replacing the
 # ones processes of this version still call. The setup runs under SETUP_LOCK: two processes
 # creating one table or replacing one function at once fail ("tuple concurrently updated").
+# Each function serves a batch of turns (batches.py), in one transaction; it takes the sessions
+# in the order of their ids, so two batches from two processes lock rows in one order and
+# never deadlock.
 _SETUP = [
     f"CREATE TABLE IF NOT EXISTS {LEASES_TABLE} (session_id VARCHAR PRIMARY KEY, "
     "owner VARCHAR NOT NULL, expires TIMESTAMPTZ NOT NULL)",
-    # The lease goes first, so a busy session costs one insert. A turn that only took a lease
-    # commits it asynchronously (synchronous_commit off, this transaction only): a lease lost in a
-    # server crash can only make its holder's commit fail (LeaseLost), never let two turns write.
+    # For each turn: take the lease and, if taken, read the paused flag and the newest ``limit``
+    # items (all: NULL). The lease goes first, so a busy session costs one insert. A transaction
+    # that only takes leases commits asynchronously (synchronous_commit off, this transaction
+    # only): a lease lost in a server crash can only make its holder's commit fail (LeaseLost),
+    # never let two turns write.
     f"""
 CREATE OR REPLACE FUNCTION {BEGIN}(
-    p_session_id VARCHAR, p_owner VARCHAR, p_seconds DOUBLE PRECISION, p_limit INTEGER,
-    OUT taken BOOLEAN, OUT paused BOOLEAN, OUT items TEXT[])
+    p_session_ids VARCHAR[], p_owners VARCHAR[], p_seconds DOUBLE PRECISION[], p_limits INTEGER[])
+RETURNS TABLE (turn INTEGER, taken BOOLEAN, paused BOOLEAN, items TEXT[])
 LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    i INTEGER;
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
-    INSERT INTO {LEASES_TABLE} AS l (session_id, owner, expires)
-    VALUES (p_session_id, p_owner, now() + make_interval(secs => p_seconds))
-    ON CONFLICT (session_id) DO UPDATE SET owner = excluded.owner, expires = excluded.expires
-    WHERE l.expires < now();
-    taken := FOUND;
-    IF NOT taken THEN
-        RETURN;
-    END IF;
-    paused := EXISTS (SELECT 1 FROM {PENDING_TABLE} WHERE session_id = p_session_id);
-    IF p_limit IS NULL THEN
-        items := ARRAY(SELECT message_data FROM {MESSAGES_TABLE} WHERE session_id = p_session_id
-                       ORDER BY created_at, id);
-    ELSE
-        items := ARRAY(SELECT newest.message_data FROM (
-                           SELECT message_data, created_at, id FROM {MESSAGES_TABLE}
-                           WHERE session_id = p_session_id
-                           ORDER BY created_at DESC, id DESC LIMIT greatest(p_limit, 0)) AS newest
-                       ORDER BY newest.created_at, newest.id);
-    END IF;
+    FOR i IN SELECT s.i FROM generate_subscripts(p_session_ids, 1) AS s(i) ORDER BY p_session_ids[s.i] LOOP
+        turn := i;
+        paused := NULL;
+        items := NULL;
+        INSERT INTO {LEASES_TABLE} AS l (session_id, owner, expires)
+        VALUES (p_session_ids[i], p_owners[i], now() + make_interval(secs => p_seconds[i]))
+        ON CONFLICT (session_id) DO UPDATE SET owner = excluded.owner, expires = excluded.expires
+        WHERE l.expires < now();
+        taken := FOUND;
+        IF taken THEN
+            paused := EXISTS (SELECT 1 FROM {PENDING_TABLE} WHERE session_id = p_session_ids[i]);
+            IF p_limits[i] IS NULL THEN
+                items := ARRAY(SELECT message_data FROM {MESSAGES_TABLE} WHERE session_id = p_session_ids[i]
+                               ORDER BY created_at, id);
+            ELSE
+                items := ARRAY(SELECT newest.message_data FROM (
+                                   SELECT message_data, created_at, id FROM {MESSAGES_TABLE}
+                                   WHERE session_id = p_session_ids[i]
+                                   ORDER BY created_at DESC, id DESC LIMIT greatest(p_limits[i], 0)) AS newest
+                               ORDER BY newest.created_at, newest.id);
+            END IF;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
 END $$""",
-    # As SQLAlchemySession.add_items writes: the parent row created or its updated_at touched
+    # For each turn: delete its lease if this owner holds it unexpired and, only then, write as
+    # SQLAlchemySession.add_items writes: the parent row created or its updated_at touched
     # (CURRENT_TIMESTAMP, the transaction's time, as every inserted row's created_at), the items
     # in order, one by one so that their ids (the tie-break after created_at) follow that order.
+    # ``p_items`` holds every turn's items, ``p_counts`` how many are each turn's.
     f"""
-CREATE OR REPLACE FUNCTION {COMMIT}(p_session_id VARCHAR, p_owner VARCHAR, p_items TEXT[])
-RETURNS BOOLEAN LANGUAGE plpgsql VOLATILE AS $$
+CREATE OR REPLACE FUNCTION {COMMIT}(
+    p_session_ids VARCHAR[], p_owners VARCHAR[], p_counts INTEGER[], p_items TEXT[])
+RETURNS BOOLEAN[] LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    item TEXT;
+    i INTEGER;
+    j INTEGER;
+    starts INTEGER[] := '{{}}';
+    saved BOOLEAN[] := '{{}}';
+    next_item INTEGER := 1;
 BEGIN
-    DELETE FROM {LEASES_TABLE} WHERE session_id = p_session_id AND owner = p_owner AND expires > now();
-    IF NOT FOUND THEN
-        RETURN false;
-    END IF;
-    INSERT INTO {SESSIONS_TABLE} AS s (session_id) VALUES (p_session_id)
-    ON CONFLICT (session_id) DO UPDATE SET updated_at = CURRENT_TIMESTAMP;
-    FOREACH item IN ARRAY p_items LOOP
-        INSERT INTO {MESSAGES_TABLE} (session_id, message_data) VALUES (p_session_id, item);
+    FOR i IN 1 .. coalesce(array_length(p_session_ids, 1), 0) LOOP
+        starts[i] := next_item;
+        next_item := next_item + p_counts[i];
+        saved[i] := false;
     END LOOP;
-    RETURN true;
+    FOR i IN SELECT s.i FROM generate_subscripts(p_session_ids, 1) AS s(i) ORDER BY p_session_ids[s.i] LOOP
+        DELETE FROM {LEASES_TABLE}
+        WHERE session_id = p_session_ids[i] AND owner = p_owners[i] AND expires > now();
+        CONTINUE WHEN NOT FOUND;
+        INSERT INTO {SESSIONS_TABLE} AS s (session_id) VALUES (p_session_ids[i])
+        ON CONFLICT (session_id) DO UPDATE SET updated_at = CURRENT_TIMESTAMP;
+        FOR j IN starts[i] .. starts[i] + p_counts[i] - 1 LOOP
+            INSERT INTO {MESSAGES_TABLE} (session_id, message_data) VALUES (p_session_ids[i], p_items[j]);
+        END LOOP;
+        saved[i] := true;
+    END LOOP;
+    RETURN saved;
 END $$""",
 ]
 
@@ -102,8 +134,12 @@ _RENEW = (
     "WHERE session_id = $1 AND owner = $2"
 )
 _RELEASE = f"DELETE FROM {LEASES_TABLE} WHERE session_id = $1 AND owner = $2"
-_BEGIN_CALL = f"SELECT taken, paused, items FROM {BEGIN}($1, $2, $3, $4)"
-_COMMIT_CALL = f"SELECT {COMMIT}($1, $2, $3)"
+_BEGIN_CALL = f"SELECT turn, taken, paused, items FROM {BEGIN}($1, $2, $3, $4)"
+_COMMIT_CALL = f"SELECT {COMMIT}($1, $2, $3, $4)"
+
+_Begin = tuple[str, str, float, int | None]  # session id, owner, lease seconds, limit
+_Commit = tuple[str, str, list[str]]  # session id, owner, the items as stored
+_Started = tuple[bool, bool, list[str]]  # taken, paused, the stored items
 
 
 async def _no_reset(connection: Any) -> None:
@@ -135,6 +171,10 @@ class PostgresTurns:
         self._url = url  # kept only to scrub its secrets from driver errors
         self._pool: Any = None
         self._opening = asyncio.Lock()
+        self._begins: Batches[_Begin, _Started] = Batches(
+            self._begin_many, refused=_refused, abandoned=self._give_back
+        )
+        self._commits: Batches[_Commit, bool] = Batches(self._commit_many, refused=_refused)
 
     @property
     def seconds(self) -> float:
@@ -170,26 +210,45 @@ class PostgresTurns:
     async def begin(self, session_id: str, owner: str, seconds: float, limit: int | None) -> TurnStart | None:
         """Take the lease; if taken, also read the paused flag and the newest ``limit`` items."""
         with store_failures(self._name, self._url, "starting a turn"):
-            pool = await self._connection_pool()
-            row = await pool.fetchrow(_BEGIN_CALL, session_id, owner, seconds, limit)
-        if not row["taken"]:
+            taken, paused, raw = await self._begins.call((session_id, owner, seconds, limit))
+        if not taken:
             return None
-        raw: list[str] = row["items"]
         history = _decode(raw)
         if limit is not None and len(history) < len(raw) and len(raw) >= limit:
             # Corrupt rows among the newest: the SDK widens its window to count ``limit`` valid
             # items. The items read are still the newest valid ones; say only that many were read,
             # so that a read for more goes to the session itself.
             limit = len(history)
-        return TurnStart(history, limit, bool(row["paused"]))
+        return TurnStart(history, limit, paused)
 
     async def commit(self, session_id: str, owner: str, items: list[Any]) -> bool:
         """Append ``items`` and free the lease, in one transaction, iff ``owner`` holds it unexpired."""
         # As SQLAlchemySession._serialize_item writes them (its default ensure_ascii).
         payload = [json.dumps(item, ensure_ascii=True, separators=(",", ":")) for item in items]
         with store_failures(self._name, self._url, "saving a turn"):
-            pool = await self._connection_pool()
-            return bool(await pool.fetchval(_COMMIT_CALL, session_id, owner, payload))
+            return await self._commits.call((session_id, owner, payload))
+
+    async def _begin_many(self, turns: list[_Begin]) -> list[_Started]:
+        pool = await self._connection_pool()
+        ids, owners, seconds, limits = (list(column) for column in zip(*turns, strict=True))
+        rows = await pool.fetch(_BEGIN_CALL, ids, owners, seconds, limits)
+        started: list[_Started] = [(False, False, [])] * len(turns)
+        for row in rows:
+            started[row["turn"] - 1] = (bool(row["taken"]), bool(row["paused"]), row["items"] or [])
+        return started
+
+    async def _commit_many(self, turns: list[_Commit]) -> list[bool]:
+        pool = await self._connection_pool()
+        items = [item for _, _, payload in turns for item in payload]
+        counts = [len(payload) for _, _, payload in turns]
+        ids, owners = [turn[0] for turn in turns], [turn[1] for turn in turns]
+        saved = await pool.fetchval(_COMMIT_CALL, ids, owners, counts, items)
+        return [bool(ok) for ok in saved]
+
+    async def _give_back(self, turn: _Begin, started: _Started) -> None:
+        """A lease taken for a turn cancelled meanwhile is freed at once (not when it runs out)."""
+        if started[0]:
+            await self.release(turn[0], turn[1])
 
     async def try_acquire(self, session_id: str, owner: str, seconds: float) -> bool:
         """As ``SQLLeases.try_acquire``, on this pool."""
@@ -210,10 +269,21 @@ class PostgresTurns:
             await pool.execute(_RELEASE, session_id, owner)
 
     async def close(self) -> None:
-        """Close the pool, if it was opened."""
+        """Close the pool, if it was opened, once the batches under way are done."""
+        await self._begins.close()
+        await self._commits.close()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the server refused a batch (a statement error: its transaction wrote nothing), or
+    asyncpg refused to send it; not a lost connection, after which a commit may have landed."""
+    import asyncpg
+
+    refused_here = isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError)  # bad input
+    return refused_here or isinstance(exc, asyncpg.PostgresError)
 
 
 def _decode(rows: list[str]) -> list[Any]:
