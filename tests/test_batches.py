@@ -90,3 +90,37 @@ async def test_a_reply_for_a_cancelled_caller_is_handed_back_and_the_others_get_
         await first
     await calls.close()
     assert handed_back == [(1, 2)]
+
+
+def test_calls_a_stopped_loop_left_queued_do_not_block_the_next_loop():
+    server = Server()
+    calls = Batches(server.send, refused=refused)
+    old = asyncio.new_event_loop()
+    calls._loop, calls._queue = old, [(99, old.create_future())]
+    old.close()  # stopped before that batch left: nothing will ever send it
+
+    async def call_in_a_new_loop() -> int:
+        return await asyncio.wait_for(calls.call(3), 5)
+
+    assert asyncio.run(call_in_a_new_loop()) == 6
+    assert server.batches == [[3]]
+
+
+async def test_a_call_cancelled_before_its_batch_left_is_not_sent():
+    server = Server()
+    calls = Batches(server.send, refused=refused)
+    first = asyncio.create_task(calls.call(1))
+    second = asyncio.create_task(calls.call(2))
+    await asyncio.sleep(0)  # both queued, the batch not yet sent
+    first.cancel()
+    assert await second == 4
+    assert server.batches == [[2]]
+
+
+async def test_an_exception_in_the_replies_fails_that_call_alone():
+    async def send(requests: list[int]) -> list[int | BaseException]:
+        return [ValueError("no") if r == 2 else r for r in requests]
+
+    calls = Batches(send, refused=refused)
+    replies = await asyncio.gather(*(calls.call(i) for i in (1, 2, 3)), return_exceptions=True)
+    assert replies[0] == 1 and replies[2] == 3 and isinstance(replies[1], ValueError)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,7 +19,6 @@ from helpers import reply, user_texts
 from multisessions import OfflineModel, StoreError, TurnFailed, read_all, run_turn, stream_turn
 from multisessions.errors import AwaitingApproval, LeaseLost
 from multisessions.stores import EncryptedStore, RedisStore
-from multisessions.stores.redis_turns import _Coalescer
 from multisessions.turns import why_it_failed
 from stores_fixture import REDIS_URL, make_store, unavailable
 
@@ -396,28 +394,18 @@ async def test_a_client_that_decodes_replies_keeps_the_sdks_path(tmp_path):
         await store.close()
 
 
-def test_calls_a_stopped_loop_left_queued_do_not_block_the_next_loop():
-    sent: list[tuple[Any, ...]] = []
-
-    class Pipe:
-        def execute_command(self, *args: Any) -> None:
-            sent.append(args)
-
-        async def execute(self, raise_on_error: bool) -> list[Any]:
-            return [b"ok"] * len(sent)
-
-    class Client:
-        def pipeline(self, transaction: bool) -> Pipe:
-            return Pipe()
-
-    calls = _Coalescer(Client())
-    script = SimpleNamespace(sha="0" * 40)
-    old = asyncio.new_event_loop()
-    calls._loop, calls._queue = old, [(script, ["k"], ["stale"], old.create_future())]
-    old.close()  # stopped before that batch left: nothing will ever send it
-
-    async def call_in_a_new_loop() -> Any:
-        return await asyncio.wait_for(calls.call(script, ["k"], ["new"]), 5)
-
-    assert asyncio.run(call_in_a_new_loop()) == b"ok"
-    assert [args[-1] for args in sent] == ["new"]
+async def test_a_lease_taken_for_a_turn_cancelled_while_its_start_was_in_flight_is_freed(redis_store):
+    # The start went out in a batch; its caller was cancelled before the reply came back. The
+    # lease the server gave it is given back at once, not left to run out (15 s).
+    session = redis_store.open(f"user_cancel-{uuid.uuid4().hex[:8]}")
+    io = redis_store.turn_io(session)
+    starting = asyncio.create_task(io.begin(session.session_id, "gone", 30, None))
+    await asyncio.sleep(0)  # queued
+    await asyncio.sleep(0)  # the batch left
+    starting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    await io._calls.close()
+    assert await redis_store.client.exists(io._key(session.session_id)) == 0
+    assert await io.begin(session.session_id, "next", 30, None) is not None  # free at once
+    await io.release(session.session_id, "next")

@@ -570,3 +570,21 @@ async def test_two_processes_batching_the_same_sessions_in_opposite_orders_never
             assert len(await pg.open(session_id).get_items()) == 8
     finally:
         await other.close()
+
+
+async def test_a_lease_taken_for_a_turn_cancelled_while_its_start_was_in_flight_is_freed(pg):
+    # The start went out in a batch; its caller was cancelled before the reply came back. The
+    # lease the server gave it is given back at once, not left to run out (15 s).
+    session = pg.open(uid("cancel"))
+    io = short_path(pg, session)
+    await io.release(session.session_id, "warm-up")  # the pool and functions exist
+    starting = asyncio.create_task(io.begin(session.session_id, "gone", 30, None))
+    await asyncio.sleep(0)  # queued
+    await asyncio.sleep(0)  # the batch left
+    starting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    await io._begins.close()
+    assert await raw("SELECT owner FROM multisessions_leases WHERE session_id = $1", session.session_id) == []
+    assert await io.begin(session.session_id, "next", 30, None) is not None  # free at once
+    await io.release(session.session_id, "next")

@@ -12,13 +12,13 @@ the SDK, the inventory and a store without this path read the session back uncha
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any
 
 from multisessions.locks import LEASE_SECONDS
 from multisessions.stores.base import TurnStart
+from multisessions.stores.batches import Batches
 from multisessions.stores.leases import RedisLeases
 
 # KEYS: lease, paused turns (a hash by session id), the session's messages.
@@ -95,6 +95,9 @@ return 1
 # RPUSH takes at most 1,000 items per call above: Lua's unpack fails past ~8,000 values.
 
 
+_ScriptCall = tuple[Any, list[Any], list[Any]]  # a registered script, its keys, its arguments
+
+
 class RedisTurnIO(RedisLeases):
     """``TurnIO`` for a ``RedisStore``'s own sessions (see ``RedisStore.turn_io``): the lease keys of
     ``RedisLeases``, the SDK's session keys ``<prefix>:<id>[:messages|:counter]`` and its ttl."""
@@ -113,7 +116,12 @@ class RedisTurnIO(RedisLeases):
         # EVALSHA, loading the script on the server the first time it is missing there.
         self._begin = client.register_script(_BEGIN)
         self._commit = client.register_script(_COMMIT)
-        self._calls = _Coalescer(client)
+        from redis.exceptions import NoScriptError  # the driver is loaded only with a Redis store
+
+        self._no_script = NoScriptError
+        self._calls: Batches[_ScriptCall, Any] = Batches(
+            self._send, refused=lambda exc: False, abandoned=self._give_back
+        )
 
     def receipt_key(self, session_id: str) -> str:
         """Where a commit leaves its owner for a minute (our namespace, like the lease's)."""
@@ -123,7 +131,7 @@ class RedisTurnIO(RedisLeases):
         """Take the lease and read the paused flag and the newest ``limit`` items, in one round trip."""
         first = "0" if limit is None else "" if limit <= 0 else str(-limit)
         keys = [self._key(session_id), self.pending_key, f"{self.key_prefix}:{session_id}:messages"]
-        reply = await self._calls.call(self._begin, keys, [owner, int(seconds * 1000), session_id, first])
+        reply = await self._calls.call((self._begin, keys, [owner, int(seconds * 1000), session_id, first]))
         if reply is None:
             return None
         paused, framed, readable = reply
@@ -155,7 +163,33 @@ class RedisTurnIO(RedisLeases):
         now = "" if self.ttl is not None else str(int(time.time()))
         ttl = "" if self.ttl is None else str(self.ttl)
         serialized = [json.dumps(item, separators=(",", ":")) for item in items]
-        return bool(await self._calls.call(self._commit, keys, [owner, session_id, now, ttl, *serialized]))
+        return bool(await self._calls.call((self._commit, keys, [owner, session_id, now, ttl, *serialized])))
+
+    async def _send(self, calls: list[_ScriptCall]) -> list[Any]:
+        """The script calls of one batch, as one pipeline: one write, one read.
+
+        Each call is still one round trip for its turn, but the calls of concurrent turns share
+        the write, the read and redis-py's per-command work (a pooled connection, timers, parsing
+        set-up: ~70 us of CPU per command, a quarter of that in a batch of 8). The pipeline is not
+        a transaction: each script stays atomic on its own, and fails alone."""
+        pipe = self.client.pipeline(transaction=False)
+        for script, keys, args in calls:
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        for i, ((script, keys, args), reply) in enumerate(zip(calls, replies, strict=True)):
+            if isinstance(reply, self._no_script):
+                # The server lost the script (a restart, SCRIPT FLUSH); it did not run: load it, run it.
+                try:
+                    replies[i] = await script(keys=keys, args=args)
+                except Exception as exc:
+                    replies[i] = exc
+        return replies
+
+    async def _give_back(self, call: _ScriptCall, reply: Any) -> None:
+        """A lease taken for a turn cancelled meanwhile is freed at once (not when it runs out)."""
+        script, _, args = call
+        if script is self._begin and reply is not None:
+            await self.release(args[2], args[0])
 
 
 def _unframe(framed: bytes) -> list[bytes]:
@@ -178,73 +212,3 @@ def _decode(raw: list[bytes]) -> tuple[list[Any], int]:
         except (json.JSONDecodeError, UnicodeDecodeError):
             continue
     return items, len(raw) - len(items)
-
-
-_Call = tuple[Any, list[Any], list[Any], "asyncio.Future[Any]"]
-
-
-class _Coalescer:
-    """Send the script calls made in one pass of the event loop together, as one pipeline.
-
-    Each call is still one round trip for its turn, but the calls of concurrent turns share the
-    write, the read and redis-py's per-command work (a pooled connection, timers, parsing set-up:
-    ~70 us of CPU per command, a quarter of that in a batch of 8), which at 1,000 users cost more
-    than Redis itself. The pipeline is not a transaction: each script stays atomic on its own and
-    fails alone. A call whose caller was cancelled before its batch left is not sent.
-    """
-
-    def __init__(self, client: Any) -> None:
-        from redis.exceptions import NoScriptError  # the driver is loaded only with a Redis store
-
-        self.client = client
-        self._no_script = NoScriptError
-        self._queue: list[_Call] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._sending: set[asyncio.Task[None]] = set()  # strong references until each batch is done
-
-    def call(self, script: Any, keys: list[Any], args: list[Any]) -> asyncio.Future[Any]:
-        """The script's reply, from the next batch (sent once this pass of the loop ends)."""
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # calls a stopped loop left queued can never be answered now
-            self._loop, self._queue = loop, []
-        reply = loop.create_future()
-        if not self._queue:
-            loop.call_soon(self._flush)
-        self._queue.append((script, keys, args, reply))
-        return reply
-
-    def _flush(self) -> None:
-        batch, self._queue = [call for call in self._queue if not call[3].done()], []
-        if batch:
-            task = asyncio.ensure_future(self._send(batch))
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
-
-    async def _send(self, batch: list[_Call]) -> None:
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            for script, keys, args, _ in batch:
-                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            replies = await pipe.execute(raise_on_error=False)
-        except asyncio.CancelledError:
-            for *_, reply in batch:
-                reply.cancel()
-            raise
-        except Exception as exc:
-            for *_, reply in batch:
-                if not reply.done():
-                    reply.set_exception(exc)
-            return
-        for (script, keys, args, reply), result in zip(batch, replies, strict=True):
-            if isinstance(result, self._no_script):
-                # The server lost the script (a restart, SCRIPT FLUSH); it did not run: load it, run it.
-                try:
-                    result = await script(keys=keys, args=args)
-                except Exception as exc:
-                    result = exc
-            if reply.done():
-                continue
-            if isinstance(result, Exception):
-                reply.set_exception(result)
-            else:
-                reply.set_result(result)
