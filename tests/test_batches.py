@@ -51,6 +51,9 @@ async def test_a_long_queue_goes_out_in_batches_of_at_most_max_batch(monkeypatch
     calls = Batches(server.send, refused=refused)
     assert await asyncio.gather(*(calls.call(i) for i in range(10))) == [2 * i for i in range(10)]
     assert server.batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    capped = Batches(server.send, refused=refused, max_batch=3)  # a store's own cap
+    assert await asyncio.gather(*(capped.call(i) for i in range(5))) == [0, 2, 4, 6, 8]
+    assert server.batches[3:] == [[0, 1, 2], [3, 4]]
 
 
 async def test_a_refused_batch_is_sent_again_call_by_call_so_only_the_bad_call_fails():

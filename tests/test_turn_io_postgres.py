@@ -20,7 +20,7 @@ from helpers import reply, user_texts
 from multisessions import AwaitingApproval, LeaseLost, StoreError, TurnFailed, open_store, run_turn
 from multisessions.stores import SQLStore, TurnStart, sql_store
 from multisessions.stores.base import remember_store
-from multisessions.stores.pg_turns import PostgresTurns
+from multisessions.stores.pg_turns import POOL_SIZE, PostgresTurns
 from stores_fixture import POSTGRES_SERVER, database_name, empty_postgres_database, postgres_url, unavailable
 
 SERVER = urlsplit(POSTGRES_SERVER)
@@ -502,34 +502,34 @@ async def test_processes_starting_together_on_a_fresh_database_all_start(pg):
         await admin.close()
 
 
-async def test_turns_at_once_share_round_trips_and_each_session_keeps_only_its_own(pg):
-    # Turns started together go to the server in batches (stores/batches.py): fewer round trips
-    # than two per turn, and still each session holds exactly its own turn, whole.
-    proxy = CountingProxy()
-    port = await proxy.start()
-    store = await open_pg(f"postgresql://postgres@127.0.0.1:{port}/{database_name()}")
-    try:
-        sessions = [store.open(uid(f"batch{i}")) for i in range(20)]
-        warm = ScriptedModel([reply("warm")])
-        await run_turn(Agent(name="Bot"), store.open(uid("warm")), "hi", run_config=RunConfig(model=warm))
-        before = proxy.round_trips
-        model = ScriptedModel(
-            [ModelStep.respond(lambda call: reply("re: " + user_texts(call.input)[-1]))] * 20
+async def test_turns_at_once_share_round_trips_and_each_session_keeps_only_its_own(pg, monkeypatch):
+    # Turns started together go to the server in batches of at most one per pooled connection
+    # (stores/batches.py): fewer calls than two per turn, and still each session holds exactly
+    # its own turn, whole.
+    sessions = [pg.open(uid(f"batch{i}")) for i in range(20)]
+    io = short_path(pg, sessions[0])
+    sent: list[int] = []
+    for name in ("_begin_many", "_commit_many"):
+        send = getattr(io, name)
+
+        async def counted(turns: list[Any], send: Any = send) -> Any:
+            sent.append(len(turns))
+            return await send(turns)
+
+        monkeypatch.setattr(io, name, counted)
+    io._begins._send, io._commits._send = io._begin_many, io._commit_many
+    model = ScriptedModel([ModelStep.respond(lambda call: reply("re: " + user_texts(call.input)[-1]))] * 20)
+    await asyncio.gather(
+        *(
+            run_turn(Agent(name="Bot"), session, f"m{i}", run_config=RunConfig(model=model))
+            for i, session in enumerate(sessions)
         )
-        await asyncio.gather(
-            *(
-                run_turn(Agent(name="Bot"), session, f"m{i}", run_config=RunConfig(model=model))
-                for i, session in enumerate(sessions)
-            )
-        )
-        assert proxy.round_trips - before < 20  # 40 one by one
-        for i, session in enumerate(sessions):
-            items = await session.get_items()
-            assert [items[0]["content"], items[1]["content"][0]["text"]] == [f"m{i}", f"re: m{i}"]
-            assert len(items) == 2
-    finally:
-        await store.close()
-        await proxy.close()
+    )
+    assert sum(sent) == 40 and len(sent) < 20 and max(sent) <= POOL_SIZE
+    for i, session in enumerate(sessions):
+        items = await session.get_items()
+        assert [items[0]["content"], items[1]["content"][0]["text"]] == [f"m{i}", f"re: m{i}"]
+        assert len(items) == 2
 
 
 async def test_a_turn_the_server_refuses_fails_alone_and_the_turns_batched_with_it_are_saved(pg):

@@ -24,7 +24,7 @@ Request = TypeVar("Request")
 Reply = TypeVar("Reply")
 
 MAX_BATCH = 64
-"""Most calls in one batch: a longer queue goes out as several batches, side by side."""
+"""Most calls in one batch by default: a longer queue goes out as several batches, side by side."""
 
 
 class Batches(Generic[Request, Reply]):
@@ -32,7 +32,9 @@ class Batches(Generic[Request, Reply]):
 
     ``refused(exc)`` tells whether a batch's failure left nothing written (then each call is
     retried alone); ``abandoned(request, reply)`` is told of a reply whose caller was cancelled
-    meanwhile (to give back what the call took, such as a lease)."""
+    meanwhile (to give back what the call took, such as a lease). ``max_batch`` caps a batch: a
+    server that works through a batch one call at a time answers several smaller ones sooner,
+    side by side, while the client works on the first replies."""
 
     def __init__(
         self,
@@ -40,8 +42,10 @@ class Batches(Generic[Request, Reply]):
         *,
         refused: Callable[[BaseException], bool],
         abandoned: Callable[[Request, Reply], Awaitable[None]] | None = None,
+        max_batch: int | None = None,
     ) -> None:
         self._send = send
+        self._max_batch = max_batch
         self._refused = refused
         self._abandoned = abandoned
         self._queue: list[tuple[Request, asyncio.Future[Reply]]] = []
@@ -61,8 +65,9 @@ class Batches(Generic[Request, Reply]):
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         queue, self._queue = [call for call in self._queue if not call[1].done()], []
-        for first in range(0, len(queue), MAX_BATCH):
-            task = loop.create_task(self._run(queue[first : first + MAX_BATCH]))
+        size = self._max_batch or MAX_BATCH
+        for first in range(0, len(queue), size):
+            task = loop.create_task(self._run(queue[first : first + size]))
             self._sending.add(task)  # held until done: the loop keeps only weak references
             task.add_done_callback(self._sending.discard)
 

