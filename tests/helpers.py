@@ -1,10 +1,13 @@
-"""Small test helpers: models we supply ourselves, built from the SDK's ScriptedModel."""
+"""Small test helpers: models we supply ourselves, built from the SDK's ScriptedModel, and a
+cancelled turn start shared by the store tests."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from typing import Any
 
+import pytest
 from agents.testing import ModelStep, ScriptedModel, assistant_message
 
 _ids = itertools.count()
@@ -33,3 +36,15 @@ def user_texts(model_input: Any) -> list[str]:
 def reply(text: str) -> list[Any]:
     """One scripted model output: an assistant answer with a unique id."""
     return [assistant_message(text, item_id=f"msg-{next(_ids)}")]
+
+
+async def cancel_a_start_in_flight(io: Any, session_id: str, batches: Any) -> None:
+    """Start a turn on ``io`` and cancel its caller once its batch left (``batches``: the store's
+    ``Batches``), then wait for that batch to settle: whatever it took should be given back."""
+    starting = asyncio.create_task(io.begin(session_id, "gone", 30, None))
+    await asyncio.sleep(0)  # queued
+    await asyncio.sleep(0)  # the batch left
+    starting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    await batches.close()

@@ -15,7 +15,7 @@ from agents.testing import ModelStep, ScriptedModel, assistant_message
 from redis.asyncio.connection import Connection
 from redis.exceptions import ResponseError
 
-from helpers import reply, user_texts
+from helpers import cancel_a_start_in_flight, reply, user_texts
 from multisessions import OfflineModel, StoreError, TurnFailed, read_all, run_turn, stream_turn
 from multisessions.errors import AwaitingApproval, LeaseLost
 from multisessions.stores import EncryptedStore, RedisStore
@@ -399,13 +399,7 @@ async def test_a_lease_taken_for_a_turn_cancelled_while_its_start_was_in_flight_
     # lease the server gave it is given back at once, not left to run out (15 s).
     session = redis_store.open(f"user_cancel-{uuid.uuid4().hex[:8]}")
     io = redis_store.turn_io(session)
-    starting = asyncio.create_task(io.begin(session.session_id, "gone", 30, None))
-    await asyncio.sleep(0)  # queued
-    await asyncio.sleep(0)  # the batch left
-    starting.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await starting
-    await io._calls.close()
+    await cancel_a_start_in_flight(io, session.session_id, io._calls)
     assert await redis_store.client.exists(io._key(session.session_id)) == 0
     assert await io.begin(session.session_id, "next", 30, None) is not None  # free at once
     await io.release(session.session_id, "next")

@@ -16,7 +16,7 @@ from agents import Agent, RunConfig, SessionSettings
 from agents.extensions.memory import SQLAlchemySession
 from agents.testing import ModelStep, ScriptedModel, assistant_message
 
-from helpers import reply, user_texts
+from helpers import cancel_a_start_in_flight, reply, user_texts
 from multisessions import AwaitingApproval, LeaseLost, StoreError, TurnFailed, open_store, run_turn
 from multisessions.stores import SQLStore, TurnStart, sql_store
 from multisessions.stores.base import remember_store
@@ -578,13 +578,7 @@ async def test_a_lease_taken_for_a_turn_cancelled_while_its_start_was_in_flight_
     session = pg.open(uid("cancel"))
     io = short_path(pg, session)
     await io.release(session.session_id, "warm-up")  # the pool and functions exist
-    starting = asyncio.create_task(io.begin(session.session_id, "gone", 30, None))
-    await asyncio.sleep(0)  # queued
-    await asyncio.sleep(0)  # the batch left
-    starting.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await starting
-    await io._begins.close()
+    await cancel_a_start_in_flight(io, session.session_id, io._begins)
     assert await raw("SELECT owner FROM multisessions_leases WHERE session_id = $1", session.session_id) == []
     assert await io.begin(session.session_id, "next", 30, None) is not None  # free at once
     await io.release(session.session_id, "next")
