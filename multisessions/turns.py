@@ -19,6 +19,7 @@ committed the same way. The SDK's session path stays for everything else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import inspect
@@ -43,7 +44,7 @@ from agents.stream_events import StreamEvent
 
 from multisessions.approvals import PausedTurn, paused_turn
 from multisessions.direct import can_pass_history, history_limit, model_input, turn_items
-from multisessions.errors import AwaitingApproval, MultiSessionsError, SessionBusy, StoreError, TurnFailed
+from multisessions.errors import AwaitingApproval, MultiSessionsError, StoreError, TurnFailed
 from multisessions.failures import describe_failure
 from multisessions.locks import Lease, hold_session
 from multisessions.locks import held_locks as held_locks  # re-exported for callers and tests
@@ -481,8 +482,9 @@ async def _turn_on(
     session: Session, store: SessionStore | None, io: TurnIO | None, limit: int | None = None
 ) -> AsyncIterator[Lease]:
     """Hold the session for one turn (here, and through ``store``'s leases in every process);
-    a busy session fails the turn. With ``io``, taking the lease also reads the turn's start
-    (``lease.start``: the newest ``limit`` items) in the same round trip."""
+    a busy session, or a store failing while the lease is taken, fails the turn (``TurnFailed``).
+    With ``io``, taking the lease also reads the turn's start (``lease.start``: the newest
+    ``limit`` items) in the same round trip."""
     if io is not None:
         session_id = session.session_id
 
@@ -492,11 +494,12 @@ async def _turn_on(
         holding = hold_session(session_id, io, begin=begin)
     else:
         holding = hold_session(session.session_id, None if store is None else store.leases)
-    try:
-        async with holding as lease:
-            yield lease
-    except SessionBusy as exc:
-        raise TurnFailed(session.session_id, exc) from exc
+    async with contextlib.AsyncExitStack() as held:
+        try:
+            lease = await held.enter_async_context(holding)
+        except Exception as exc:  # busy, or the store failed while the lease was being taken
+            raise TurnFailed(session.session_id, exc) from exc
+        yield lease
 
 
 @asynccontextmanager

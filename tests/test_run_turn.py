@@ -202,3 +202,23 @@ async def test_a_failed_write_is_a_turn_failure_and_stores_nothing(db):
     with pytest.raises(TurnFailed, match="disk I/O error"):
         await run_turn(Agent(name="Bot"), session, "hello", run_config=config(ScriptedModel([reply("hi")])))
     assert await read_all(session) == []
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:9/0", "postgresql://postgres@127.0.0.1:9/test"])
+async def test_a_store_that_fails_while_the_turn_takes_its_lease_fails_the_turn_in_one_line(url):
+    # Nothing listens on port 9: the turn fails before the model is called, as TurnFailed (like
+    # every other failed turn), and its one line names the store without a traceback or secret.
+    from multisessions import open_store
+    from multisessions.turns import why_it_failed
+
+    store = open_store(url)
+    model = ScriptedModel([reply("never")])
+    config = RunConfig(model=model)
+    try:
+        with pytest.raises(TurnFailed) as failed:
+            await run_turn(Agent(name="Bot"), store.open("user_down"), "hi", run_config=config)
+    finally:
+        await store.close()
+    assert not model.calls
+    line = why_it_failed(failed.value, where=store.name, store_url=url)
+    assert "\n" not in line and ("failed" in line or "unreachable" in line), line

@@ -543,7 +543,9 @@ async def test_a_turn_the_server_refuses_fails_alone_and_the_turns_batched_with_
         return_exceptions=True,
     )
     assert [isinstance(r, Exception) for r in results] == [False, False, False, True]
-    assert isinstance(results[3], StoreError) and "0x00" in str(results[3])  # failed starting the turn
+    failed = results[3]
+    assert isinstance(failed, TurnFailed) and isinstance(failed.cause, StoreError)
+    assert "0x00" in str(failed.cause)  # it failed while starting the turn: nothing of it was stored
     for session in sessions[:3]:
         assert len(await session.get_items()) == 2
 
