@@ -127,3 +127,23 @@ async def test_an_exception_in_the_replies_fails_that_call_alone():
     calls = Batches(send, refused=refused)
     replies = await asyncio.gather(*(calls.call(i) for i in (1, 2, 3)), return_exceptions=True)
     assert replies[0] == 1 and replies[2] == 3 and isinstance(replies[1], ValueError)
+
+
+async def test_a_caller_cancelled_after_its_reply_came_but_before_it_woke_hands_the_reply_back():
+    handed_back: list[tuple[int, int]] = []
+
+    async def abandoned(request: int, reply: int) -> None:
+        handed_back.append((request, reply))
+
+    callers: list[asyncio.Task[int]] = []
+
+    async def send(requests: list[int]) -> list[int]:
+        asyncio.get_running_loop().call_soon(callers[0].cancel)  # runs before the caller wakes
+        return [2 * r for r in requests]
+
+    calls = Batches(send, refused=refused, abandoned=abandoned)
+    callers.append(asyncio.create_task(calls.call(5)))
+    with pytest.raises(asyncio.CancelledError):
+        await callers[0]
+    await calls.close()
+    assert handed_back == [(5, 10)]

@@ -403,3 +403,18 @@ async def test_a_lease_taken_for_a_turn_cancelled_while_its_start_was_in_flight_
     assert await redis_store.client.exists(io._key(session.session_id)) == 0
     assert await io.begin(session.session_id, "next", 30, None) is not None  # free at once
     await io.release(session.session_id, "next")
+
+
+async def test_a_session_id_redis_cannot_encode_fails_alone_in_its_batch(redis_store):
+    # A lone surrogate cannot be encoded: the pipeline fails before anything is sent, and each of
+    # its calls is then sent alone, so the turns batched with it are saved.
+    good = [redis_store.open(f"user_good{i}-{uuid.uuid4().hex[:8]}") for i in range(3)]
+    bad = redis_store.open("user_bad\ud800")
+    model = ScriptedModel([reply("ok")] * 4)
+    results = await asyncio.gather(
+        *(run_turn(Agent(name="Bot"), s, "hi", run_config=RunConfig(model=model)) for s in [*good, bad]),
+        return_exceptions=True,
+    )
+    assert [isinstance(r, TurnFailed) for r in results] == [False, False, False, True]
+    for session in good:
+        assert len(await read_all(session)) == 2

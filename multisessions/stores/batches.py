@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Generic, TypeVar
 
 Request = TypeVar("Request")
 Reply = TypeVar("Reply")
@@ -61,15 +61,19 @@ class Batches(Generic[Request, Reply]):
         if not self._queue:
             loop.call_soon(self._flush, loop)
         self._queue.append((request, reply))
-        return await reply
+        try:
+            return await reply
+        except asyncio.CancelledError:
+            # Cancelled after the reply came but before this caller woke: give it back all the same.
+            if reply.done() and not reply.cancelled() and reply.exception() is None:
+                self._later(loop, self._give_back(request, reply.result()))
+            raise
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         queue, self._queue = [call for call in self._queue if not call[1].done()], []
         size = self._max_batch or MAX_BATCH
         for first in range(0, len(queue), size):
-            task = loop.create_task(self._run(queue[first : first + size]))
-            self._sending.add(task)  # held until done: the loop keeps only weak references
-            task.add_done_callback(self._sending.discard)
+            self._later(loop, self._run(queue[first : first + size]))
 
     async def _run(self, batch: list[tuple[Request, asyncio.Future[Reply]]]) -> None:
         try:
@@ -95,11 +99,20 @@ class Batches(Generic[Request, Reply]):
                     reply.set_exception(answer)
             elif not reply.done():
                 reply.set_result(answer)
-            elif self._abandoned is not None:
+            else:
                 left.append((request, answer))
         for request, answer in left:
+            await self._give_back(request, answer)
+
+    async def _give_back(self, request: Request, answer: Reply) -> None:
+        if self._abandoned is not None:
             with contextlib.suppress(Exception):  # best effort: a lease left behind runs out
-                await self._abandoned(request, answer)  # type: ignore[misc]
+                await self._abandoned(request, answer)
+
+    def _later(self, loop: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, None]) -> None:
+        task = loop.create_task(work)
+        self._sending.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._sending.discard)
 
     async def close(self) -> None:
         """Wait for the batches under way."""

@@ -119,8 +119,13 @@ class RedisTurnIO(RedisLeases):
         from redis.exceptions import NoScriptError  # the driver is loaded only with a Redis store
 
         self._no_script = NoScriptError
+        from redis.exceptions import DataError
+
+        # A call redis-py cannot encode (a lone surrogate in a session id) fails the pipeline
+        # before anything is sent: then each call goes alone, and only that one fails.
+        unsendable = (UnicodeError, DataError)
         self._calls: Batches[_ScriptCall, Any] = Batches(
-            self._send, refused=lambda exc: False, abandoned=self._give_back
+            self._send, refused=lambda exc: isinstance(exc, unsendable), abandoned=self._give_back
         )
 
     def receipt_key(self, session_id: str) -> str:
