@@ -116,11 +116,9 @@ class RedisTurnIO(RedisLeases):
         # EVALSHA, loading the script on the server the first time it is missing there.
         self._begin = client.register_script(_BEGIN)
         self._commit = client.register_script(_COMMIT)
-        from redis.exceptions import NoScriptError  # the driver is loaded only with a Redis store
+        from redis.exceptions import DataError, NoScriptError  # loaded only with a Redis store
 
         self._no_script = NoScriptError
-        from redis.exceptions import DataError
-
         # A call redis-py cannot encode (a lone surrogate in a session id) fails the pipeline
         # before anything is sent: then each call goes alone, and only that one fails.
         unsendable = (UnicodeError, DataError)
