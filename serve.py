@@ -55,9 +55,8 @@ from multisessions import (
     MultiSessionsError,
     SessionStore,
     Settings,
-    SQLitePool,
-    SQLiteStore,
     TurnFailed,
+    WrongKey,
     check_message,
     close_session,
     describe_failure,
@@ -66,10 +65,10 @@ from multisessions import (
     hold_session,
     list_sessions,
     load_settings,
-    open_store,
     read_all,
     resolve_model,
     run_turn,
+    store_for,
     stream_turn,
 )
 from multisessions.settings import ServeToken
@@ -160,10 +159,8 @@ def create_app(
                 "or start with python serve.py, which makes demo tokens"
             )
         # Redis and SQLAlchemy clients belong to the loop that uses them: this worker's loop.
-        if config.store_url:
-            store = open_store(config.store_url)
-        else:  # SQLitePool: no connection held between operations, however many users
-            store = SQLiteStore(db_path, pool=SQLitePool(db_path, max_open=8))
+        # store_for: the settings' store, encrypted with SESSION_ENCRYPTION_KEY as the CLI's is.
+        store = store_for(config, db_path=db_path, max_open=8)
         await store.check()
         # Creates what a server store needs now (PostgreSQL's tables), not in the first request.
         await store.load_last_agent("")
@@ -359,7 +356,15 @@ def turn_failure(failed: TurnFailed) -> HTTPException:
 
 
 def store_failure(exc: BaseException) -> HTTPException:
-    """503 in one line; the exception's text (addresses, SQL) stays in the server."""
+    """503 in one line; the exception's text (addresses, SQL) stays in the server.
+
+    A session this server's key cannot decrypt is a 500 of its own: retrying will not help."""
+    if isinstance(exc, WrongKey):
+        return HTTPException(
+            500,
+            "this conversation cannot be decrypted with the server's SESSION_ENCRYPTION_KEY; nothing "
+            "was changed: the operator must start the server with the key it was written with",
+        )
     return HTTPException(
         503, f"the session store failed ({type(exc).__name__}); nothing was saved, retry later"
     )
@@ -389,7 +394,7 @@ def demo_tokens() -> tuple[ServeToken, ...]:
 
 async def check_store(settings: Settings, db_path: str | Path) -> None:
     """Open the store, check it, close it: ``StoreError`` in one line if it cannot be used."""
-    store = open_store(settings.store_url, db_path=db_path)
+    store = store_for(settings, db_path=db_path)
     try:
         await store.check()
     finally:

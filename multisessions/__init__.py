@@ -14,6 +14,7 @@ from multisessions.errors import (
     StoreError,
     TurnFailed,
     UsageError,
+    WrongKey,
 )
 from multisessions.failures import describe_failure
 from multisessions.inventory import (
@@ -50,6 +51,7 @@ from multisessions.stores import (
     SQLStore,
     close_session,
     open_store,
+    store_for,
 )
 from multisessions.turns import (
     MAX_MESSAGE_CHARS,
@@ -83,6 +85,7 @@ __all__ = [
     "SessionStore",
     "Settings",
     "StoreError",
+    "WrongKey",
     "TurnFailed",
     "UsageError",
     "check_message",
@@ -104,6 +107,7 @@ __all__ = [
     "make_session_id",
     "message_text",
     "open_store",
+    "store_for",
     "parse_session_id",
     "read_all",
     "resolve_model",

@@ -23,7 +23,7 @@ from agents.models.interface import Model
 from agents.stream_events import AgentUpdatedStreamEvent, RawResponsesStreamEvent
 from openai.types.responses import ResponseTextDeltaEvent
 
-from multisessions.errors import StoreError, TurnFailed
+from multisessions.errors import StoreError, TurnFailed, WrongKey
 from multisessions.inventory import format_listing, list_sessions
 from multisessions.items import history_lines, read_all
 from multisessions.naming import dated_session_id, feature_session_id, thread_session_id, user_session_id
@@ -116,6 +116,8 @@ async def chat(
                     if name is None:
                         continue  # paused for approval: the last agent stays until it is decided
                 except TurnFailed as exc:
+                    if isinstance(exc.cause, WrongKey):
+                        raise exc.cause from None  # every later turn would fail the same way
                     where = getattr(store, "db_path", store.name)
                     print(
                         f"error: {why_it_failed(exc, where=where, store_url=store_url)} (nothing was saved)"

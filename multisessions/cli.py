@@ -54,8 +54,8 @@ from multisessions.stores import (
     close_session,
     describe_sqlite_failure,
     driver_errors,
-    open_store,
     scrub,
+    store_for,
 )
 from multisessions.turns import resume_turn, why_it_failed
 
@@ -272,9 +272,8 @@ async def _open_store(
     args: argparse.Namespace, settings: Settings, *, must_exist: bool = False, writable: bool = True
 ) -> SessionStore:
     """The store the options name, checked: a reachable server, or a usable SQLite file."""
-    key = settings.encryption_key or None
     if settings.store_url:
-        store = open_store(settings.store_url, encryption_key=key)
+        store = store_for(settings)
         try:
             await store.check()
         except BaseException:
@@ -282,7 +281,7 @@ async def _open_store(
             raise
         return store
     path = check_db_path(args.db or DEFAULT_DB, must_exist=must_exist, writable=writable)
-    return open_store(None, db_path=path, encryption_key=key)
+    return store_for(settings, db_path=path)
 
 
 def _model(args: argparse.Namespace, settings: Settings) -> Model:

@@ -43,6 +43,10 @@ class StoreError(MultiSessionsError):
     """A store cannot be used as asked (unreachable, missing driver, unusable file, no such session)."""
 
 
+class WrongKey(StoreError):
+    """A session's stored items cannot be read with this ``SESSION_ENCRYPTION_KEY`` (another key, or none)."""
+
+
 class TurnFailed(MultiSessionsError):
     """A turn did not complete; the session holds exactly what it held before the turn."""
 

@@ -37,10 +37,16 @@ def auth(who: str) -> dict[str, str]:
 
 @asynccontextmanager
 async def serving(
-    db: Path, *, rate: int = 0, model: Model | None = None, store_url: str | None = None
+    db: Path,
+    *,
+    rate: int = 0,
+    model: Model | None = None,
+    store_url: str | None = None,
+    **more: Any,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The app, started (its lifespan run) on ``db``, and an in-process client into it."""
-    settings = Settings(serve_tokens=serve_tokens(), serve_rate=rate, store_url=store_url)
+    """The app, started (its lifespan run) on ``db``, and an in-process client into it; ``more``
+    settings (``encryption_key=...``) as the environment would give them."""
+    settings = Settings(serve_tokens=serve_tokens(), serve_rate=rate, store_url=store_url, **more)
     app = create_app(settings, db_path=db, model=model)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

@@ -484,8 +484,9 @@ async def test_encrypted_sessions_hold_no_plaintext_and_read_back_whole(store, c
         capsys, "sessions", "show", ids[1], *store_args(store), settings=Settings(encryption_key=SECRET)
     )
     assert code == 0 and CANARY in out, err
-    # Without the key (or with another), the store yields nothing readable, never plaintext.
-    assert await read_all(EncryptedStore(store, SECRET[::-1]).open(ids[1])) == []
+    # With another key the store yields nothing readable, never plaintext, and says so.
+    with pytest.raises(StoreError, match="cannot be decrypted with this SESSION_ENCRYPTION_KEY"):
+        await read_all(EncryptedStore(store, SECRET[::-1]).open(ids[1]))
 
 
 async def test_encrypted_items_are_never_hidden_by_age(db, monkeypatch):

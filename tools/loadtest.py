@@ -33,13 +33,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from multisessions import close_session, feature_session_id, message_text, open_store, read_all
+from multisessions import close_session, feature_session_id, load_settings, message_text, read_all, store_for
 from multisessions.stores.urls import redact_url
 from tools.workload import FACT, user_script
 
@@ -225,7 +225,9 @@ async def check_store(
     keep: bool,
 ) -> None:
     """Read every user's session back from the store: foreign facts, interleaving, lost turns."""
-    store = open_store(store_url, db_path=folder / "multi_sessions.db")
+    # The server's settings: this environment in ``folder`` (no .env there), so the same encryption.
+    settings = replace(load_settings(dotenv=folder / ".env"), store_url=store_url)
+    store = store_for(settings, db_path=folder / "multi_sessions.db")
     try:
         for i, count in answered.items():
             session_id = feature_session_id(name, f"u{i}")

@@ -3,6 +3,10 @@
 ``open_store(url)`` is the one factory: no URL means the SQLite file, ``redis://...`` the
 SDK's ``RedisSession`` over one client, ``postgresql://...`` its ``SQLAlchemySession`` over one
 engine. Every store gives the same inventory and keeps each session's last agent.
+
+``store_for(settings)`` is how every entry point (the command line, serve.py, the tools) opens
+the store the settings name: encryption is a property of the store, decided there from
+``SESSION_ENCRYPTION_KEY``, so no path can write plaintext beside encrypted sessions.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from agents import SQLiteSession
 
 from multisessions.errors import StoreError
 from multisessions.locks import LeaseBackend
+from multisessions.settings import Settings
 from multisessions.stores.base import (
     SessionInfo,
     SessionStore,
@@ -56,6 +61,7 @@ __all__ = [
     "store_of",
     "describe_sqlite_failure",
     "open_store",
+    "store_for",
     "redact_url",
     "scrub",
     "store_failures",
@@ -90,8 +96,20 @@ def open_store(
     return EncryptedStore(store, encryption_key) if encryption_key else store
 
 
-def _plain_store(url: str | None, db_path: str | Path) -> SessionStore:
+def store_for(
+    settings: Settings, *, db_path: str | Path = DEFAULT_DB, max_open: int | None = None
+) -> SessionStore:
+    """The store ``settings`` name (``SESSION_STORE_URL``, else the SQLite file ``db_path``),
+    encrypted when ``SESSION_ENCRYPTION_KEY`` is set. ``max_open``: a pooled SQLite file holding
+    at most that many connections (a server's many users), instead of one per session."""
+    store = _plain_store(settings.store_url, db_path, max_open)
+    return EncryptedStore(store, settings.encryption_key) if settings.encryption_key else store
+
+
+def _plain_store(url: str | None, db_path: str | Path, max_open: int | None = None) -> SessionStore:
     if not url:
+        if max_open is not None:  # no connection held between operations, however many users
+            return SQLiteStore(db_path, pool=SQLitePool(db_path, max_open=max_open))
         return SQLiteStore(db_path)
     try:
         scheme = urlsplit(url).scheme

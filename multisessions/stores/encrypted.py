@@ -20,7 +20,7 @@ from typing import Any
 
 from agents.memory import Session
 
-from multisessions.errors import ConfigError, StoreError
+from multisessions.errors import ConfigError, StoreError, WrongKey
 from multisessions.locks import LeaseBackend
 from multisessions.naming import tenant_label
 from multisessions.stores.base import SessionInfo, SessionStore, TurnIO, remember_store
@@ -55,6 +55,45 @@ def tenant_key(secret: str, session_id: str) -> str:
     return base64.urlsafe_b64encode(digest).decode("ascii")
 
 
+def wrong_key(session_id: str) -> WrongKey:
+    """The one line for a session this key cannot read."""
+    return WrongKey(
+        f"session {session_id!r} cannot be decrypted with this SESSION_ENCRYPTION_KEY (it was written "
+        "with another key, or with none); set the key it was written with. Nothing was changed"
+    )
+
+
+if EncryptedSession is not None:
+
+    class CheckedSession(EncryptedSession):
+        """``EncryptedSession`` that refuses, in one line, what it cannot decrypt.
+
+        The SDK's class skips an item it cannot decrypt: under a wrong key a conversation reads as
+        empty, the model answers without it, and the next turn is appended under the new key (the
+        session split in two). Here reading such an item raises ``WrongKey``, and so does appending
+        to a session whose latest item this key cannot read.
+        """
+
+        _readable = False  # set once a read of this session succeeded
+
+        def _unwrap(self, item: Any) -> Any:
+            # NEVER_HIDE as ttl: InvalidToken means another key (or tampering), never age.
+            found = super()._unwrap(item)
+            if found is None:
+                raise wrong_key(self.session_id)
+            return found
+
+        async def get_items(self, limit: int | None = None, *, wrapper: Any = None) -> list[Any]:
+            items = await super().get_items(limit, wrapper=wrapper)
+            self._readable = True
+            return items
+
+        async def add_items(self, items: list[Any], *, wrapper: Any = None) -> None:
+            if not self._readable:
+                await self.get_items(1, wrapper=wrapper)  # the latest item: WrongKey if unreadable
+            await super().add_items(items, wrapper=wrapper)
+
+
 class EncryptedStore:
     """A store whose sessions are encrypted at rest; everything else is the wrapped store's."""
 
@@ -72,7 +111,7 @@ class EncryptedStore:
     def open(self, session_id: str) -> Session:
         # EncryptedSession only calls the Session protocol's methods; any store's session has them.
         inner: Any = self.store.open(session_id)
-        session = EncryptedSession(session_id, inner, tenant_key(self._secret, session_id), ttl=NEVER_HIDE)
+        session = CheckedSession(session_id, inner, tenant_key(self._secret, session_id), ttl=NEVER_HIDE)
         return remember_store(session, self)
 
     def turn_io(self, session: Session) -> TurnIO | None:
@@ -94,7 +133,7 @@ class EncryptedStore:
         try:
             return str(self._fernet(session_id).decrypt(token.encode("ascii")).decode("utf-8"))
         except InvalidToken:
-            raise StoreError(
+            raise WrongKey(
                 f"the paused turn on {session_id!r} cannot be decrypted with this SESSION_ENCRYPTION_KEY"
             ) from None
 
