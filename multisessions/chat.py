@@ -26,7 +26,9 @@ from openai.types.responses import ResponseTextDeltaEvent
 from multisessions.errors import StoreError, TurnFailed, WrongKey
 from multisessions.inventory import format_listing, list_sessions
 from multisessions.items import history_lines, read_all
+from multisessions.models import turn_deadline
 from multisessions.naming import dated_session_id, feature_session_id, thread_session_id, user_session_id
+from multisessions.settings import DEFAULT_TURN_TIMEOUT
 from multisessions.stores import SessionStore, close_session, driver_errors, scrub
 from multisessions.turns import stream_turn, why_it_failed
 
@@ -58,12 +60,14 @@ async def chat(
     tenant: str | None = None,
     stdin: TextIO | None = None,
     store_url: str | None = None,
+    turn_timeout: float = DEFAULT_TURN_TIMEOUT,
 ) -> int:
     """Read messages from ``stdin`` until ``/quit`` or end of input; returns the exit code.
 
     Each turn goes to the agent that answered the session's last turn (kept beside the
     session), or to ``first_agent`` in a new session. ``store_url`` is only used to scrub its
-    password from a driver's error text.
+    password from a driver's error text. Each turn's model calls end within ``turn_timeout``
+    seconds. The exit code is 1 when the last turn failed, so a script can tell.
     """
     stdin = sys.stdin if stdin is None else stdin
     run_config = RunConfig(model=model)
@@ -78,17 +82,18 @@ async def chat(
 
     async def _loop() -> int:
         nonlocal session, user
+        failed = False  # whether the last turn failed: the exit code says so
         while True:
             if interactive:
                 print(f"{user}> ", end="", flush=True)
             line = stdin.readline()
             if not line:
-                return 0
+                return 1 if failed else 0
             text = line.strip()
             if not text:
                 continue
             if text == "/quit":
-                return 0
+                return 1 if failed else 0
             if text.startswith("/user"):
                 name = text[len("/user") :].strip()
                 try:
@@ -111,8 +116,11 @@ async def chat(
             else:
                 last = await store.load_last_agent(session.session_id)
                 agent = agents_by_name.get(last or "", agents_by_name[first_agent])
+                failed = True
                 try:
-                    name = await _streamed_answer(agent, session, text, run_config)
+                    with turn_deadline(turn_timeout):
+                        name = await _streamed_answer(agent, session, text, run_config)
+                    failed = False
                     if name is None:
                         continue  # paused for approval: the last agent stays until it is decided
                 except TurnFailed as exc:

@@ -44,7 +44,7 @@ from multisessions.inventory import (
     list_sessions,
 )
 from multisessions.items import history_lines, read_all
-from multisessions.models import resolve_model
+from multisessions.models import resolve_model, turn_deadline
 from multisessions.naming import check_session_id, check_tenant, tenant_prefix
 from multisessions.settings import APIS, Settings, load_settings, parse_api
 from multisessions.stores import (
@@ -320,6 +320,7 @@ async def _chat(args: argparse.Namespace, lesson: Lesson, settings: Settings) ->
             day=args.day,
             tenant=args.tenant,
             store_url=settings.store_url,
+            turn_timeout=settings.turn_timeout,
         )
     finally:
         await store.close()
@@ -346,13 +347,14 @@ async def _approvals(args: argparse.Namespace, lesson: Lesson, settings: Setting
             raise StoreError(f"the paused turn started with {starting!r}, which this lesson does not have")
         session = store.open(session_id)
         try:
-            result = await resume_turn(
-                agents[starting],
-                session,
-                approve=args.action == "approve",
-                reason=getattr(args, "reason", None),
-                run_config=RunConfig(model=_model(args, settings)),
-            )
+            with turn_deadline(settings.turn_timeout):
+                result = await resume_turn(
+                    agents[starting],
+                    session,
+                    approve=args.action == "approve",
+                    reason=getattr(args, "reason", None),
+                    run_config=RunConfig(model=_model(args, settings)),
+                )
         finally:
             await close_session(session)
         done = {"approve": "approved", "reject": "rejected"}[args.action]

@@ -60,6 +60,10 @@ class TurnFailed(MultiSessionsError):
         )
 
 
+class ModelTimeout(MultiSessionsError):
+    """A model call (or all of one turn's) took longer than its deadline; the turn is not saved."""
+
+
 class UsageError(MultiSessionsError):
     """Bad command-line usage (exit 2)."""
 

@@ -10,12 +10,21 @@ that uses it: the SDK's shared default client keeps connections of the first loo
 with "Event loop is closed" in the next one. The client waits ``OPENAI_TIMEOUT`` seconds per
 try and tries ``OPENAI_MAX_RETRIES`` more times on timeouts, connection errors, 429 and 5xx;
 an answer that is not the API's JSON fails at once, as ``openai.APIResponseValidationError``.
+
+The client's timeout bounds each read, not the call: a server that sends a byte now and then
+would hold a turn for ever. ``WithDeadline`` ends every call at ``Settings.call_deadline``
+(``(OPENAI_MAX_RETRIES + 1) x OPENAI_TIMEOUT`` plus the backoff between tries) and, inside
+``turn_deadline(seconds)``, all of a turn's calls together at that many seconds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import replace
 from typing import Any
 
@@ -26,6 +35,7 @@ from agents.models.interface import Model
 from openai import APIResponseValidationError, AsyncOpenAI, DefaultAsyncHttpxClient
 from openai._models import FinalRequestOptions
 
+from multisessions.errors import ModelTimeout
 from multisessions.offline_model import OfflineModel
 from multisessions.settings import Settings, load_settings
 
@@ -58,7 +68,7 @@ def resolve_model(
         real = OpenAIResponsesModel(settings.model, openai_client=model_client(settings))
     if settings.max_tokens is not None:
         real = WithModelSettings(real, ModelSettings(max_tokens=settings.max_tokens))
-    return real
+    return WithDeadline(real, settings.call_deadline)
 
 
 def model_client(settings: Settings) -> AsyncOpenAI:
@@ -156,3 +166,69 @@ class WithModelSettings(Model):
     ) -> AsyncIterator[TResponseStreamEvent]:
         settings = (model_settings or ModelSettings()).resolve(self.extra)
         return self.inner.stream_response(system_instructions, input, settings, *args, **kw)
+
+
+_turn_ends: ContextVar[float | None] = ContextVar("turn_ends", default=None)
+
+
+@contextmanager
+def turn_deadline(seconds: float) -> Iterator[None]:
+    """Inside this block, the model calls of a turn together end after ``seconds`` (``WithDeadline``).
+
+    A context variable: the SDK's streamed run copies it into the task it starts."""
+    token = _turn_ends.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _turn_ends.reset(token)
+
+
+class WithDeadline(Model):
+    """A model whose every call ends within ``seconds`` in total (and within the turn's deadline),
+    raising ``ModelTimeout``, however slowly the server sends its answer."""
+
+    def __init__(self, inner: Model, seconds: float) -> None:
+        self.inner = inner
+        self.seconds = seconds
+
+    def _ends(self) -> tuple[float, str]:
+        call_ends = time.monotonic() + self.seconds
+        turn_ends = _turn_ends.get()
+        if turn_ends is not None and turn_ends < call_ends:
+            return turn_ends, "the turn's model calls took longer than OPENAI_TURN_TIMEOUT allows"
+        return call_ends, f"the model call took longer than {self.seconds:g} s in total"
+
+    @staticmethod
+    def _timeout(why: str) -> ModelTimeout:
+        return ModelTimeout(
+            f"{why}; nothing was saved. Fix: check that the model server answers at its normal pace, "
+            "or raise OPENAI_TIMEOUT (each call ends within (OPENAI_MAX_RETRIES + 1) x OPENAI_TIMEOUT "
+            "plus backoff), or run offline with --offline"
+        )
+
+    async def get_response(self, *args: Any, **kw: Any) -> ModelResponse:
+        ends, why = self._ends()
+        try:
+            return await asyncio.wait_for(
+                self.inner.get_response(*args, **kw), max(0.0, ends - time.monotonic())
+            )
+        except TimeoutError:
+            raise self._timeout(why) from None
+
+    async def stream_response(self, *args: Any, **kw: Any) -> AsyncIterator[TResponseStreamEvent]:
+        ends, why = self._ends()
+        events = aiter(self.inner.stream_response(*args, **kw))
+        try:
+            while True:
+                try:
+                    # Each wait ends at the deadline: time between events counts, not only reads.
+                    event = await asyncio.wait_for(anext(events), max(0.0, ends - time.monotonic()))
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise self._timeout(why) from None
+                yield event
+        finally:
+            closing = getattr(events, "aclose", None)
+            if closing is not None:
+                await closing()

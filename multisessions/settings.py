@@ -29,6 +29,9 @@ of backoff, so with 2 retries a server that never answers ends a turn after at m
 3 x 30 + 1.5 = 91.5 s: within 2 minutes with room for the process around it (35 s per try
 measured 113.6 s end to end, too close). tests/test_real_model.py checks the sum."""
 DEFAULT_MAX_RETRIES = 2
+DEFAULT_TURN_TIMEOUT = 180.0
+"""Seconds all the model calls of one turn may take together (``OPENAI_TURN_TIMEOUT``): a handoff
+turn makes two calls, each normally seconds long."""
 DEFAULT_SERVE_RATE = 30
 """Turns per minute per user that serve.py accepts (``SERVE_RATE``; 0 means no limit)."""
 
@@ -53,6 +56,8 @@ class Settings:
     timeout: float = DEFAULT_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
     max_tokens: int | None = None
+    turn_timeout: float = DEFAULT_TURN_TIMEOUT
+    """``OPENAI_TURN_TIMEOUT``: seconds the model calls of one turn may take together."""
     store_url: str | None = None
     encryption_key: str = field(default="", repr=False)
     """``SESSION_ENCRYPTION_KEY``: when set, every session is encrypted at rest (a key per tenant)."""
@@ -65,6 +70,13 @@ class Settings:
     @property
     def uses_offline_model(self) -> bool:
         return self.offline or not self.api_key
+
+    @property
+    def call_deadline(self) -> float:
+        """Seconds one model call may take in total, whatever the server sends: each try's
+        ``timeout``, and the client's backoff between tries (0.5 s, doubling, at most 8 s)."""
+        backoff = sum(min(0.5 * 2.0**n, 8.0) for n in range(self.max_retries))
+        return (self.max_retries + 1) * self.timeout + backoff
 
 
 def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None = None) -> Settings:
@@ -97,6 +109,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
             parse_count(get("OPENAI_MAX_RETRIES"), "OPENAI_MAX_RETRIES", None, low=0), DEFAULT_MAX_RETRIES
         ),
         max_tokens=parse_count(get("OPENAI_MAX_TOKENS"), "OPENAI_MAX_TOKENS", None, low=1),
+        turn_timeout=parse_seconds(get("OPENAI_TURN_TIMEOUT"), "OPENAI_TURN_TIMEOUT", DEFAULT_TURN_TIMEOUT),
         store_url=get("SESSION_STORE_URL") or None,
         encryption_key=get("SESSION_ENCRYPTION_KEY"),
         serve_tokens=parse_tokens(get("SERVE_TOKENS")),
