@@ -398,7 +398,8 @@ async def _inventory(args: argparse.Namespace, store: SessionStore) -> int:
         return 0
     if args.action == "show":
         row = await find_session(store, _full_id(args))
-        session = store.open(row.session_id)
+        # Reading only: a read-only file or folder can be shown (the SDK's session writes on open).
+        session = getattr(store, "open_read_only", store.open)(row.session_id)
         try:
             items = await read_all(session)
         finally:

@@ -54,11 +54,24 @@ async def find_session(store: SessionStore, session_id: str) -> SessionInfo:
 
 
 async def delete_sessions(store: SessionStore, rows: list[SessionInfo], *, dry_run: bool = False) -> int:
-    """Delete the sessions in ``rows`` (unless ``dry_run``); returns how many items they held."""
-    if not dry_run:
-        for row in rows:
-            await store.delete(row.session_id)
-    return sum(row.items for row in rows)
+    """Delete the sessions in ``rows`` (unless ``dry_run``); returns how many items they held.
+
+    Counted after the fact: the items each delete removed, and a listing afterwards; a session
+    still listed raises ``StoreError`` naming it, rather than reporting what did not happen."""
+    if dry_run:
+        return sum(row.items for row in rows)
+    removed = 0
+    for row in rows:
+        removed += await store.delete(row.session_id)
+    if rows:
+        wanted = {row.session_id for row in rows}
+        left = sorted(wanted & {row.session_id for row in await store.list_sessions()})
+        if left:
+            raise StoreError(
+                f"{len(left)} of {len(rows)} session(s) are still in {store.name} after deleting them "
+                f"(first: {left[0]!r}); nothing else is claimed removed: check the store and retry"
+            )
+    return removed
 
 
 async def delete_user_sessions(

@@ -209,9 +209,10 @@ class WithDeadline(Model):
     async def get_response(self, *args: Any, **kw: Any) -> ModelResponse:
         ends, why = self._ends()
         try:
-            return await asyncio.wait_for(
-                self.inner.get_response(*args, **kw), max(0.0, ends - time.monotonic())
-            )
+            # asyncio.timeout, not wait_for: the call stays in this task, with its context (the
+            # SDK's tracing spans are context variables set and reset across awaits).
+            async with asyncio.timeout(max(0.0, ends - time.monotonic())):
+                return await self.inner.get_response(*args, **kw)
         except TimeoutError:
             raise self._timeout(why) from None
 
@@ -221,8 +222,10 @@ class WithDeadline(Model):
         try:
             while True:
                 try:
-                    # Each wait ends at the deadline: time between events counts, not only reads.
-                    event = await asyncio.wait_for(anext(events), max(0.0, ends - time.monotonic()))
+                    # Each wait ends at the deadline (time between events counts too); the
+                    # timeout covers only the wait, never the consumer's code between events.
+                    async with asyncio.timeout(max(0.0, ends - time.monotonic())):
+                        event = await anext(events)
                 except StopAsyncIteration:
                     return
                 except TimeoutError:

@@ -25,10 +25,13 @@ APIS: tuple[Api, ...] = ("responses", "chat_completions")
 DEFAULT_MODEL = "gpt-4.1-mini"
 DEFAULT_TIMEOUT = 30.0
 """Seconds per try of a model call. The openai client retries a timeout too, with 0.5 s then 1 s
-of backoff, so with 2 retries a server that never answers ends a turn after at most
-3 x 30 + 1.5 = 91.5 s: within 2 minutes with room for the process around it (35 s per try
-measured 113.6 s end to end, too close). tests/test_real_model.py checks the sum."""
+of backoff, so with 2 retries a server that never answers ends a call after at most
+3 x 30 + 1.5 = 91.5 s, and one that drips its answer is cut at that plus ``DEADLINE_GRACE``:
+within 2 minutes with room for the process around it (35 s per try measured 113.6 s end to
+end, too close). tests/test_real_model.py checks the sum."""
 DEFAULT_MAX_RETRIES = 2
+DEADLINE_GRACE = 1.0
+"""Seconds a model call's deadline adds to its tries and backoff (see ``Settings.call_deadline``)."""
 DEFAULT_TURN_TIMEOUT = 180.0
 """Seconds all the model calls of one turn may take together (``OPENAI_TURN_TIMEOUT``): a handoff
 turn makes two calls, each normally seconds long."""
@@ -74,9 +77,10 @@ class Settings:
     @property
     def call_deadline(self) -> float:
         """Seconds one model call may take in total, whatever the server sends: each try's
-        ``timeout``, and the client's backoff between tries (0.5 s, doubling, at most 8 s)."""
+        ``timeout``, the client's backoff between tries (0.5 s, doubling, at most 8 s), and
+        ``DEADLINE_GRACE`` so that a server that never answers meets the client's own timeout first."""
         backoff = sum(min(0.5 * 2.0**n, 8.0) for n in range(self.max_retries))
-        return (self.max_retries + 1) * self.timeout + backoff
+        return (self.max_retries + 1) * self.timeout + backoff + DEADLINE_GRACE
 
 
 def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None = None) -> Settings:

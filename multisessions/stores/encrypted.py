@@ -114,6 +114,12 @@ class EncryptedStore:
         session = CheckedSession(session_id, inner, tenant_key(self._secret, session_id), ttl=NEVER_HIDE)
         return remember_store(session, self)
 
+    def open_read_only(self, session_id: str) -> Session:
+        """The wrapped store's read-only session where it has one, decrypted (never the raw one)."""
+        reader = getattr(self.store, "open_read_only", self.store.open)
+        inner: Any = reader(session_id)
+        return CheckedSession(session_id, inner, tenant_key(self._secret, session_id), ttl=NEVER_HIDE)
+
     def turn_io(self, session: Session) -> TurnIO | None:
         """No short path yet: turns go through the session and the leases."""
         return None

@@ -13,6 +13,7 @@ import asyncio
 import re
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from agents.memory import Session
 
@@ -41,6 +42,34 @@ def parse_ttl(value: str) -> int:
     return int(value)
 
 
+MAX_DB = 2**31 - 1
+"""A Redis database number is a 32-bit signed int; the server says when it has fewer."""
+
+
+def check_db(driver_url: str, shown: str) -> None:
+    """The database number in ``redis://host/N`` (or ``?db=N``): digits, in range, else ``ConfigError``.
+
+    redis-py reads ``/l5`` as no number at all and silently uses db 0: another app's keys."""
+    parts = urlsplit(driver_url)
+    found = []
+    if "@" in parts.path:  # a password with an unescaped "/": check() names that likely cause
+        return
+    if parts.scheme in ("redis", "rediss") and parts.path.strip("/"):
+        found.append(parts.path.strip("/"))
+    found += [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k == "db"]
+    for value in found:
+        if not re.fullmatch(r"[0-9]{1,10}", value) or int(value) > MAX_DB:
+            raise ConfigError(
+                f"{shown}: the database {value!r} must be a number from 0 to {MAX_DB} "
+                "(redis://host:6379/15; most servers have 0-15)"
+            )
+
+
+def glob_literal(text: str) -> str:
+    """``text`` matched literally in a Redis ``SCAN MATCH``/``KEYS`` pattern (``*?[]\\`` escaped)."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
 class RedisStore:
     """Sessions in Redis: one shared client, keys ``<prefix>:<session id>[:messages]``."""
 
@@ -59,6 +88,7 @@ class RedisStore:
         self.key_prefix = options.get("key_prefix", DEFAULT_KEY_PREFIX)
         self.ttl = parse_ttl(options["ttl"]) if "ttl" in options else None
         self.name = f"Redis {redact_url(url)} (prefix {self.key_prefix})"
+        check_db(driver_url, redact_url(url))
         try:
             # A blocking pool: past 32 connections a command waits for one instead of failing
             # with "Too many connections" (it did at 1,000 users); it also bounds descriptors.
@@ -120,6 +150,11 @@ class RedisStore:
         try:
             await asyncio.wait_for(self.client.ping(), 5)
         except Exception as exc:
+            if "DB index is out of range" in str(exc):
+                raise ConfigError(
+                    f"{self.name}: the server has no such database (DB index is out of range); "
+                    "use one it has (most have 0-15) in --store / SESSION_STORE_URL"
+                ) from None
             raise StoreError(
                 f"{self.name} is unreachable ({type(exc).__name__}: {scrub(str(exc), self._url)}); "
                 f"start Redis (see README) or fix --store / SESSION_STORE_URL{_escape_hint(self._url)}"
@@ -134,9 +169,12 @@ class RedisStore:
 
     async def _list_sessions(self) -> list[SessionInfo]:
         rows = []
-        async for key in self.client.scan_iter(match=f"{self.key_prefix}:*", count=500, _type="hash"):
+        # The prefix is a literal: "attac?" must not list prefix "attack"'s sessions.
+        pattern = f"{glob_literal(self.key_prefix)}:*"
+        async for key in self.client.scan_iter(match=pattern, count=500, _type="hash"):
             meta = {k.decode(): v.decode() for k, v in (await self.client.hgetall(key)).items()}
-            if "session_id" not in meta:
+            # Only a session of this prefix: "<prefix>:x:<id>" is prefix "<prefix>:x"'s.
+            if "session_id" not in meta or key.decode() != f"{self.key_prefix}:{meta['session_id']}":
                 continue
             count = await self.client.llen(f"{key.decode()}:messages")
             rows.append(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import sqlite3
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -91,6 +92,11 @@ def check_db_path(db_path: str | Path, *, must_exist: bool = False, writable: bo
     path = Path(db_path).expanduser()
     if path.is_dir():
         raise StoreError(f"{path} is a directory; give a file path for the database (--db)")
+    if path.exists() and not path.is_file():  # a FIFO would block the first open for ever
+        raise StoreError(
+            f"{path} is not a regular file (a FIFO, socket or device); "
+            "give a SQLite file for the database (--db)"
+        )
     if not path.parent.is_dir():
         raise StoreError(f"folder {path.parent} does not exist; create it or choose another --db")
     if must_exist and not path.exists():
@@ -121,6 +127,43 @@ def _timestamp(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value).replace(tzinfo=UTC) if value else None
 
 
+class ReadOnlySession:
+    """A session's items read from the file without writing to it, for ``sessions show``.
+
+    The SDK's ``SQLiteSession`` creates its tables when opened, so on a read-only file or folder
+    it cannot even read; this one only reads (an immutable connection where it must)."""
+
+    session_settings: SessionSettings | None = None
+
+    def __init__(self, session_id: str, db_path: Path) -> None:
+        self.session_id = session_id
+        self.db_path = db_path
+
+    async def get_items(self, limit: int | None = None) -> list[Any]:
+        def read() -> list[Any]:
+            if not self.db_path.exists():
+                return []
+            with closing(connect_read_only(self.db_path)) as conn:
+                if not _has_table(conn, MESSAGES_TABLE):
+                    return []
+                query = f"SELECT message_data FROM {MESSAGES_TABLE} WHERE session_id = ? ORDER BY id"
+                rows = conn.execute(query, (self.session_id,)).fetchall()
+            items = []
+            for (data,) in rows:
+                try:
+                    items.append(json.loads(data))
+                except (ValueError, TypeError):  # skipped, as the SDK's own reader does
+                    continue
+            return items[-limit:] if limit is not None and limit > 0 else items
+
+        return await asyncio.to_thread(read)
+
+    async def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise StoreError(f"session {self.session_id!r} was opened for reading only")
+
+    add_items = pop_item = clear_session = _refuse
+
+
 class SQLiteStore:
     """Sessions in one SQLite file, as the SDK's ``SQLiteSession`` writes them."""
 
@@ -139,6 +182,10 @@ class SQLiteStore:
         if self.pool is not None:
             return self.pool.session(session_id)
         return SQLiteSession(session_id, self.db_path)
+
+    def open_read_only(self, session_id: str) -> Session:
+        """The session for reading only: works on a read-only file or folder, never writes."""
+        return ReadOnlySession(session_id, self.db_path)
 
     def turn_io(self, session: Session) -> TurnIO | None:
         """This file's short turn path, for a plain ``SQLiteSession`` on it with the SDK's default
