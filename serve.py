@@ -9,7 +9,12 @@ tenant=tenant)``, so no request can name another user's session.
 
     python serve.py                       # 127.0.0.1:8000, multi_sessions.db, prints demo tokens
     python serve.py --store redis://127.0.0.1:6379/15
-    SERVE_TOKENS=alice=...,bob=... SESSION_STORE_URL=redis://... uvicorn serve:app --workers 4
+    SERVE_TOKENS=alice=...,bob=... SESSION_STORE_URL=redis://... uvicorn serve:app --workers 4 \
+        --timeout-keep-alive 5 --h11-max-incomplete-event-size 16384
+
+``python serve.py`` also closes a connection that takes over 10 s to send a request's headers
+(``HeaderTimeoutProtocol``); plain ``uvicorn`` has no such option: put a proxy in front of it
+(nginx's ``client_header_timeout``) when it faces the internet.
 
 The API (JSON; ``Authorization: Bearer TOKEN`` on every call):
 
@@ -25,6 +30,7 @@ import argparse
 import asyncio
 import hmac
 import json
+import logging
 import re
 import secrets
 import sys
@@ -51,6 +57,7 @@ from agent import support_agents
 from multisessions import (
     DEFAULT_DB,
     MAX_MESSAGE_CHARS,
+    AwaitingApproval,
     ConfigError,
     MultiSessionsError,
     SessionStore,
@@ -71,15 +78,21 @@ from multisessions import (
     store_for,
     stream_turn,
 )
+from multisessions.models import turn_deadline
 from multisessions.settings import ServeToken
 from multisessions.stores.urls import redact_url
 from multisessions.web import (
+    MAX_JSON_DEPTH,
+    HeaderTimeoutProtocol,
     OneLineStartupErrors,
     RateLimiter,
+    client_failure,
     history_entries,
     is_store_failure,
+    page_headers,
     retry_after,
     sse,
+    too_deep,
 )
 
 FIRST_AGENT = "Triage Agent"
@@ -88,6 +101,10 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 """A conversation name the client may pick: ``support``, ``sales``, ``thread-7731``."""
 MAX_BODY_BYTES = 256 * 1024
 PAGE = Path(__file__).resolve().parent / "static" / "index.html"
+PAGE_HEADERS = page_headers(PAGE.read_text(encoding="utf-8"))
+"""Content-Security-Policy (the page's own script and style only; no framing) and friends."""
+log = logging.getLogger("serve")
+"""What a client is not told (the model server's address and words) goes here, for the operator."""
 DEMO_USERS = ("alice", "bob")
 TURNS_AT_ONCE = 64
 """Turns running at once in one worker; the rest wait their turn. Unbounded, a thousand turns at
@@ -170,12 +187,17 @@ def create_app(
         app.state.agents = support_agents()
         app.state.turns_at_once = asyncio.Semaphore(TURNS_AT_ONCE)
         app.state.run_config = RunConfig(model=model or resolve_model(None, config, announce=False))
+        app.state.turn_timeout = config.turn_timeout
+        if config.serve_api_docs and app.openapi_url is None:
+            app.openapi_url, app.docs_url, app.redoc_url = "/openapi.json", "/docs", "/redoc"
+            app.setup()  # adds just those three routes
         try:
             yield
         finally:
             await store.close()
 
-    app = FastAPI(title="multi-sessions", lifespan=lifespan)
+    # The API's documentation pages map it for anyone: off, unless SERVE_API_DOCS=1 (lifespan).
+    app = FastAPI(title="multi-sessions", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
     app.add_api_route("/api/conversations", conversations, methods=["GET"])
     app.add_api_route(
@@ -188,7 +210,7 @@ def create_app(
 
 def page() -> FileResponse:
     """The page to try it in a browser: one static file, plain JavaScript, nothing from the internet."""
-    return FileResponse(PAGE, media_type="text/html")
+    return FileResponse(PAGE, media_type="text/html", headers=PAGE_HEADERS)
 
 
 async def conversations(request: Request, who: Caller) -> dict[str, Any]:
@@ -257,7 +279,8 @@ async def post_message(name: str, request: Request, who: Caller) -> Response:
     session = store.open(session_id)
     try:
         async with request.app.state.turns_at_once:
-            result = await run_turn(agent, session, message, run_config=request.app.state.run_config)
+            with turn_deadline(request.app.state.turn_timeout):  # the slot is held this long at most
+                result = await run_turn(agent, session, message, run_config=request.app.state.run_config)
         await store_call(store.save_last_agent(session_id, result.last_agent.name))
     except TurnFailed as failed:
         raise turn_failure(failed) from None
@@ -293,7 +316,7 @@ async def streamed_turn(
     try:
         async with (
             request.app.state.turns_at_once,
-            stream_turn(agent, session, message, run_config=run_config) as result,
+            stream_turn_within(request.app.state.turn_timeout, agent, session, message, run_config) as result,
         ):
             async for event in result.stream_events():
                 if await request.is_disconnected():
@@ -308,7 +331,8 @@ async def streamed_turn(
                     yield sse("handoff", handoff)
         await store.save_last_agent(session_id, result.last_agent.name)
     except TurnFailed as failed:
-        yield sse("error", {"detail": turn_failure(failed).detail})
+        refused = turn_failure(failed)
+        yield sse("error", {"detail": refused.detail, "status": refused.status_code})
         return
     except Exception as exc:  # saving the last agent, after the turn was kept
         if not is_store_failure(exc):
@@ -335,9 +359,11 @@ async def read_message(request: Request) -> str:
         body += chunk
         if len(body) > MAX_BODY_BYTES:
             raise HTTPException(413, f"body over {MAX_BODY_BYTES // 1024} KiB")
+    if too_deep(bytes(body)):
+        raise HTTPException(422, f'body nests deeper than {MAX_JSON_DEPTH} levels; send {{"message": "..."}}')
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise HTTPException(422, 'body must be JSON: {"message": "..."}') from None
     message = payload.get("message") if isinstance(payload, dict) else None
     if isinstance(message, str) and len(message) > MAX_MESSAGE_CHARS:
@@ -349,10 +375,25 @@ async def read_message(request: Request) -> str:
 
 
 def turn_failure(failed: TurnFailed) -> HTTPException:
-    """502 when the model failed, 503 when the store did; either way the session is unchanged."""
+    """The session is unchanged: 503 when the store failed, 409 while it waits for approval, else
+    the model's failure by kind (502, 503, 504). The client is told what kind and what to do; the
+    model server's address and words go to the server's log."""
     if is_store_failure(failed.cause):
         return store_failure(failed.cause)
-    return HTTPException(502, f"the model failed: {describe_failure(failed.cause)} Nothing was saved.")
+    status, line = client_failure(failed.cause)
+    if not isinstance(failed.cause, AwaitingApproval):
+        log.warning("turn on %s failed: %s", failed.session_id, describe_failure(failed.cause))
+    return HTTPException(status, line)
+
+
+@asynccontextmanager
+async def stream_turn_within(
+    seconds: float, agent: Agent[Any], session: Any, message: str, run_config: RunConfig
+) -> AsyncIterator[Any]:
+    """``stream_turn`` with its model calls ending within ``seconds`` (``turn_deadline``)."""
+    with turn_deadline(seconds):
+        async with stream_turn(agent, session, message, run_config=run_config) as result:
+            yield result
 
 
 def store_failure(exc: BaseException) -> HTTPException:
@@ -432,7 +473,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Open http://{args.host}:{args.port}/")
     sys.stdout.flush()
     server_app = OneLineStartupErrors(create_app(settings, db_path=args.db))
-    uvicorn.run(server_app, host=args.host, port=args.port, workers=1, log_level="warning")
+    uvicorn.run(
+        server_app,
+        host=args.host,
+        port=args.port,
+        workers=1,
+        log_level="warning",
+        http=HeaderTimeoutProtocol,  # a request's headers within 10 s
+        timeout_keep_alive=5,  # an idle connection closes after 5 s
+        h11_max_incomplete_event_size=16 * 1024,  # headers of at most 16 KiB
+    )
     return 0
 
 

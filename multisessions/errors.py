@@ -64,6 +64,10 @@ class ModelTimeout(MultiSessionsError):
     """A model call (or all of one turn's) took longer than its deadline; the turn is not saved."""
 
 
+class AnswerTooLong(MultiSessionsError):
+    """The model's answer was longer than ``MAX_ANSWER_CHARS``; the turn is not saved."""
+
+
 class UsageError(MultiSessionsError):
     """Bad command-line usage (exit 2)."""
 

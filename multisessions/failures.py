@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import openai
 from agents.exceptions import MaxTurnsExceeded, ModelBehaviorError
 
-from multisessions.errors import ModelTimeout, redact, sent_key
+from multisessions.errors import AnswerTooLong, ModelTimeout, redact, sent_key
 
 OFFLINE = "or run offline with --offline"
 CONTEXT_OVERFLOW = re.compile(
@@ -33,7 +33,7 @@ def describe_failure(exc: BaseException, secrets: Iterable[str] = ()) -> str:
     """One line saying what failed in a model call, in the server's words, and what to do about it."""
     secrets = [*secrets, *sent_key(exc)]
     name = type(exc).__name__
-    if isinstance(exc, ModelTimeout):  # our own deadline: its line already names the fix
+    if isinstance(exc, ModelTimeout | AnswerTooLong):  # our own limits: the line names the fix
         return redact(f"{name}: {exc}", secrets)
     says, hint = _explain(exc)
     if isinstance(exc, openai.APIStatusError):

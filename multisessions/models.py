@@ -35,7 +35,7 @@ from agents.models.interface import Model
 from openai import APIResponseValidationError, AsyncOpenAI, DefaultAsyncHttpxClient
 from openai._models import FinalRequestOptions
 
-from multisessions.errors import ModelTimeout
+from multisessions.errors import AnswerTooLong, ModelTimeout
 from multisessions.offline_model import OfflineModel
 from multisessions.settings import Settings, load_settings
 
@@ -68,7 +68,7 @@ def resolve_model(
         real = OpenAIResponsesModel(settings.model, openai_client=model_client(settings))
     if settings.max_tokens is not None:
         real = WithModelSettings(real, ModelSettings(max_tokens=settings.max_tokens))
-    return WithDeadline(real, settings.call_deadline)
+    return WithDeadline(real, settings.call_deadline, max_chars=settings.max_answer_chars)
 
 
 def model_client(settings: Settings) -> AsyncOpenAI:
@@ -185,11 +185,21 @@ def turn_deadline(seconds: float) -> Iterator[None]:
 
 class WithDeadline(Model):
     """A model whose every call ends within ``seconds`` in total (and within the turn's deadline),
-    raising ``ModelTimeout``, however slowly the server sends its answer."""
+    raising ``ModelTimeout``, however slowly the server sends its answer; an answer longer than
+    ``max_chars`` (text and tool arguments) raises ``AnswerTooLong``, a stream as soon as it is."""
 
-    def __init__(self, inner: Model, seconds: float) -> None:
+    def __init__(self, inner: Model, seconds: float, *, max_chars: int | None = None) -> None:
         self.inner = inner
         self.seconds = seconds
+        self.max_chars = max_chars
+
+    def _check_size(self, chars: int) -> None:
+        if self.max_chars is not None and chars > self.max_chars:
+            raise AnswerTooLong(
+                f"the model's answer is longer than MAX_ANSWER_CHARS ({self.max_chars:,} characters); "
+                "nothing was saved. Fix: ask for a shorter answer, cap answers with OPENAI_MAX_TOKENS, "
+                "or raise MAX_ANSWER_CHARS"
+            )
 
     def _ends(self) -> tuple[float, str]:
         call_ends = time.monotonic() + self.seconds
@@ -212,13 +222,16 @@ class WithDeadline(Model):
             # asyncio.timeout, not wait_for: the call stays in this task, with its context (the
             # SDK's tracing spans are context variables set and reset across awaits).
             async with asyncio.timeout(max(0.0, ends - time.monotonic())):
-                return await self.inner.get_response(*args, **kw)
+                response = await self.inner.get_response(*args, **kw)
         except TimeoutError:
             raise self._timeout(why) from None
+        self._check_size(sum(_chars(item) for item in response.output))
+        return response
 
     async def stream_response(self, *args: Any, **kw: Any) -> AsyncIterator[TResponseStreamEvent]:
         ends, why = self._ends()
         events = aiter(self.inner.stream_response(*args, **kw))
+        streamed = 0
         try:
             while True:
                 try:
@@ -230,8 +243,23 @@ class WithDeadline(Model):
                     return
                 except TimeoutError:
                     raise self._timeout(why) from None
+                delta = getattr(event, "delta", None)
+                if isinstance(delta, str):  # text and tool-argument deltas, counted as they come
+                    streamed += len(delta)
+                    self._check_size(streamed)
+                response = getattr(event, "response", None)
+                if getattr(event, "type", "") == "response.completed" and response is not None:
+                    self._check_size(sum(_chars(item) for item in response.output))
                 yield event
         finally:
             closing = getattr(events, "aclose", None)
             if closing is not None:
                 await closing()
+
+
+def _chars(item: Any) -> int:
+    """The characters an output item carries: its text parts and its tool call's arguments."""
+    parts = getattr(item, "content", None)
+    text = sum(len(getattr(p, "text", "") or "") for p in parts) if isinstance(parts, list) else 0
+    arguments = getattr(item, "arguments", None)
+    return text + (len(arguments) if isinstance(arguments, str) else 0)

@@ -35,6 +35,8 @@ DEADLINE_GRACE = 1.0
 DEFAULT_TURN_TIMEOUT = 180.0
 """Seconds all the model calls of one turn may take together (``OPENAI_TURN_TIMEOUT``): a handoff
 turn makes two calls, each normally seconds long."""
+DEFAULT_MAX_ANSWER_CHARS = 100_000
+"""The longest model answer a turn keeps (``MAX_ANSWER_CHARS``); a longer one fails the turn."""
 DEFAULT_SERVE_RATE = 30
 """Turns per minute per user that serve.py accepts (``SERVE_RATE``; 0 means no limit)."""
 
@@ -61,6 +63,8 @@ class Settings:
     max_tokens: int | None = None
     turn_timeout: float = DEFAULT_TURN_TIMEOUT
     """``OPENAI_TURN_TIMEOUT``: seconds the model calls of one turn may take together."""
+    max_answer_chars: int = DEFAULT_MAX_ANSWER_CHARS
+    """``MAX_ANSWER_CHARS``: a model answer longer than this fails its turn (nothing is saved)."""
     store_url: str | None = None
     encryption_key: str = field(default="", repr=False)
     """``SESSION_ENCRYPTION_KEY``: when set, every session is encrypted at rest (a key per tenant)."""
@@ -69,6 +73,8 @@ class Settings:
     serve_tokens: tuple[ServeToken, ...] = field(default=(), repr=False)
     """``SERVE_TOKENS`` (``alice=TOKEN,acme/bob=TOKEN``): the users serve.py lets in."""
     serve_rate: int = DEFAULT_SERVE_RATE
+    serve_api_docs: bool = False
+    """``SERVE_API_DOCS=1``: serve.py publishes /docs, /redoc and /openapi.json (off by default)."""
 
     @property
     def uses_offline_model(self) -> bool:
@@ -118,6 +124,11 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         encryption_key=get("SESSION_ENCRYPTION_KEY"),
         serve_tokens=parse_tokens(get("SERVE_TOKENS")),
         serve_rate=parse_count(get("SERVE_RATE"), "SERVE_RATE", DEFAULT_SERVE_RATE, low=0) or 0,
+        max_answer_chars=parse_count(
+            get("MAX_ANSWER_CHARS"), "MAX_ANSWER_CHARS", DEFAULT_MAX_ANSWER_CHARS, low=1
+        )
+        or DEFAULT_MAX_ANSWER_CHARS,
+        serve_api_docs=parse_switch(get("SERVE_API_DOCS"), "SERVE_API_DOCS"),
     )
 
 
@@ -144,6 +155,16 @@ def parse_seconds(value: str, name: str, default: float) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise ConfigError(f"{name}={value!r} must be a positive number of seconds")
     return seconds
+
+
+def parse_switch(value: str, name: str) -> bool:
+    """``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off`` (empty: off)."""
+    lowered = value.lower()
+    if lowered in ("", "0", "false", "no", "off"):
+        return False
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}={value!r} must be 1 or 0 (true or false)")
 
 
 def parse_count(value: str, name: str, default: int | None, *, low: int) -> int | None:

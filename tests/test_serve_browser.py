@@ -97,13 +97,21 @@ async def test_alice_and_bob_chat_at_once_in_two_browsers_and_each_sees_only_the
         try:
             url, tokens, db = await asyncio.to_thread(served)
             pages = {}
+            blocked: list[str] = []  # what the Content-Security-Policy stopped: nothing, on our page
             for user in ("alice", "bob"):
                 context = await browser.new_context(viewport={"width": 1100, "height": 560})
                 pages[user] = await context.new_page()
+                pages[user].on(
+                    "console",
+                    lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None,
+                )
 
             async def sign_in_and_chat(user: str, messages: list[str]) -> None:
                 page = pages[user]
-                await page.goto(url)
+                response = await page.goto(url)
+                assert response is not None
+                policy = response.headers["content-security-policy"]
+                assert "frame-ancestors 'none'" in policy and "script-src 'sha256-" in policy
                 await page.fill("#token", tokens[user])
                 await page.click("#use-token")
                 await expect(page.locator("#who")).to_have_text(f"signed in as {user}")
@@ -139,6 +147,7 @@ async def test_alice_and_bob_chat_at_once_in_two_browsers_and_each_sees_only_the
             await expect(alice.locator("#conversations button")).to_have_count(1)
             await expect(alice.locator("#session-id")).to_have_text("support_feature_user_alice")
 
+            assert blocked == []  # the page's own script and style run under the policy
             screenshot = os.environ.get("SERVE_SCREENSHOT")  # docs/serve.png is made this way
             if screenshot:
                 await alice.screenshot(path=screenshot)
