@@ -146,3 +146,30 @@ def test_listing_and_showing_work_on_a_read_only_filesystem(db, cli, monkeypatch
     assert shown.code == 0 and "Sam" in shown.out, shown
     written = cli("naming", "--db", str(db))
     assert written.code == 1 and one_line(written.err), written
+
+
+async def test_chat_exits_1_when_its_last_turn_failed_and_0_when_a_later_one_answered(db, capsys):
+    import io
+
+    from agents import Agent
+    from agents.testing import ModelStep, ScriptedModel
+
+    from helpers import reply, user_texts
+    from multisessions import SQLiteStore
+    from multisessions.chat import chat
+
+    def answer(call):
+        if "fail" in user_texts(call.input)[-1]:
+            raise ConnectionError("model server went away")
+        return reply("fine")
+
+    model = ScriptedModel([ModelStep.respond(answer) for _ in range(8)])
+    store, agents = SQLiteStore(db), {"Bot": Agent(name="Bot")}
+
+    async def chatting(lines: str) -> int:
+        return await chat(store, model, agents, "ada", first_agent="Bot", stdin=io.StringIO(lines))
+
+    assert await chatting("please fail\n") == 1
+    assert await chatting("please fail\nhello\n") == 0
+    assert await chatting("hello\nplease fail\n/quit\n") == 1
+    assert "model server went away" in capsys.readouterr().out
