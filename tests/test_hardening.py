@@ -68,18 +68,26 @@ async def test_a_prefix_with_glob_characters_never_reaches_another_prefix(patter
 
 
 async def test_a_prefix_lists_only_its_own_sessions_not_a_longer_prefixs():
+    from agents.extensions.memory import RedisSession
+
     tag = uuid.uuid4().hex[:8]
-    short, longer = await redis_store(f"p{tag}"), await redis_store(f"p{tag}:x")
+    short = await redis_store(f"p{tag}")
+    # Another app, with the SDK alone, under prefix "p<tag>:x": its key is "p<tag>:x:user_bob".
+    theirs = RedisSession("user_bob", redis_client=short.client, key_prefix=f"p{tag}:x")
     try:
-        await longer.open("user_bob").add_items([{"role": "user", "content": "hi"}])
+        await theirs.add_items([{"role": "user", "content": "hi"}])
         await short.open("user_ann").add_items([{"role": "user", "content": "hi"}])
         assert [row.session_id for row in await short.list_sessions()] == ["user_ann"]
-        assert [row.session_id for row in await longer.list_sessions()] == ["user_bob"]
     finally:
+        await theirs.clear_session()
         await short.delete("user_ann")
-        await longer.delete("user_bob")
         await short.close()
-        await longer.close()
+
+
+@pytest.mark.parametrize("prefix", ["p:acme", "a/b", "a%20b", ""])
+def test_a_prefix_that_could_alias_another_prefixs_keys_is_refused(prefix, cli):
+    ran = cli("sessions", "list", "--store", f"{REDIS_URL}?key_prefix={prefix}")
+    assert ran.code == 2 and "key_prefix=" in one_line(ran.err), ran
 
 
 @pytest.mark.parametrize("db", ["l5", "5x", "-1", "99999999999", "1.5"])

@@ -86,6 +86,12 @@ class RedisStore:
         except ValueError as exc:
             raise ConfigError(f"{redact_url(url)} is not a valid URL ({scrub(str(exc), url)})") from None
         self.key_prefix = options.get("key_prefix", DEFAULT_KEY_PREFIX)
+        if not self.key_prefix or re.search(r"[:/\s]", self.key_prefix):
+            # "p:acme" + "user_a" is the key of "p" + "acme:user_a": another prefix's tenant.
+            raise ConfigError(
+                f"key_prefix={self.key_prefix!r} in {redact_url(url)} must be non-empty, without ':', '/' "
+                "or spaces: such a prefix's keys would be another prefix's sessions"
+            )
         self.ttl = parse_ttl(options["ttl"]) if "ttl" in options else None
         self.name = f"Redis {redact_url(url)} (prefix {self.key_prefix})"
         check_db(driver_url, redact_url(url))
