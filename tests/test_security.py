@@ -316,7 +316,7 @@ def test_a_store_failing_inside_a_chat_turn_is_one_line_and_the_chat_goes_on(db,
     # Where a turn on a SQLite file is written (the file's one connection).
     monkeypatch.setattr("multisessions.stores.sqlite_turns.SQLiteTurns.commit", full)
     code, out, err = cli(capsys, "chat", "--user", "ann", "--db", str(db), stdin="hi\n/history\n")
-    assert code == 0 and "Traceback" not in out + err
+    assert code == 1 and "Traceback" not in out + err  # the chat went on; its last turn failed
     assert "is full" in out and "[user_ann] 0 items" in out
 
 
