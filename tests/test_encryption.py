@@ -143,6 +143,12 @@ async def test_every_entry_point_writes_only_ciphertext_with_the_key(store, caps
     for secret in (name, card, order, "refund_order", "5512", "charged twice"):
         assert secret not in raw, secret
 
+    # The demos, through the same command line (the refund demo pauses and approves a turn).
+    code, out, err = await acli(capsys, "refund", *store_args(store), settings=settings)
+    assert code == 0 and "approve" in out, err
+    store.opened.add("demo:thread_refund-5512")
+    assert "name is Dana" not in await raw_dump(store)
+
     # What one entry point wrote, the others read: the supervisor approves, the CLI shows it all.
     code, out, err = await acli(
         capsys, "approvals", "approve", session_id, *store_args(store), settings=settings
