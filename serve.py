@@ -80,6 +80,7 @@ from multisessions import (
 )
 from multisessions.models import turn_deadline
 from multisessions.settings import ServeToken
+from multisessions.stores import refuse_encrypted
 from multisessions.stores.urls import redact_url
 from multisessions.web import (
     MAX_JSON_DEPTH,
@@ -238,6 +239,9 @@ async def history(name: str, request: Request, who: Caller) -> dict[str, Any]:
     session = request.app.state.store.open(session_id)
     try:
         items = await store_call(read_all(session))
+        refuse_encrypted(session_id, items)  # an encrypted store served without its key
+    except WrongKey as exc:
+        raise store_failure(exc) from None
     finally:
         await close_session(session)
     return {"name": name, "session_id": session_id, "messages": history_entries(items, FIRST_AGENT)}

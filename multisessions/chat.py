@@ -29,7 +29,7 @@ from multisessions.items import history_lines, read_all
 from multisessions.models import turn_deadline
 from multisessions.naming import dated_session_id, feature_session_id, thread_session_id, user_session_id
 from multisessions.settings import DEFAULT_TURN_TIMEOUT
-from multisessions.stores import SessionStore, close_session, driver_errors, scrub
+from multisessions.stores import SessionStore, close_session, driver_errors, refuse_encrypted, scrub
 from multisessions.turns import stream_turn, why_it_failed
 
 
@@ -83,6 +83,7 @@ async def chat(
     async def _loop() -> int:
         nonlocal session, user
         failed = False  # whether the last turn failed: the exit code says so
+        checked: set[str] = set()
         while True:
             if interactive:
                 print(f"{user}> ", end="", flush=True)
@@ -114,6 +115,9 @@ async def chat(
             elif text.startswith("/"):
                 print("unknown command; try /user NAME, /history, /sessions or /quit")
             else:
+                if session.session_id not in checked:  # an encrypted session read without the key
+                    refuse_encrypted(session.session_id, await session.get_items(1))
+                    checked.add(session.session_id)
                 last = await store.load_last_agent(session.session_id)
                 agent = agents_by_name.get(last or "", agents_by_name[first_agent])
                 failed = True

@@ -54,6 +54,7 @@ from multisessions.stores import (
     close_session,
     describe_sqlite_failure,
     driver_errors,
+    refuse_encrypted,
     scrub,
     store_for,
 )
@@ -404,6 +405,7 @@ async def _inventory(args: argparse.Namespace, store: SessionStore) -> int:
             items = await read_all(session)
         finally:
             await close_session(session)
+        refuse_encrypted(row.session_id, items)  # read without the key: say so, not 6 odd rows
         agent = await store.load_last_agent(row.session_id)
         print(f"{row.session_id}: {row.items} items" + (f", last agent {agent}" if agent else ""))
         for line in history_lines(items):

@@ -234,3 +234,34 @@ def test_store_for_decides_encryption_from_the_settings(tmp_path):
     assert not isinstance(store_for(Settings(), db_path=db), EncryptedStore)
     pooled: Any = store_for(Settings(encryption_key=SECRET), db_path=db, max_open=2)
     assert pooled.pool is not None
+
+
+async def test_an_encrypted_session_read_without_any_key_is_one_line_not_tokens(store, capsys, tmp_path):
+    session_id = "one_feature_user_alice"
+    store.opened.add(session_id)
+    secure = EncryptedStore(store, SECRET)
+    config = RunConfig(model=OfflineModel())
+    await run_turn(
+        Agent(name="Triage Agent"), secure.open(session_id), "My name is Quinn.", run_config=config
+    )
+    before = await raw_dump(store)
+    keyless = Settings(store_url=url_of(store))
+
+    code, out, err = await acli(capsys, "sessions", "show", session_id, *store_args(store), settings=keyless)
+    assert code == 1 and "is encrypted and no SESSION_ENCRYPTION_KEY is set" in one_line(err), out + err
+    code, out, err = await acli(
+        capsys,
+        "chat",
+        "--user",
+        "alice",
+        "--feature",
+        "one",
+        *store_args(store),
+        stdin="hi\n",
+        settings=keyless,
+    )
+    assert code == 1 and "is encrypted" in one_line(err), out + err
+    async with serving(db_of(store, tmp_path), store_url=url_of(store)) as client:
+        history = await client.get("/api/conversations/one/messages", headers=auth("alice"))
+    assert history.status_code == 500 and "SESSION_ENCRYPTION_KEY" in history.json()["detail"]
+    assert await raw_dump(store) == before

@@ -30,7 +30,7 @@ from multisessions.stores.base import (
     noted_store,
     store_failures,
 )
-from multisessions.stores.encrypted import EncryptedStore, tenant_key
+from multisessions.stores.encrypted import EncryptedStore, refuse_encrypted, tenant_key
 from multisessions.stores.redis_store import RedisStore
 from multisessions.stores.sql_store import SQLStore
 from multisessions.stores.sqlite_store import (
@@ -63,6 +63,7 @@ __all__ = [
     "open_store",
     "store_for",
     "redact_url",
+    "refuse_encrypted",
     "scrub",
     "store_failures",
     "tenant_key",

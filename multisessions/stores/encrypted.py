@@ -63,6 +63,17 @@ def wrong_key(session_id: str) -> WrongKey:
     )
 
 
+def refuse_encrypted(session_id: str, items: list[Any]) -> None:
+    """``WrongKey`` if ``items``, read without a key, hold an encrypted item: the session was
+    written with ``SESSION_ENCRYPTION_KEY``, and without it would be sent to a model as tokens and
+    continued in plaintext."""
+    if any(isinstance(item, dict) and item.get("__enc__") == 1 and "payload" in item for item in items):
+        raise WrongKey(
+            f"session {session_id!r} is encrypted and no SESSION_ENCRYPTION_KEY is set; set the key "
+            "it was written with. Nothing was changed"
+        )
+
+
 if EncryptedSession is not None:
 
     class CheckedSession(EncryptedSession):
