@@ -1,5 +1,5 @@
 """A model call ends within its deadline whatever the server sends: against a loopback server that
-drips one byte every 0.2 s (each read succeeds, so the client's per-read timeout never fires), on
+drips one byte every 0.15 s (each read succeeds, so the client's per-read timeout never fires), on
 both APIs, streamed and not; and a turn's calls together end within OPENAI_TURN_TIMEOUT."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from multisessions.cli import main
 from multisessions.errors import ModelTimeout
 from multisessions.settings import Settings, load_settings
 
-DRIP_EVERY = 0.2
+DRIP_EVERY = 0.15
 
 
 @pytest.fixture
@@ -71,9 +71,9 @@ def settings(url: str, api: str, **more) -> Settings:
 @pytest.mark.parametrize("streamed", [False, True])
 async def test_a_dripping_server_is_cut_at_the_call_deadline(dripping, api, streamed, db, monkeypatch):
     # The grace (1 s, for a plain hang's own message) shortened to keep the test short.
-    monkeypatch.setattr("multisessions.settings.DEADLINE_GRACE", 0.2)
-    config = settings(dripping, api, timeout=0.8, max_retries=0)  # deadline: 1 x 0.8 s + 0.2 s
-    assert config.call_deadline == 1.0
+    monkeypatch.setattr("multisessions.settings.DEADLINE_GRACE", 0.1)
+    config = settings(dripping, api, timeout=0.6, max_retries=0)  # deadline: 1 x 0.6 s + 0.1 s
+    assert config.call_deadline == 0.7
     store = SQLiteStore(db)
     run_config = RunConfig(model=resolve_model(None, config, announce=False))
     started = time.monotonic()
@@ -88,8 +88,8 @@ async def test_a_dripping_server_is_cut_at_the_call_deadline(dripping, api, stre
                 await run_turn(Agent(name="Bot"), store.open("user_drip"), "hi", run_config=run_config)
     took = time.monotonic() - started
     assert isinstance(failed.value.cause, ModelTimeout), failed.value
-    assert "took longer than 1 s in total" in str(failed.value.cause)
-    assert 0.9 <= took < config.call_deadline + 0.8, took
+    assert "took longer than 0.7 s in total" in str(failed.value.cause)
+    assert 0.65 <= took < config.call_deadline + 0.8, took
     assert await store.open("user_drip").get_items() == []  # nothing of the turn was kept
 
 
@@ -101,8 +101,8 @@ def test_the_call_deadline_is_the_documented_sum():
 
 
 async def test_a_chat_turn_ends_at_the_turn_deadline_and_the_chat_exits_1(dripping, db, capsys, monkeypatch):
-    # Each call may take 30 s; the turn's calls together only 0.8 s.
-    config = settings(dripping, "chat_completions", timeout=10.0, max_retries=2, turn_timeout=0.8)
+    # Each call may take 30 s; the turn's calls together only 0.5 s.
+    config = settings(dripping, "chat_completions", timeout=10.0, max_retries=2, turn_timeout=0.5)
     monkeypatch.setattr(sys, "stdin", io.StringIO("hello\n"))
     started = time.monotonic()
     code = await asyncio.wait_for(
