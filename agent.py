@@ -26,13 +26,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from agents import Agent, RunConfig, RunHooks, RunResult, SQLiteSession, function_tool
+from agents import Agent, RunConfig, RunContextWrapper, RunHooks, RunResult, SQLiteSession, function_tool
 from agents.items import HandoffOutputItem
 from agents.memory import Session, SessionSettings
+from agents.tool_context import ToolContext
 from agents.usage import Usage
 
 from multisessions import (
     DEFAULT_DB,
+    Ledger,
     ModelLike,
     SessionStore,
     SQLiteStore,
@@ -169,10 +171,15 @@ async def context_based_sessions(
 # --- Demo 3 -------------------------------------------------------------------------------
 
 
-@function_tool(needs_approval=True)
-def refund_order(order_id: str) -> str:
+@function_tool(needs_approval=True, failure_error_function=None)
+async def refund_order(ctx: RunContextWrapper[Any], order_id: str) -> str:
     """Refund the double charge on an order. A supervisor must approve every refund."""
-    return f"refund issued for order {order_id}"
+    if not isinstance(ctx, ToolContext) or not isinstance(ctx.context, Ledger):
+        raise TypeError("refund_order needs the session's Ledger as the run's context")
+    # Money moves once per tool call: a resume retried after a crash finds the call's id in the
+    # session's ledger and refunds nothing more.
+    order, _ = await ctx.context.once("refund", ctx.tool_call_id, order_id)
+    return f"refund issued for order {order}"
 
 
 def support_agents(*, refunds: bool = False) -> dict[str, Agent[Any]]:
@@ -218,20 +225,16 @@ async def shared_session_agents(
         "What's my name, and what is my order number?",
     ]
     for message in script:
-        # The session does not remember who answered last; we store it beside the session.
-        agent = agents_by_name.get(await store.load_last_agent(session.session_id) or "", triage)
-        result = await run_turn(agent, session, message, run_config=run_config)
-        await store.save_last_agent(session.session_id, result.last_agent.name)
+        # Every turn starts from triage; run_turn resumes the agent that answered last.
+        result = await run_turn(triage, session, message, run_config=run_config)
         print_turn(session, "dana", message, result)
 
     # A later process: a new session object on the same store resumes with the same agent.
     resumed = open_session(session.session_id, store)
     last = await store.load_last_agent(resumed.session_id)
     print(f"\nResuming {resumed.session_id} in a new session object: last agent was {last}.")
-    agent = agents_by_name.get(last or "", triage)
     message = "Do you remember my email?"
-    result = await run_turn(agent, resumed, message, run_config=run_config)
-    await store.save_last_agent(resumed.session_id, result.last_agent.name)
+    result = await run_turn(triage, resumed, message, run_config=run_config)
     print_turn(resumed, "dana", message, result)
     await close_session(session)  # SQLiteSession holds a connection per thread that used it
 
@@ -302,15 +305,15 @@ async def approval_demo(
     triage = agents_by_name["Triage Agent"]
     session = open_session(thread_session_id("refund-5512", tenant=DEMO_TENANT), store)
     await start_fresh(store, {"refund": session})
+    await Ledger(store, session.session_id).clear("refund")
 
     for message in (
         "Hi, my name is Dana and my order number is 5512.",
         "I was charged twice for order 5512, please refund it.",
         "Hello, is anyone there?",  # refused: the session waits for the supervisor
     ):
-        agent = agents_by_name.get(await store.load_last_agent(session.session_id) or "", triage)
         try:
-            result = await run_turn(agent, session, message, run_config=run_config)
+            result = await run_turn(triage, session, message, run_config=run_config)
         except TurnFailed as exc:
             print(f"[{session.session_id}] dana: {message}")
             print(f"[{session.session_id}]   refused: {exc.cause}")
@@ -320,7 +323,6 @@ async def approval_demo(
             for call in result.interruptions:
                 print(f"[{session.session_id}]   paused: {call.name}({call.arguments}) needs a supervisor")
             continue
-        await store.save_last_agent(session.session_id, result.last_agent.name)
         print_turn(session, "dana", message, result)
 
     # The supervisor, in another process: a new session object; the paused turn comes from the store.
@@ -333,12 +335,17 @@ async def approval_demo(
         asked = f"{waiting.tool}({waiting.arguments})"
         print(f"\nSupervisor sees: {waiting.session_id}: {waiting.agent} asks {asked}")
     resumed = open_session(session.session_id, store)
-    result = await resume_turn(triage, resumed, approve=True, run_config=run_config)
-    await store.save_last_agent(resumed.session_id, result.last_agent.name)
+    # The session's ledger is the run's context: refund_order records each refund in it, once.
+    ledger = Ledger(store, resumed.session_id)
+    result = await resume_turn(triage, resumed, approve=True, run_config=run_config, context=ledger)
     print_turn(resumed, "supervisor", "approve", result)
     await close_session(session)
 
     await print_sessions({"refund": resumed})
+    refunds = await ledger.entries("refund")
+    print(f"\nThe refund ledger, read back from the store: {len(refunds)} refund(s)")
+    for call_id, order in refunds.items():
+        print(f"  order {order} (tool call {call_id})")
     return {"refund": resumed}
 
 

@@ -248,9 +248,8 @@ async def post_message(name: str, request: Request, who: Caller) -> Response:
         raise HTTPException(429, "too many turns; wait and retry", headers={"Retry-After": retry_after(wait)})
 
     store: SessionStore = request.app.state.store
-    # The session does not remember who answered last; the store keeps it beside the session.
-    last = await store_call(store.load_last_agent(session_id))
-    agent = request.app.state.agents.get(last or FIRST_AGENT, request.app.state.agents[FIRST_AGENT])
+    # The turn resumes the agent that answered last by itself (it is stored with the turn).
+    agent = request.app.state.agents[FIRST_AGENT]
     if "text/event-stream" in request.headers.get("accept", ""):
         events = streamed_turn(request, store, agent, session_id, message)
         return StreamingResponse(
@@ -261,7 +260,6 @@ async def post_message(name: str, request: Request, who: Caller) -> Response:
     try:
         async with request.app.state.turns_at_once:
             result = await run_turn(agent, session, message, run_config=request.app.state.run_config)
-        await store_call(store.save_last_agent(session_id, result.last_agent.name))
     except TurnFailed as failed:
         raise turn_failure(failed) from None
     finally:
@@ -309,14 +307,8 @@ async def streamed_turn(
                     handoff = {"from": event.item.source_agent.name, "to": event.item.target_agent.name}
                     handoffs.append(handoff)
                     yield sse("handoff", handoff)
-        await store.save_last_agent(session_id, result.last_agent.name)
     except TurnFailed as failed:
         yield sse("error", {"detail": turn_failure(failed).detail})
-        return
-    except Exception as exc:  # saving the last agent, after the turn was kept
-        if not is_store_failure(exc):
-            raise
-        yield sse("error", {"detail": store_failure(exc).detail})
         return
     finally:
         await close_session(session)
@@ -352,7 +344,14 @@ async def read_message(request: Request) -> str:
 
 
 def turn_failure(failed: TurnFailed) -> HTTPException:
-    """502 when the model failed, 503 when the store did; either way the session is unchanged."""
+    """502 when the model failed, 503 when the store did; the session is unchanged, unless the
+    store lost its connection while committing (then the turn may be saved: the line says so)."""
+    if failed.saved is None:
+        return HTTPException(
+            503,
+            "the session store did not confirm saving the turn: it may be saved; "
+            "reload the conversation before sending the message again",
+        )
     if is_store_failure(failed.cause):
         return store_failure(failed.cause)
     return HTTPException(502, f"the model failed: {describe_failure(failed.cause)} Nothing was saved.")

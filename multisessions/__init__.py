@@ -5,6 +5,7 @@ inventory, turns -> chat -> cli. Nothing here imports a lesson or a tool.
 """
 
 from multisessions.approvals import Approval, pending_approvals
+from multisessions.effects import Ledger
 from multisessions.errors import (
     AwaitingApproval,
     ConfigError,
@@ -55,6 +56,7 @@ from multisessions.turns import (
     MAX_MESSAGE_CHARS,
     PendingTurn,
     check_message,
+    find_agent,
     resume_turn,
     run_turn,
     stream_turn,
@@ -112,6 +114,8 @@ __all__ = [
     "held_locks",
     "SessionBusy",
     "LeaseLost",
+    "Ledger",
+    "find_agent",
     "stream_turn",
     "thread_session_id",
     "user_session_id",

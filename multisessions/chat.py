@@ -109,12 +109,8 @@ async def chat(
             elif text.startswith("/"):
                 print("unknown command; try /user NAME, /history, /sessions or /quit")
             else:
-                last = await store.load_last_agent(session.session_id)
-                agent = agents_by_name.get(last or "", agents_by_name[first_agent])
                 try:
-                    name = await _streamed_answer(agent, session, text, run_config)
-                    if name is None:
-                        continue  # paused for approval: the last agent stays until it is decided
+                    await _streamed_answer(agents_by_name[first_agent], session, text, run_config)
                 except TurnFailed as exc:
                     where = getattr(store, "db_path", store.name)
                     print(
@@ -124,7 +120,6 @@ async def chat(
                 except ValueError as exc:
                     print(f"error: {exc}")
                     continue
-                await store.save_last_agent(session.session_id, name)
 
     store_failures: tuple[type[BaseException], ...] = (StoreError, *driver_errors())
     try:

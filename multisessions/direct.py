@@ -102,7 +102,12 @@ def _target(handoff: object) -> Agent[Any] | None:
     """The agent a plain ``Handoff`` leads to; None if it filters the history or cannot be told."""
     if not isinstance(handoff, Handoff) or handoff.input_filter is not None or handoff.nest_handoff_history:
         return None
-    reference = getattr(handoff, "_agent_ref", None)
+    return handoff_target(handoff)
+
+
+def handoff_target(handoff: object) -> Agent[Any] | None:
+    """The agent a ``Handoff`` made by ``handoff(agent)`` leads to; None if it cannot be told."""
+    reference = getattr(handoff, "_agent_ref", None) if isinstance(handoff, Handoff) else None
     target = reference() if reference is not None else None
     return target if isinstance(target, Agent) else None
 

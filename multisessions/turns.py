@@ -43,15 +43,24 @@ from agents.run_context import RunContextWrapper
 from agents.stream_events import StreamEvent
 
 from multisessions.approvals import PausedTurn, paused_turn
-from multisessions.direct import can_pass_history, history_limit, model_input, turn_items
-from multisessions.errors import AwaitingApproval, MultiSessionsError, StoreError, TurnFailed
+from multisessions.direct import can_pass_history, handoff_target, history_limit, model_input, turn_items
+from multisessions.errors import (
+    AwaitingApproval,
+    CommitUnconfirmed,
+    MultiSessionsError,
+    StoreError,
+    TurnFailed,
+)
 from multisessions.failures import describe_failure
 from multisessions.locks import Lease, hold_session
 from multisessions.locks import held_locks as held_locks  # re-exported for callers and tests
 from multisessions.stores import (
+    KEEP,
     SessionStore,
     TurnIO,
     TurnStart,
+    TurnWrite,
+    commit_outcome_unknown,
     describe_sqlite_failure,
     driver_errors,
     scrub,
@@ -308,12 +317,17 @@ async def _run_compaction(
         wrapper._session_compaction_is_automatic = False  # type: ignore[attr-defined]
 
 
-async def run_turn(agent: Agent[Any], session: Session, user_input: str, **runner_kwargs: Any) -> RunResult:
+async def run_turn(
+    starting_agent: Agent[Any], session: Session, user_input: str, **runner_kwargs: Any
+) -> RunResult:
     """Run one turn on ``session``: never two at once on one session id, all or nothing.
 
-    The turn's items reach the store only if the whole turn succeeds; a failed or cancelled
-    turn leaves the session exactly as it was and raises ``TurnFailed`` (or the cancellation).
-    An empty, over-long or non-text message raises ``ValueError`` before anything runs.
+    The turn runs on the session's current agent: the one that answered its last turn, found by
+    name among ``starting_agent`` and the agents it hands off to (``starting_agent`` for a new
+    session). Everything the turn changes (its items, the agent that answered, a paused tool call)
+    reaches the store in one write, only if the whole turn succeeds; a failed or cancelled turn
+    leaves the session exactly as it was and raises ``TurnFailed`` (or the cancellation). An
+    empty, over-long or non-text message raises ``ValueError`` before anything runs.
     """
     user_input = check_message(user_input)
     store = store_of(session)
@@ -323,6 +337,7 @@ async def run_turn(agent: Agent[Any], session: Session, user_input: str, **runne
         turn = PendingTurn(session, lease.start)
         try:
             await _refuse_if_waiting(session, store, lease.start)
+            agent = await _current_agent(starting_agent, session, store, lease.start)
             by_hand = await _input_by_hand(agent, turn, user_input, limit, runner_kwargs)
             if by_hand is not None:  # the SDK's session bookkeeping skipped: same input, same items
                 prepared, new_input = by_hand
@@ -332,12 +347,12 @@ async def run_turn(agent: Agent[Any], session: Session, user_input: str, **runne
                 result = await Runner.run(agent, user_input, session=turn, **runner_kwargs)
             await _finish(agent, session, store, turn, result, lease, io)
         except Exception as exc:
-            raise TurnFailed(session.session_id, exc) from exc
+            raise TurnFailed(session.session_id, exc, saved=_saved(exc)) from exc
         return result
 
 
 async def resume_turn(
-    agent: Agent[Any],
+    starting_agent: Agent[Any],
     session: Session,
     *,
     approve: bool,
@@ -346,13 +361,19 @@ async def resume_turn(
 ) -> RunResult:
     """Approve (or reject, with ``reason`` sent to the model) the turn paused on ``session``, and run it on.
 
-    ``agent`` is the agent the paused turn started with. Works from any process: the paused
-    turn is read from the store. The resumed turn is committed whole, with its paused part;
-    if it pauses again, it is kept for the next decision. Raises ``TurnFailed`` (the session
-    and the paused turn unchanged) if it fails, or if no turn is waiting.
+    ``starting_agent`` is the session's starting agent; the paused turn resumes on the agent it
+    paused with, found by name among the agents it hands off to. Works from any process: the
+    paused turn is read from the store. The decision is taken exactly once: the resumed turn,
+    with its paused part, is committed in the same write that consumes the paused turn (or, if
+    it pauses again, replaces it), so a second decision finds nothing waiting. Raises
+    ``TurnFailed`` (the session and the paused turn unchanged) if it fails, or if no turn waits.
+    A tool that has side effects should key them by its call id (``record_once``): a resume that
+    fails after the tool ran runs it again when the decision is retried.
     """
     store = store_of(session)
-    async with _turn_on(session, store, None) as lease:
+    io = _turn_io(session, store)
+    limit = history_limit(session, runner_kwargs)
+    async with _turn_on(session, store, io, limit) as lease:
         try:
             if store is None:
                 raise StoreError("this session has no store to keep a paused turn in (an in-memory session?)")
@@ -363,10 +384,11 @@ async def resume_turn(
                     "see: python agent.py approvals list"
                 )
             paused = PausedTurn.loads(record)
-            if paused.starting_agent != agent.name:
+            agent = find_agent(starting_agent, paused.starting_agent)
+            if agent is None:
                 raise StoreError(
-                    f"the paused turn started with {paused.starting_agent!r}, not {agent.name!r}; "
-                    "resume it with that agent"
+                    f"the paused turn started with {paused.starting_agent!r}, which {starting_agent.name!r} "
+                    "does not hand off to; resume it with the agents it started with"
                 )
             state = await RunState.from_string(agent, paused.state)
             for item in state.get_interruptions():
@@ -377,12 +399,60 @@ async def resume_turn(
             turn = PendingTurn(session)
             turn.pending = list(paused.items)  # the paused part, as if the SDK had just written it
             result = await Runner.run(agent, state, session=turn, **runner_kwargs)
-            await _finish(agent, session, store, turn, result, lease, None)
-            if not result.interruptions:
-                await store.save_pending(session.session_id, None)  # decided, and whole in the history
+            await _finish(agent, session, store, turn, result, lease, io, decided=True)
         except Exception as exc:
-            raise TurnFailed(session.session_id, exc) from exc
+            raise TurnFailed(session.session_id, exc, saved=_saved(exc)) from exc
         return result
+
+
+def find_agent(starting_agent: Agent[Any], name: str | None) -> Agent[Any] | None:
+    """The agent called ``name`` among ``starting_agent`` and every agent reachable by its handoffs."""
+    if name is None:
+        return None
+    seen: set[int] = set()
+    waiting: list[Agent[Any]] = [starting_agent]
+    while waiting:
+        current = waiting.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if current.name == name:
+            return current
+        for handoff in current.handoffs:
+            target = handoff if isinstance(handoff, Agent) else handoff_target(handoff)
+            if target is not None:
+                waiting.append(target)
+    return None
+
+
+async def _current_agent(
+    starting_agent: Agent[Any], session: Session, store: SessionStore | None, start: TurnStart | None
+) -> Agent[Any]:
+    """The agent the session's next turn runs on: the one that answered last, if it is still in
+    ``starting_agent``'s handoff graph (else ``starting_agent``, with a warning)."""
+    if store is None:
+        return starting_agent
+    name = start.agent if start is not None else await store.load_last_agent(session.session_id)
+    if name is None or name == starting_agent.name:
+        return starting_agent
+    found = find_agent(starting_agent, name)
+    if found is None:
+        logger.warning(
+            "session %r: its last agent %r is not among %r and the agents it hands off to; "
+            "the turn starts with %r",
+            session.session_id,
+            name,
+            starting_agent.name,
+            starting_agent.name,
+        )
+        return starting_agent
+    return found
+
+
+def _saved(exc: BaseException) -> bool | None:
+    """False: nothing of the turn was written. None: the store did not confirm a write it may have
+    made (the connection was lost while the turn was being committed)."""
+    return None if isinstance(exc, CommitUnconfirmed) else False
 
 
 def why_it_failed(
@@ -433,27 +503,52 @@ async def _finish(
     result: RunResult | RunResultStreaming,
     lease: Lease,
     io: TurnIO | None,
+    *,
+    decided: bool = False,
 ) -> None:
-    """Commit the whole turn, or, if it paused for approval, keep it beside the session instead.
+    """Write everything the turn changed in one write: its items and the agent that answered;
+    if it paused for approval, the paused turn instead of the items; if it resumed a paused
+    turn (``decided``), the consumption of that paused turn.
 
     Nothing is written unless the lease was held throughout: no other turn ran meanwhile."""
     if result.interruptions:
         if store is None:
             raise StoreError("a turn paused for approval needs a store to wait in (not an in-memory session)")
-        await lease.confirm()
-        paused = paused_turn(session.session_id, agent.name, result, turn.pending)
-        await store.save_pending(session.session_id, paused.dumps())
-        return
-    if io is not None and turn.pending:
+        paused = paused_turn(session.session_id, agent.name, result, turn.pending)  # RunState's start
+        write = TurnWrite([], agent=result.last_agent.name, pending=paused.dumps())
+    else:
+        write = TurnWrite(
+            list(turn.pending),
+            agent=result.last_agent.name if store is not None else None,
+            pending=None if decided else KEEP,
+        )
+    if io is not None:
         # The store checks the lease, writes the whole turn and frees the session in one step.
-        if lease.lost or not await io.commit(session.session_id, lease.owner, turn.pending):
+        if lease.lost:
+            raise lease.lost_error()
+        try:
+            written = await io.commit(session.session_id, lease.owner, write)
+        except Exception as exc:
+            if commit_outcome_unknown(exc):
+                raise CommitUnconfirmed(session.session_id, exc) from exc
+            raise
+        if not written:
             raise lease.lost_error()
         lease.released = True
         turn.pending = []
         return
+    # A session the store cannot write itself (another class): its own writes, in order.
     await lease.confirm()
-    await turn.commit()  # the whole turn, in one write
-    await turn.compact_after_commit()  # a compacting session compacts what is now whole
+    if write.items:
+        turn.pending = write.items
+        await turn.commit()
+    if store is not None:
+        if write.agent is not None:
+            await store.save_last_agent(session.session_id, write.agent)
+        if write.changes_pending:
+            await store.save_pending(session.session_id, write.pending)
+    if write.items:
+        await turn.compact_after_commit()  # a compacting session compacts what is now whole
 
 
 def _passes_history(agent: Agent[Any], session: Session, runner_kwargs: dict[str, Any]) -> bool:
@@ -504,15 +599,15 @@ async def _turn_on(
 
 @asynccontextmanager
 async def stream_turn(
-    agent: Agent[Any], session: Session, user_input: str, **runner_kwargs: Any
+    starting_agent: Agent[Any], session: Session, user_input: str, **runner_kwargs: Any
 ) -> AsyncIterator[RunResultStreaming]:
     """One streamed turn, whole or not at all: ``async with stream_turn(...) as result:``.
 
     Yields the SDK's ``RunResultStreaming``; read ``result.stream_events()`` inside the block.
-    The session's lock is held for the whole stream, and the turn is committed in one write
-    only when the stream was read to its end. An exception or cancellation (raised as
-    ``TurnFailed`` or the cancellation), or leaving the block before the stream ends, leaves the
-    session exactly as it was.
+    As in ``run_turn``, the turn runs on the session's current agent. The session's lock is held
+    for the whole stream, and the turn is committed in one write only when the stream was read
+    to its end. An exception or cancellation (raised as ``TurnFailed`` or the cancellation), or
+    leaving the block before the stream ends, leaves the session exactly as it was.
     """
     user_input = check_message(user_input)
     store = store_of(session)
@@ -522,6 +617,7 @@ async def stream_turn(
         turn = PendingTurn(session, lease.start)
         try:
             await _refuse_if_waiting(session, store, lease.start)
+            agent = await _current_agent(starting_agent, session, store, lease.start)
             by_hand = await _input_by_hand(agent, turn, user_input, limit, runner_kwargs)  # as in run_turn
         except Exception as exc:
             raise TurnFailed(session.session_id, exc) from exc
@@ -545,7 +641,7 @@ async def stream_turn(
                 turn.pending = turn_items(by_hand[1], result)
             await _finish(agent, session, store, turn, result, lease, io)
         except Exception as exc:
-            raise TurnFailed(session.session_id, exc) from exc
+            raise TurnFailed(session.session_id, exc, saved=_saved(exc)) from exc
 
 
 def _watch_the_end(result: RunResultStreaming) -> Callable[[], bool]:

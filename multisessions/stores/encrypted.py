@@ -16,6 +16,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from agents.memory import Session
@@ -23,7 +25,7 @@ from agents.memory import Session
 from multisessions.errors import ConfigError, StoreError
 from multisessions.locks import LeaseBackend
 from multisessions.naming import tenant_label
-from multisessions.stores.base import SessionInfo, SessionStore, TurnIO, remember_store
+from multisessions.stores.base import SessionInfo, SessionStore, TurnIO, TurnStart, TurnWrite, remember_store
 
 try:
     from agents.extensions.memory import EncryptedSession
@@ -76,8 +78,17 @@ class EncryptedStore:
         return remember_store(session, self)
 
     def turn_io(self, session: Session) -> TurnIO | None:
-        """No short path yet: turns go through the session and the leases."""
-        return None
+        """The wrapped store's short path, encrypting what it writes and decrypting what it reads,
+        for a session this store opened: a turn's items, agent and paused turn land in one write."""
+        if EncryptedSession is None or type(session) is not EncryptedSession:
+            return None
+        wrap, unwrap = getattr(session, "_wrap", None), getattr(session, "_unwrap", None)
+        if not callable(wrap) or not callable(unwrap):
+            return None  # an SDK without these: turns take the session's own writes
+        inner = self.store.turn_io(session.underlying_session)
+        if inner is None:
+            return None
+        return EncryptedTurnIO(inner, wrap, unwrap, self._fernet(session.session_id), session.session_id)
 
     def _fernet(self, session_id: str) -> Any:
         return Fernet(tenant_key(self._secret, session_id).encode("ascii"))
@@ -110,6 +121,15 @@ class EncryptedStore:
     async def delete(self, session_id: str) -> int:
         return await self.store.delete(session_id)
 
+    async def record_once(self, key: str, value: str) -> tuple[str, bool]:
+        return await self.store.record_once(key, value)
+
+    async def list_effects(self, prefix: str = "") -> dict[str, str]:
+        return await self.store.list_effects(prefix)
+
+    async def forget_effects(self, prefix: str) -> int:
+        return await self.store.forget_effects(prefix)
+
     async def load_last_agent(self, session_id: str) -> str | None:
         return await self.store.load_last_agent(session_id)
 
@@ -121,3 +141,59 @@ class EncryptedStore:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)  # db_path, pool, client, engine: the wrapped store's
+
+
+class EncryptedTurnIO:
+    """``TurnIO`` of an encrypted session: the wrapped store's, with items and paused turns
+    encrypted as ``EncryptedSession`` and ``EncryptedStore`` encrypt them."""
+
+    def __init__(
+        self,
+        inner: TurnIO,
+        wrap: Callable[[Any], Any],
+        unwrap: Callable[[Any], Any],
+        fernet: Any,
+        session_id: str,
+    ) -> None:
+        self.inner = inner
+        self._wrap = wrap
+        self._unwrap = unwrap
+        self._fernet = fernet
+        self._session_id = session_id
+
+    @property
+    def seconds(self) -> float:
+        return self.inner.seconds
+
+    @seconds.setter
+    def seconds(self, value: float) -> None:
+        self.inner.seconds = value
+
+    async def try_acquire(self, session_id: str, owner: str, seconds: float) -> bool:
+        return await self.inner.try_acquire(session_id, owner, seconds)
+
+    async def renew(self, session_id: str, owner: str, seconds: float) -> bool:
+        return await self.inner.renew(session_id, owner, seconds)
+
+    async def release(self, session_id: str, owner: str) -> None:
+        await self.inner.release(session_id, owner)
+
+    async def begin(self, session_id: str, owner: str, seconds: float, limit: int | None) -> TurnStart | None:
+        start = await self.inner.begin(session_id, owner, seconds, limit)
+        if start is None:
+            return None
+        history = [self._unwrap(item) for item in start.history]
+        if any(item is None for item in history):
+            await self.inner.release(session_id, owner)
+            raise StoreError(
+                f"session {session_id!r} holds items this SESSION_ENCRYPTION_KEY cannot decrypt; "
+                "use the key they were written with"
+            )
+        return replace(start, history=history)
+
+    async def commit(self, session_id: str, owner: str, write: TurnWrite) -> bool:
+        pending = write.pending
+        if isinstance(pending, str):
+            pending = self._fernet.encrypt(pending.encode("utf-8")).decode()
+        sealed = TurnWrite([self._wrap(item) for item in write.items], write.agent, pending)
+        return await self.inner.commit(session_id, owner, sealed)

@@ -126,7 +126,7 @@ class RedisStore:
             ) from None
 
     def _last_agent_key(self, session_id: str) -> str:
-        return f"{self.key_prefix}/last_agent/{self._checked(session_id)}"
+        return self._turn_io.agent_key_prefix + self._checked(session_id)
 
     async def list_sessions(self) -> list[SessionInfo]:
         with store_failures(self.name, self._url, "listing sessions"):
@@ -182,6 +182,33 @@ class RedisStore:
 
     async def list_pending(self) -> list[str]:
         return [bytes(key).decode() for key in await self.client.hkeys(self._pending_key())]
+
+    def _effects_key(self) -> str:
+        return f"{self.key_prefix}/effects"
+
+    async def record_once(self, key: str, value: str) -> tuple[str, bool]:
+        """As ``SQLiteStore.record_once``: one ``HSETNX`` in our own namespace."""
+        with store_failures(self.name, self._url, "recording a side effect"):
+            added = await self.client.hsetnx(self._effects_key(), key, value)
+            stored = await self.client.hget(self._effects_key(), key)
+        return bytes(stored).decode(), bool(added)
+
+    async def list_effects(self, prefix: str = "") -> dict[str, str]:
+        """What ``record_once`` recorded, by key (those starting with ``prefix``)."""
+        with store_failures(self.name, self._url, "reading side effects"):
+            found = await self.client.hgetall(self._effects_key())
+        effects = {bytes(k).decode(): bytes(v).decode() for k, v in found.items()}
+        return {k: v for k, v in sorted(effects.items()) if k.startswith(prefix)}
+
+    async def forget_effects(self, prefix: str) -> int:
+        """Remove what ``record_once`` recorded under keys starting with ``prefix``."""
+        with store_failures(self.name, self._url, "removing side effects"):
+            keys = [
+                k
+                for k in await self.client.hkeys(self._effects_key())
+                if bytes(k).decode().startswith(prefix)
+            ]
+            return int(await self.client.hdel(self._effects_key(), *keys)) if keys else 0
 
     async def close(self) -> None:
         await self.client.aclose()

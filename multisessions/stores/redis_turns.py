@@ -17,15 +17,16 @@ import time
 from typing import Any
 
 from multisessions.locks import LEASE_SECONDS
-from multisessions.stores.base import TurnStart
+from multisessions.stores.base import KEEP, TurnStart, TurnWrite
 from multisessions.stores.batches import Batches
 from multisessions.stores.leases import RedisLeases
 
-# KEYS: lease, paused turns (a hash by session id), the session's messages.
+# KEYS: lease, paused turns (a hash by session id), the session's messages, its current agent.
 # ARGV: owner, lease ms, session id, first index to read ('' reads nothing).
 # Reads come first, so a read that fails leaves no lease behind. Returns nil when another owner
 # holds the lease (the owner's own lease is taken again: redis-py may resend a call whose reply
-# was lost); else {paused (0/1), the items, whether the messages key is a list (0: the SDK reads)}.
+# was lost); else {paused (0/1), the items, whether the messages key is a list (0: the SDK reads),
+# the current agent ('' if none)}.
 # The items come as one string, each as "<length in bytes>:<bytes>": redis-py parses a reply
 # element in Python (~2 us each): one string halves the client's cost of a 20-item read.
 _BEGIN = """
@@ -43,14 +44,18 @@ elseif ARGV[4] ~= '' then
     framed[2 * i] = item
   end
 end
+local agent = redis.call('get', KEYS[4]) or ''
 redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return {paused, table.concat(framed), readable}
+return {paused, table.concat(framed), readable, agent}
 """
 
-# KEYS: lease, session hash, messages, counter (the SDK's three, in its order), commit receipt.
+# KEYS: lease, session hash, messages, counter (the SDK's three, in its order), commit receipt,
+# the current agent, the paused turns (a hash by session id).
 # ARGV: owner, session id, now in seconds ('' with a ttl: the server's clock, as the SDK reads
-# it then), ttl in seconds ('' for none), then the serialized items.
-# The checks, the writes and their order are those of RedisSession._mutate_items for an append.
+# it then), ttl in seconds ('' for none), the current agent ('' leaves it), what to do with the
+# paused turn ('keep', 'drop' or 'set'), its new record, then the serialized items.
+# The checks, the writes and their order are those of RedisSession._mutate_items for an append;
+# the agent and the paused turn are written in the same script, so the turn lands whole or not.
 # The receipt (the owner, for a minute) answers a commit redis-py resends after losing its reply
 # (it retries on a dropped connection): the turn was saved, so the resend must not report it lost.
 _COMMIT = """
@@ -79,14 +84,25 @@ if ARGV[4] ~= '' then
   expire_at = string.format('%.0f',
     tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) + tonumber(ARGV[4]) * 1000)
 end
-redis.call('hset', KEYS[2], 'session_id', ARGV[2])
-redis.call('hsetnx', KEYS[2], 'created_at', now)
-for first = 5, #ARGV, 1000 do
-  redis.call('rpush', KEYS[3], unpack(ARGV, first, math.min(first + 999, #ARGV)))
+if #ARGV >= 8 then
+  redis.call('hset', KEYS[2], 'session_id', ARGV[2])
+  redis.call('hsetnx', KEYS[2], 'created_at', now)
+  for first = 8, #ARGV, 1000 do
+    redis.call('rpush', KEYS[3], unpack(ARGV, first, math.min(first + 999, #ARGV)))
+  end
+  redis.call('hset', KEYS[2], 'updated_at', now)
+  if expire_at then
+    for i = 2, 4 do redis.call('pexpireat', KEYS[i], expire_at) end
+  end
 end
-redis.call('hset', KEYS[2], 'updated_at', now)
-if expire_at then
-  for i = 2, 4 do redis.call('pexpireat', KEYS[i], expire_at) end
+if ARGV[5] ~= '' then
+  redis.call('set', KEYS[6], ARGV[5])
+  if expire_at then redis.call('pexpireat', KEYS[6], expire_at) end
+end
+if ARGV[6] == 'drop' then
+  redis.call('hdel', KEYS[7], ARGV[2])
+elseif ARGV[6] == 'set' then
+  redis.call('hset', KEYS[7], ARGV[2], ARGV[7])
 end
 redis.call('set', KEYS[5], ARGV[1], 'PX', 60000)
 redis.call('del', KEYS[1])
@@ -112,6 +128,7 @@ class RedisTurnIO(RedisLeases):
     ) -> None:
         super().__init__(client, key_prefix, seconds)
         self.pending_key = pending_key
+        self.agent_key_prefix = f"{key_prefix}/last_agent/"
         self.ttl = ttl
         # EVALSHA, loading the script on the server the first time it is missing there.
         self._begin = client.register_script(_BEGIN)
@@ -133,27 +150,34 @@ class RedisTurnIO(RedisLeases):
     async def begin(self, session_id: str, owner: str, seconds: float, limit: int | None) -> TurnStart | None:
         """Take the lease and read the paused flag and the newest ``limit`` items, in one round trip."""
         first = "0" if limit is None else "" if limit <= 0 else str(-limit)
-        keys = [self._key(session_id), self.pending_key, f"{self.key_prefix}:{session_id}:messages"]
+        keys = [
+            self._key(session_id),
+            self.pending_key,
+            f"{self.key_prefix}:{session_id}:messages",
+            self.agent_key_prefix + session_id,
+        ]
         reply = await self._calls.call((self._begin, keys, [owner, int(seconds * 1000), session_id, first]))
         if reply is None:
             return None
-        paused, framed, readable = reply
+        paused, framed, readable, stored_agent = reply
+        agent = bytes(stored_agent).decode() or None
         if not readable:
             # Not a list: reads go through the SDK's get_items, which fails the turn as it would.
-            return TurnStart([], 0, bool(paused))
+            return TurnStart([], 0, bool(paused), agent)
         if limit is not None and limit <= 0:
-            return TurnStart([], limit, bool(paused))  # the SDK reads nothing either
+            return TurnStart([], limit, bool(paused), agent)  # the SDK reads nothing either
         raw = _unframe(framed)
         history, corrupt = _decode(raw)
         if limit is None or len(raw) < limit:
             # The whole list was read: a read of any newest ``n`` is served exactly from it.
-            return TurnStart(history, None, bool(paused))
+            return TurnStart(history, None, bool(paused), agent)
         # The SDK skips a corrupt entry and widens its window to still return ``limit`` items;
         # the valid ones read here serve exactly that many, a longer read goes to the SDK.
-        return TurnStart(history, limit - corrupt, bool(paused))
+        return TurnStart(history, limit - corrupt, bool(paused), agent)
 
-    async def commit(self, session_id: str, owner: str, items: list[Any]) -> bool:
-        """Append ``items`` as ``RedisSession.add_items`` would and free the lease, iff ``owner`` holds it."""
+    async def commit(self, session_id: str, owner: str, write: TurnWrite) -> bool:
+        """Append the items as ``RedisSession.add_items`` would, set the current agent and the
+        paused turn, and free the lease, in one script, iff ``owner`` holds it."""
         session_key = f"{self.key_prefix}:{session_id}"
         keys = [
             self._key(session_id),
@@ -161,12 +185,17 @@ class RedisTurnIO(RedisLeases):
             f"{session_key}:messages",
             f"{session_key}:counter",
             self.receipt_key(session_id),
+            self.agent_key_prefix + session_id,
+            self.pending_key,
         ]
         # Without a ttl the SDK stamps the time with this machine's clock, with one the server's.
         now = "" if self.ttl is not None else str(int(time.time()))
         ttl = "" if self.ttl is None else str(self.ttl)
-        serialized = [json.dumps(item, separators=(",", ":")) for item in items]
-        return bool(await self._calls.call((self._commit, keys, [owner, session_id, now, ttl, *serialized])))
+        pending = "keep" if write.pending is KEEP else "drop" if write.pending is None else "set"
+        record = write.pending if pending == "set" else ""
+        serialized = [json.dumps(item, separators=(",", ":")) for item in write.items]
+        args = [owner, session_id, now, ttl, write.agent or "", pending, record, *serialized]
+        return bool(await self._calls.call((self._commit, keys, args)))
 
     async def _send(self, calls: list[_ScriptCall]) -> list[Any]:
         """The script calls of one batch, as one pipeline: one write, one read.

@@ -19,8 +19,13 @@ from multisessions.locks import WAIT_SECONDS
 from multisessions.stores.base import SessionInfo, TurnIO, remember_store, store_failures
 from multisessions.stores.leases import SETUP_LOCK, SQLLeases, text
 from multisessions.stores.pg_turns import PostgresTurns
-from multisessions.stores.sqlite_store import LAST_AGENT_TABLE
-from multisessions.stores.sqlite_turns import MESSAGES_TABLE, PENDING_TABLE, SESSIONS_TABLE
+from multisessions.stores.sqlite_turns import (
+    EFFECTS_TABLE,
+    LAST_AGENT_TABLE,
+    MESSAGES_TABLE,
+    PENDING_TABLE,
+    SESSIONS_TABLE,
+)
 from multisessions.stores.urls import INSTALL_HINT, redact_url, scrub
 
 _SESSION_FIELDS = {
@@ -176,6 +181,12 @@ class SQLStore:
                     "state TEXT NOT NULL, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
                 )
             )
+            await conn.execute(
+                text(
+                    f"CREATE TABLE IF NOT EXISTS {EFFECTS_TABLE} (effect_key VARCHAR PRIMARY KEY, "
+                    "value TEXT NOT NULL, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
+                )
+            )
 
     async def list_sessions(self) -> list[SessionInfo]:
         with store_failures(self.name, self._url, "listing sessions"):
@@ -271,6 +282,54 @@ class SQLStore:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(text(f"SELECT session_id FROM {PENDING_TABLE}"))).all()
         return [str(r[0]) for r in rows]
+
+    async def record_once(self, key: str, value: str) -> tuple[str, bool]:
+        """As ``SQLiteStore.record_once``: one transaction, the key's first value kept."""
+        with store_failures(self.name, self._url, "recording a side effect"):
+            await self._ready()
+            async with self.engine.begin() as conn:
+                added = (
+                    await conn.execute(
+                        text(
+                            f"INSERT INTO {EFFECTS_TABLE} (effect_key, value) VALUES (:key, :value) "
+                            "ON CONFLICT (effect_key) DO NOTHING"
+                        ),
+                        {"key": key, "value": value},
+                    )
+                ).rowcount
+                stored = (
+                    await conn.execute(
+                        text(f"SELECT value FROM {EFFECTS_TABLE} WHERE effect_key = :key"), {"key": key}
+                    )
+                ).scalar_one()
+        return str(stored), added == 1
+
+    async def list_effects(self, prefix: str = "") -> dict[str, str]:
+        """What ``record_once`` recorded, by key (those starting with ``prefix``)."""
+        with store_failures(self.name, self._url, "reading side effects"):
+            await self._ready()
+            async with self.engine.connect() as conn:
+                rows = (
+                    await conn.execute(
+                        text(
+                            f"SELECT effect_key, value FROM {EFFECTS_TABLE} "
+                            "WHERE substr(effect_key, 1, :n) = :prefix ORDER BY created_at, effect_key"
+                        ),
+                        {"n": len(prefix), "prefix": prefix},
+                    )
+                ).all()
+        return {str(k): str(v) for k, v in rows}
+
+    async def forget_effects(self, prefix: str) -> int:
+        """Remove what ``record_once`` recorded under keys starting with ``prefix``."""
+        with store_failures(self.name, self._url, "removing side effects"):
+            await self._ready()
+            async with self.engine.begin() as conn:
+                removed = await conn.execute(
+                    text(f"DELETE FROM {EFFECTS_TABLE} WHERE substr(effect_key, 1, :n) = :prefix"),
+                    {"n": len(prefix), "prefix": prefix},
+                )
+        return int(removed.rowcount)
 
     async def close(self) -> None:
         if self._turns is not None:

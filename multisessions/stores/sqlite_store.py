@@ -24,14 +24,16 @@ from agents.memory import Session, SessionSettings
 from multisessions.errors import StoreError
 from multisessions.stores.base import SessionInfo, TurnIO
 from multisessions.stores.sqlite_turns import (
+    CREATE_EFFECTS_TABLE,
+    CREATE_LAST_AGENT_TABLE,
     CREATE_PENDING_TABLE,
+    EFFECTS_TABLE,
+    LAST_AGENT_TABLE,
     MESSAGES_TABLE,
     PENDING_TABLE,
     SESSIONS_TABLE,
     SQLiteTurns,
 )
-
-LAST_AGENT_TABLE = "agent_session_last_agent"
 
 
 def read_only_uri(path: str | Path, *, immutable: bool = False) -> str:
@@ -161,11 +163,7 @@ class SQLiteStore:
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.db_path, timeout=30)
-        conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {LAST_AGENT_TABLE} ("
-            "session_id TEXT PRIMARY KEY, agent_name TEXT NOT NULL, "
-            "updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
-        )
+        conn.execute(CREATE_LAST_AGENT_TABLE)
         conn.execute(CREATE_PENDING_TABLE)
         return conn
 
@@ -264,6 +262,60 @@ class SQLiteStore:
                 return [str(r[0]) for r in conn.execute(f"SELECT session_id FROM {PENDING_TABLE}")]
 
         return await asyncio.to_thread(read)
+
+    async def record_once(self, key: str, value: str) -> tuple[str, bool]:
+        """Record ``value`` under ``key`` unless something is recorded there already.
+
+        Returns what is recorded and whether this call recorded it: a side effect keyed by a
+        tool call's id happens once, however often its turn is run again."""
+
+        def write() -> tuple[str, bool]:
+            with closing(self._connect()) as conn, conn:
+                conn.execute(CREATE_EFFECTS_TABLE)
+                added = conn.execute(
+                    f"INSERT OR IGNORE INTO {EFFECTS_TABLE} (effect_key, value) VALUES (?, ?)", (key, value)
+                ).rowcount
+                row = conn.execute(
+                    f"SELECT value FROM {EFFECTS_TABLE} WHERE effect_key = ?", (key,)
+                ).fetchone()
+                return str(row[0]), added == 1
+
+        return await asyncio.to_thread(write)
+
+    async def list_effects(self, prefix: str = "") -> dict[str, str]:
+        """What ``record_once`` recorded, by key (those starting with ``prefix``)."""
+
+        def read() -> dict[str, str]:
+            if not self.db_path.exists():
+                return {}
+            with closing(connect_read_only(self.db_path)) as conn:
+                if not _has_table(conn, EFFECTS_TABLE):
+                    return {}
+                rows = conn.execute(
+                    f"SELECT effect_key, value FROM {EFFECTS_TABLE} WHERE substr(effect_key, 1, ?) = ? "
+                    "ORDER BY created_at, effect_key",
+                    (len(prefix), prefix),
+                ).fetchall()
+                return {str(k): str(v) for k, v in rows}
+
+        return await asyncio.to_thread(read)
+
+    async def forget_effects(self, prefix: str) -> int:
+        """Remove what ``record_once`` recorded under keys starting with ``prefix``; returns how many."""
+
+        def delete() -> int:
+            if not self.db_path.exists():
+                return 0
+            with closing(self._connect()) as conn, conn:
+                conn.execute(CREATE_EFFECTS_TABLE)
+                return int(
+                    conn.execute(
+                        f"DELETE FROM {EFFECTS_TABLE} WHERE substr(effect_key, 1, ?) = ?",
+                        (len(prefix), prefix),
+                    ).rowcount
+                )
+
+        return await asyncio.to_thread(delete)
 
     async def close(self) -> None:
         """Close this process's lease connection to the file (the next turn opens it again).
