@@ -20,7 +20,7 @@ from helpers import cancel_a_start_in_flight, reply, user_texts
 from multisessions import AwaitingApproval, LeaseLost, StoreError, TurnFailed, open_store, run_turn
 from multisessions.stores import SQLStore, TurnStart, TurnWrite, sql_store
 from multisessions.stores.base import remember_store
-from multisessions.stores.pg_turns import POOL_SIZE, PostgresTurns
+from multisessions.stores.pg_turns import COMMIT, POOL_SIZE, PostgresTurns
 from stores_fixture import POSTGRES_SERVER, database_name, empty_postgres_database, postgres_url, unavailable
 
 SERVER = urlsplit(POSTGRES_SERVER)
@@ -316,11 +316,14 @@ async def test_begin_sees_a_turn_that_committed_while_it_waited_for_the_lease(pg
         await tx.start()
         item = json.dumps({"role": "user", "content": "committed meanwhile"}, separators=(",", ":"))
         assert await conn.fetchval(
-            "SELECT multisessions_turn_commit_many_v1($1, $2, $3, $4)",
+            f"SELECT {COMMIT}($1, $2, $3, $4, $5, $6, $7)",
             [session.session_id],
             ["first"],
             [1],
             [item],
+            ["Bot"],
+            ["keep"],
+            [None],
         ) == [True]
         waiting = asyncio.create_task(io.begin(session.session_id, "second", 30, None))
         await asyncio.sleep(0.3)
