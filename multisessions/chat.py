@@ -61,8 +61,8 @@ async def chat(
 ) -> int:
     """Read messages from ``stdin`` until ``/quit`` or end of input; returns the exit code.
 
-    Each turn goes to the agent that answered the session's last turn (kept beside the
-    session), or to ``first_agent`` in a new session. ``store_url`` is only used to scrub its
+    Each turn goes to the agent that answered the session's last turn (written with that
+    turn), or to ``first_agent`` in a new session. ``store_url`` is only used to scrub its
     password from a driver's error text.
     """
     stdin = sys.stdin if stdin is None else stdin
@@ -133,13 +133,10 @@ async def chat(
         await close_session(session)
 
 
-async def _streamed_answer(
-    agent: Agent[Any], session: Session, text: str, run_config: RunConfig
-) -> str | None:
-    """Print the answer as it streams, prefixed with the session and the agent; returns the agent.
-
-    A turn paused for a supervisor's approval prints what waits and returns None.
-    """
+async def _streamed_answer(agent: Agent[Any], session: Session, text: str, run_config: RunConfig) -> None:
+    """Print the answer as it streams, prefixed with the session and the agent that answers (the
+    session's current agent, or the one a handoff leads to). A turn paused for a supervisor's
+    approval prints what waits."""
     prefix = f"[{session.session_id}]"
     speaking: str | None = None
     current = agent.name
@@ -161,8 +158,7 @@ async def _streamed_answer(
                 f"{prefix}   paused: {call.name}({call.arguments}) needs a supervisor: "
                 f"python agent.py approvals approve {session.session_id}"
             )
-        return None
+        return
     if speaking is None:  # a model that does not stream text: print the whole answer
         print(f"{prefix} {result.last_agent.name}: {result.final_output}", end="")
     print()
-    return result.last_agent.name

@@ -51,6 +51,7 @@ from multisessions.settings import APIS, Settings, load_settings, parse_api
 from multisessions.stores import (
     DEFAULT_DB,
     SessionStore,
+    SQLiteStore,
     check_db_path,
     close_session,
     describe_sqlite_failure,
@@ -297,8 +298,12 @@ async def _demos(args: argparse.Namespace, lesson: Lesson, settings: Settings) -
     store = await _open_store(args, settings)  # a bad --db or an unreachable server fails here
     try:
         model = _model(args, settings)
+        # A plain SQLite file: the demos open the SDK's SQLiteSession on it themselves.
+        where: dict[str, Any] = {"store": store}
+        if type(store) is SQLiteStore and isinstance(store, SQLiteStore) and store.pool is None:
+            where = {"db_path": store.db_path}
         for name in args.demo or list(lesson.demos):
-            for session in (await known[name](model=model, store=store)).values():
+            for session in (await known[name](model=model, **where)).values():
                 await close_session(session)
     finally:
         await store.close()

@@ -125,6 +125,17 @@ class PendingTurn:
         self.compaction: tuple[OpenAIResponsesCompactionArgs | None, _Context] | None = None
         """The SDK's latest compaction request during this turn, run by ``compact_after_commit``."""
         self.deferred_compaction: tuple[str, bool | None, _Context] | None = None
+        self.current_agent: Agent[Any] | None = None
+        self.finish: Callable[[RunResult | RunResultStreaming], Awaitable[None]] | None = None
+        self.kept: RunResult | RunResultStreaming | None = None
+
+    @property
+    def agent(self) -> Agent[Any]:
+        """The session's current agent, the one to run this turn on: the agent that answered the
+        session's last turn (``one_turn`` finds it)."""
+        if self.current_agent is None:
+            raise RuntimeError("turn.agent is known inside `async with one_turn(session, agent) as turn:`")
+        return self.current_agent
 
     @property
     def _ignore_ids_for_matching(self) -> bool:
@@ -180,7 +191,18 @@ class PendingTurn:
         """Clearing mid-turn is not something a turn may do."""
         raise RuntimeError("a turn may not clear its session")
 
-    async def commit(self, attempts: int = 6) -> None:
+    async def commit(self, result: RunResult | RunResultStreaming) -> None:
+        """Keep ``result``, the run this turn stood in for: write its items, the agent that answered
+        (or the paused tool call) in one write when the ``one_turn`` block ends without an error.
+
+        Without a call to ``commit`` the block writes nothing: a turn is all or nothing."""
+        if self.finish is None:
+            raise RuntimeError("commit() keeps a run inside `async with one_turn(...) as turn:` only")
+        if isinstance(result, RunResultStreaming) and not result.is_complete:
+            raise RuntimeError("read the streamed run to its end (result.stream_events()) before commit()")
+        self.kept = result
+
+    async def write_items(self, attempts: int = 6) -> None:
         """Write the whole turn in one ``add_items`` call, retrying a SQLite file another process holds.
 
         SQLite waits 5 s for a lock and then raises "database is locked"; the failed write was
@@ -455,6 +477,49 @@ def _saved(exc: BaseException) -> bool | None:
     return None if isinstance(exc, CommitUnconfirmed) else False
 
 
+@asynccontextmanager
+async def one_turn(session: Session, starting_agent: Agent[Any]) -> AsyncIterator[PendingTurn]:
+    """One turn on ``session``, one at a time and all or nothing, around the SDK's own run::
+
+        async with one_turn(session, triage) as turn:
+            result = await Runner.run(turn.agent, message, session=turn)
+            await turn.commit(result)
+
+    Entering waits for any other turn on the session id (in any process, through the store's
+    lease) and reads where the session stands: its history and its current agent (``turn.agent``:
+    the one that answered last, found among ``starting_agent`` and the agents it hands off to).
+    ``turn`` is the session for ``Runner.run``: reads go through, writes wait in memory. When the
+    block ends after ``turn.commit(result)``, the run's items and the agent that answered (or the
+    paused tool call) are written in one write; if the block raises, or never commits, nothing
+    is. Failures raise ``TurnFailed``.
+    """
+    store = store_of(session)
+    io = _turn_io(session, store)
+    async with _turn_on(session, store, io, history_limit(session, {})) as lease:
+        turn = PendingTurn(session, lease.start)
+        try:
+            await _refuse_if_waiting(session, store, lease.start)
+            agent = await _current_agent(starting_agent, session, store, lease.start)
+        except Exception as exc:
+            raise TurnFailed(session.session_id, exc) from exc
+        turn.current_agent = agent
+
+        async def finish(result: RunResult | RunResultStreaming) -> None:
+            await _finish(agent, session, store, turn, result, lease, io)
+
+        turn.finish = finish
+        try:
+            yield turn
+            if turn.kept is not None:
+                await finish(turn.kept)
+        except Exception as exc:
+            if isinstance(exc, TurnFailed):
+                raise
+            raise TurnFailed(session.session_id, exc, saved=_saved(exc)) from exc
+        finally:
+            turn.finish = None
+
+
 def why_it_failed(
     failure: TurnFailed,
     *,
@@ -541,7 +606,7 @@ async def _finish(
     await lease.confirm()
     if write.items:
         turn.pending = write.items
-        await turn.commit()
+        await turn.write_items()
     if store is not None:
         if write.agent is not None:
             await store.save_last_agent(session.session_id, write.agent)

@@ -7,9 +7,9 @@ from agents import Agent, RunConfig, SessionSettings, function_tool
 from agents.testing import ScriptedModel, function_call
 
 import agent
-from agent import open_session, run_turn
+from agent import open_session
 from helpers import reply
-from multisessions import read_all
+from multisessions import read_all, run_turn
 
 
 async def test_cap_bounds_model_input_over_50_turns_while_the_store_keeps_everything(db):

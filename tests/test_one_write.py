@@ -240,3 +240,28 @@ def test_a_refund_approved_once_is_paid_once_whatever_fails(kind, fault, tmp_pat
     outputs = [i for i in items if i.get("type") == "function_call_output" and "refund issued" in str(i)]
     assert len(outputs) == 1  # and one in the history
     assert retries == (0 if fault == ("kill", "after the commit") else 1)
+
+
+async def test_an_encrypted_session_writes_its_turn_agent_and_paused_turn_in_one_sealed_write(store):
+    from multisessions.stores import EncryptedStore
+
+    secure = EncryptedStore(store.store, "s" * 40)
+    triage = triage_agent(refunds=True)
+    session_id = f"thread_{uuid.uuid4().hex[:8]}"
+    session = secure.open(session_id)
+    store.opened.add(session_id)
+    assert secure.turn_io(session) is not None  # the wrapped store's one write, sealed
+    await run_turn(triage, session, "Hi, my order number is 5512.", run_config=CONFIG)
+    await run_turn(triage, session, ASK, run_config=CONFIG)
+    raw_record = await store.store.load_pending(session_id)
+    assert raw_record is not None and "5512" not in raw_record  # the paused turn is encrypted too
+    assert "5512" not in repr(await read_all(store.store.open(session_id)))
+    assert await secure.load_last_agent(session_id) == "Billing Agent"
+    ledger = Ledger(secure, session_id)
+    result = await resume_turn(
+        triage, secure.open(session_id), approve=True, run_config=CONFIG, context=ledger
+    )
+    assert "refund issued for order 5512" in result.final_output
+    assert await pending_approvals(secure, session_id) == []
+    assert list((await ledger.entries("refund")).values()) == ["5512"]
+    await ledger.clear("refund")

@@ -10,9 +10,9 @@ from agents import Agent, RunConfig, Runner, SQLiteSession, function_tool
 from agents.testing import ModelStep, ScriptedModel, function_call
 
 import agent
-from agent import open_session, run_turn
+from agent import open_session
 from helpers import reply, user_texts
-from multisessions import SQLiteStore, TurnFailed, read_all
+from multisessions import SQLiteStore, TurnFailed, read_all, run_turn
 from multisessions.turns import held_locks
 
 
