@@ -19,6 +19,11 @@ from multisessions.stores import SessionStore
 _SEP = "\x1f"  # never in a session id (ids are printable), so no session reads another's entries
 
 
+def session_prefix(session_id: str) -> str:
+    """What the key of every side effect recorded for ``session_id`` starts with (and no other's)."""
+    return f"{session_id}{_SEP}"
+
+
 class Ledger:
     """One session's record of side effects, each kept once per tool call id."""
 
@@ -27,7 +32,7 @@ class Ledger:
         self.session_id = session_id
 
     def _prefix(self, kind: str) -> str:
-        return f"{kind}{_SEP}{self.session_id}{_SEP}"
+        return f"{session_prefix(self.session_id)}{kind}{_SEP}"
 
     async def once(self, kind: str, call_id: str, value: str) -> tuple[str, bool]:
         """Record ``value`` for this call unless it is recorded already; returns the recorded

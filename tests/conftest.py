@@ -112,6 +112,7 @@ SLOWEST_FILES_FIRST = (
     "test_readme_real_model.py",
     "test_security.py",
     "test_approvals.py",
+    "test_one_write.py",
     "test_stores.py",
 )
 """The test files that start processes, servers or a browser, about the slowest first.
