@@ -1,11 +1,15 @@
-"""docs/plain-sdk.md: demo 1 with the SDK alone runs, as the page shows it, against the stand-in server.
+"""docs/plain-sdk.md: demo 1 with the SDK alone runs, as the page shows it, and lacks what the page says.
 
 The page's own command runs in a shell, in a copy of the project, with the stand-in's real port;
-then the database is read back and the stand-in's log is searched for another user's fact.
+then the database is read back and the stand-in's log is searched for another user's fact. The
+canaries below show the gaps the page lists, on the SDK's own session: if one fails, the SDK
+closed that gap and the page (and the reason for the project's turn) must say so.
+(A failed turn's orphan message: tests/test_run_turn.py.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import subprocess
@@ -14,9 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from agents import Agent, RunConfig, Runner, SQLiteSession, function_tool
+from agents.testing import ModelStep, ScriptedModel, function_call
 
 from conftest import ROOT, project_copy, subprocess_env
 from docs_pages import DOCS, read_page
+from helpers import reply, user_texts
 from standin_fixture import model_requests, sent_text
 from tools.standin_server import StandinServer
 
@@ -85,3 +92,49 @@ def test_the_example_imports_nothing_from_the_project():
     source = (ROOT / "examples" / "plain_sdk.py").read_text()
     assert "multisessions" not in source and "import agent\n" not in source and "from agent " not in source
     assert len(source.splitlines()) <= 40
+
+
+async def test_sdk_canary_two_plain_turns_on_one_session_interleave(tmp_path):
+    arrived, both_in = 0, asyncio.Event()
+
+    async def answer(call):
+        nonlocal arrived
+        arrived += 1
+        if arrived == 2:
+            both_in.set()
+        await asyncio.wait_for(both_in.wait(), 5)  # the second message came before the first answer
+        return reply("answer to " + user_texts(call.input)[-1])
+
+    model = ScriptedModel([ModelStep.respond(answer) for _ in range(2)])
+    session = SQLiteSession("user_dana", str(tmp_path / "plain.db"))
+    bot, config = Agent(name="Bot"), RunConfig(model=model)
+    await asyncio.gather(
+        *(Runner.run(bot, text, session=session, run_config=config) for text in ("one", "two"))
+    )
+    roles = [item.get("role") for item in await session.get_items()]
+    assert roles == ["user", "user", "assistant", "assistant"], (
+        "the SDK now orders turns: update docs/plain-sdk.md"
+    )
+    for call in model.calls:  # each answer was computed from a history without the other's answer
+        assert [item.get("role") for item in call.input] in (["user"], ["user", "user"])
+    session.close()
+
+
+async def test_sdk_canary_a_plain_session_holds_half_a_turn_while_a_tool_waits_for_approval(tmp_path):
+    @function_tool(needs_approval=True)
+    def refund(order_id: str) -> str:
+        """Refund an order."""
+        return f"refunded {order_id}"
+
+    model = ScriptedModel([[function_call("refund", {"order_id": "5512"}, call_id="call-plain-1")]])
+    session = SQLiteSession("thread_refund", str(tmp_path / "plain.db"))
+    result = await Runner.run(
+        Agent(name="Billing", tools=[refund]),
+        "refund 5512",
+        session=session,
+        run_config=RunConfig(model=model),
+    )
+    assert [call.name for call in result.interruptions] == ["refund"]
+    kinds = [item.get("type") or item.get("role") for item in await session.get_items()]
+    assert kinds == ["user", "function_call"], "the SDK now keeps a paused turn out: update docs/plain-sdk.md"
+    session.close()
