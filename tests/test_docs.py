@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import ROOT, Ran, project_copy
 from docs_pages import DOC_PAGES, PAGES, Page
@@ -144,3 +145,22 @@ HISTORY = re.compile(
 def test_pages_describe_the_product_as_it_is_not_how_it_was_built(page: Page):
     found = [line for line in page.path.read_text().splitlines() if HISTORY.search(line)]
     assert found == [], f"{page.name} speaks of the project's history"
+
+
+def nav_pages(entries: object) -> set[str]:
+    """Every page file the ``nav`` of mkdocs.yml names, at any depth."""
+    if isinstance(entries, str):
+        return {entries}
+    if isinstance(entries, list):
+        return set().union(*(nav_pages(entry) for entry in entries))
+    if isinstance(entries, dict):
+        return set().union(*(nav_pages(value) for value in entries.values()))
+    return set()
+
+
+def test_every_page_is_in_the_navigation_and_every_readme_pointer_exists():
+    nav = nav_pages(yaml.safe_load((ROOT / "mkdocs.yml").read_text())["nav"])
+    on_disk = {page.path.relative_to(ROOT / "docs").as_posix() for page in DOC_PAGES}
+    assert on_disk == nav, "add the page to (or remove it from) the nav in mkdocs.yml"
+    named = set(re.findall(r"`([\w/-]+\.md)`", (ROOT / "README.md").read_text()))
+    assert named and named <= on_disk, f"the README points at pages that do not exist: {named - on_disk}"
