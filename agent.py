@@ -107,6 +107,7 @@ def open_session(session_id: str, where: SessionStore | str | Path = DEFAULT_DB)
 # --- Demo 1 -------------------------------------------------------------------------------
 
 
+# --8<-- [start:multi_user]
 async def multi_user_sessions(
     *, model: ModelLike = None, store: SessionStore | None = None, db_path: str | Path = DEFAULT_DB
 ) -> dict[str, Session]:
@@ -145,9 +146,13 @@ async def multi_user_sessions(
     return sessions
 
 
+# --8<-- [end:multi_user]
+
+
 # --- Demo 2 -------------------------------------------------------------------------------
 
 
+# --8<-- [start:context]
 async def context_based_sessions(
     *, model: ModelLike = None, store: SessionStore | None = None, db_path: str | Path = DEFAULT_DB
 ) -> dict[str, Session]:
@@ -185,9 +190,13 @@ async def context_based_sessions(
     return sessions
 
 
+# --8<-- [end:context]
+
+
 # --- Demo 3 -------------------------------------------------------------------------------
 
 
+# --8<-- [start:shared]
 @function_tool(needs_approval=True, failure_error_function=None)
 async def refund_order(ctx: RunContextWrapper[Any], order_id: str) -> str:
     """Refund the double charge on an order. A supervisor must approve every refund."""
@@ -261,9 +270,13 @@ async def shared_session_agents(
     return {"support": resumed}
 
 
+# --8<-- [end:shared]
+
+
 # --- Demo 4 -------------------------------------------------------------------------------
 
 
+# --8<-- [start:naming]
 async def session_naming_demo(
     *, model: ModelLike = None, store: SessionStore | None = None, db_path: str | Path = DEFAULT_DB
 ) -> dict[str, Session]:
@@ -311,9 +324,13 @@ async def session_naming_demo(
     return sessions
 
 
+# --8<-- [end:naming]
+
+
 # --- Extra: a refund that waits for a supervisor ------------------------------------------
 
 
+# --8<-- [start:refund]
 async def approval_demo(
     *, model: ModelLike = None, store: SessionStore | None = None, db_path: str | Path = DEFAULT_DB
 ) -> dict[str, Session]:
@@ -370,9 +387,13 @@ async def approval_demo(
     return {"refund": resumed}
 
 
+# --8<-- [end:refund]
+
+
 # --- Extra: a history cap -----------------------------------------------------------------
 
 
+# --8<-- [start:history_cap]
 class CountInput(RunHooks):
     """Records how many items each model call was sent (what the model saw, not what we hoped)."""
 
@@ -438,6 +459,9 @@ async def history_cap_demo(
             f"{u.output_tokens} output tokens; the store holds {stored} items"
         )
     return sessions
+
+
+# --8<-- [end:history_cap]
 
 
 # --- Shared by the demos ------------------------------------------------------------------

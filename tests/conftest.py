@@ -102,6 +102,7 @@ def hermetic(folder: Path) -> Iterator[None]:
 SLOWEST_FILES_FIRST = (
     "test_real_model.py",
     "test_readme.py",
+    "test_docs.py",
     "test_scripts.py",
     "test_serve_workers.py",
     "test_standin_server.py",
@@ -110,6 +111,7 @@ SLOWEST_FILES_FIRST = (
     "test_cross_process.py",
     "test_serve_browser.py",
     "test_readme_real_model.py",
+    "test_plain_sdk.py",
     "test_security.py",
     "test_approvals.py",
     "test_one_write.py",
