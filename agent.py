@@ -137,9 +137,11 @@ async def multi_user_sessions(
     ]
     for user, message in script:
         # One turn at a time per session, written whole or not at all.
+        # --8<-- [start:one_turn]
         async with one_turn(sessions[user], agent) as turn:
             result = await Runner.run(turn.agent, message, session=turn, run_config=run_config)
             await turn.commit(result)
+        # --8<-- [end:one_turn]
         print_turn(sessions[user], user, message, result)
 
     await print_sessions(sessions)

@@ -33,8 +33,9 @@ DEMO_SECTIONS = {
     "naming": "async def session_naming_demo(",
     "refund": "async def approval_demo(",
     "history_cap": "async def history_cap_demo(",
+    "one_turn": "async with one_turn(",
 }
-"""agent.py's snippet sections, and the demo function each must hold."""
+"""agent.py's snippet sections, and what each must hold (a demo function, or the turn's block)."""
 
 RUN_ELSEWHERE = {
     "python serve.py": "tests/test_serve_browser.py starts it as shown and drives two browsers",
