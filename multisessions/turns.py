@@ -314,7 +314,7 @@ def _takes_the_run_context(session: Session) -> bool:
 
 @functools.cache
 def _class_takes_the_run_context(cls: type) -> bool:
-    # Reading four signatures cost ~5% of a turn; a class's methods do not change.
+    # Reading four signatures costs a measurable share of a turn; a class's methods do not change.
     return all(_takes_wrapper(getattr(cls, name, None)) for name in _HISTORY_METHODS)
 
 

@@ -2,10 +2,10 @@
 
 Through ``SQLAlchemySession`` and ``SQLLeases`` a turn took 21 round trips (counted through a
 relay: lease, paused check, history, renewal, the SDK's locked insert and touch, release, each
-with its BEGIN and COMMIT), each through SQLAlchemy's layers: PostgreSQL reached 0.14 of the
-no-session floor at 1,000 users. Here two server-side
-functions do the same work, on one small asyncpg pool of our own, in the SDK's own tables and
-formats, so that ``SQLAlchemySession.get_items()`` reads back exactly what it would have written:
+with its BEGIN and COMMIT), each through SQLAlchemy's layers: far slower than the no-session
+floor with many users. Here two server-side functions do the same work, on one small asyncpg
+pool of our own, in the SDK's own tables and formats, so that ``SQLAlchemySession.get_items()``
+reads back exactly what it would have written:
 
 - ``multisessions_turn_begin_many_v2`` takes each turn's lease and, if it got it, reads the
   paused flag, the current agent and the newest ``limit`` items. It is a VOLATILE plpgsql
@@ -17,7 +17,7 @@ formats, so that ``SQLAlchemySession.get_items()`` reads back exactly what it wo
   the session's current agent and writes or consumes its paused turn: the whole turn or nothing.
 
 Both take a batch: the turns starting (or committing) in one pass of the event loop share one
-round trip and one transaction (batches.py); at 1,000 users a turn's two calls had cost more
+round trip and one transaction (batches.py); with many users a turn's two calls had cost more
 in the client (asyncpg's pool, the protocol, the socket write) than in the server.
 """
 
@@ -192,7 +192,7 @@ class PostgresTurns:
         self._pool: Any = None
         self._opening = asyncio.Lock()
         # One batch per pooled connection at most: a batch runs in one server process, turn after
-        # turn; at 1,000 users, batches of 64 left the client idle 8% of the time, of 8 under 1%.
+        # turn, so larger batches left the client idle while one server process worked through them.
         self._begins: Batches[_Begin, _Started] = Batches(
             self._begin_many, refused=_refused, abandoned=self._give_back, max_batch=POOL_SIZE
         )

@@ -61,7 +61,7 @@ class RedisStore:
         self.name = f"Redis {redact_url(url)} (prefix {self.key_prefix})"
         try:
             # A blocking pool: past 32 connections a command waits for one instead of failing
-            # with "Too many connections" (it did at 1,000 users); it also bounds descriptors.
+            # with "Too many connections" (it did under load); it also bounds descriptors.
             pool = redis.BlockingConnectionPool.from_url(driver_url, max_connections=32, timeout=30)
         except Exception as exc:
             raise ConfigError(f"{self.name}: redis-py refuses the URL ({scrub(str(exc), url)})") from None

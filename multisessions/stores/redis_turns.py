@@ -3,7 +3,7 @@
 Through the session and the leases a turn costs nine round trips: ``SET NX`` for the lease,
 ``HGET`` for a paused turn, ``LRANGE`` for the history, the owner-checked renew, the SDK's
 ``add_items`` (``WATCH``, ``TYPE`` twice, then ``MULTI``/``EXEC``) and the release. Each costs
-the client ~70 us of CPU in redis-py; at 1,000 users that, not Redis, bounded the turns.
+the client CPU in redis-py; with many users that, not Redis, bounded the turns.
 
 Here two Lua scripts (sent once, then called by hash) do the same work on the server, each in one
 atomic step. ``_COMMIT`` writes exactly what ``RedisSession.add_items`` writes, key for key, so
@@ -28,7 +28,7 @@ from multisessions.stores.leases import RedisLeases
 # was lost); else {paused (0/1), the items, whether the messages key is a list (0: the SDK reads),
 # the current agent ('' if none)}.
 # The items come as one string, each as "<length in bytes>:<bytes>": redis-py parses a reply
-# element in Python (~2 us each): one string halves the client's cost of a 20-item read.
+# element in Python, one by one: one string costs the client far less for a long read.
 _BEGIN = """
 local holder = redis.call('get', KEYS[1])
 if holder and holder ~= ARGV[1] then return false end
@@ -202,8 +202,8 @@ class RedisTurnIO(RedisLeases):
 
         Each call is still one round trip for its turn, but the calls of concurrent turns share
         the write, the read and redis-py's per-command work (a pooled connection, timers, parsing
-        set-up: ~70 us of CPU per command, a quarter of that in a batch of 8). The pipeline is not
-        a transaction: each script stays atomic on its own, and fails alone."""
+        set-up). The pipeline is not a transaction: each script stays atomic on its own, and
+        fails alone."""
         pipe = self.client.pipeline(transaction=False)
         for script, keys, args in calls:
             pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)

@@ -61,8 +61,8 @@ class SQLStore:
             driver_url = "postgresql+asyncpg://" + url.split("://", 1)[1]
         try:
             # A burst of session calls queues for the pool's 10 connections. SQLAlchemy's default
-            # 30 s wait failed 113 of 1,000 users' first calls in the bench under a profiler (its
-            # waits reach 7 s without one); wait as long as a turn waits for a busy session.
+            # 30 s wait failed first calls of a thousand users at once in the bench; wait as long
+            # as a turn waits for a busy session.
             self.engine: Any = create_async_engine(
                 driver_url, pool_size=5, max_overflow=5, pool_timeout=WAIT_SECONDS
             )
@@ -88,11 +88,11 @@ class SQLStore:
     def open(self, session_id: str) -> Session:
         """The SDK's ``SQLAlchemySession`` for ``session_id`` on this store's engine.
 
-        Two costs of the SDK's constructor are avoided, both measured at 1,000 sessions: with
-        create_tables=True each new object checks the catalog for the tables on its first use
-        (three queries, one object at a time behind a lock it polls every 10 ms: ~6 s), needless
-        once this store made them; and each builds its own schema objects (~210 objects the
-        garbage collector then walks, ~0.3 ms), the same for every session of this store. So a
+        Two costs of the SDK's constructor are avoided, both measured with a thousand sessions:
+        with create_tables=True each new object checks the catalog for the tables on its first use
+        (three queries, one object at a time behind a lock it polls), needless once this store
+        made them; and each builds its own schema objects (hundreds of objects the garbage
+        collector then walks), the same for every session of this store. So a
         session is a copy of a template with its own id and settings, when the SDK's session
         holds exactly the fields known to be shareable; otherwise it is built as usual.
         """

@@ -353,7 +353,7 @@ class SQLitePool:
     """Many users on one SQLite file in bounded resources: the recommended pattern on one machine.
 
     A plain ``SQLiteSession`` keeps a connection per executor thread that touched it, for as long
-    as it is open: 1,000 open sessions held about 11,700 file descriptors here. Sessions from a
+    as it is open: thousands of descriptors for a thousand open sessions. Sessions from a
     pool hold nothing between operations: each read or write opens a ``SQLiteSession`` (off the
     event loop), runs, and closes it, and at most ``max_open`` are open at once. The model call
     in between holds no connection, so slow model calls do not hold the pool up.
