@@ -64,10 +64,13 @@ from multisessions import (
     parse_session_id,
     pending_approvals,
     read_all,
+    remember,
     resolve_model,
     resume_turn,
     thread_session_id,
+    user_scope,
     user_session_id,
+    with_memory,
 )
 
 __all__ = [
@@ -392,6 +395,63 @@ async def approval_demo(
 # --8<-- [end:refund]
 
 
+# --- Extra: what a user's conversations share -------------------------------------------
+
+
+# --8<-- [start:memory]
+async def memory_demo(
+    *, model: ModelLike = None, store: SessionStore | None = None, db_path: str | Path = DEFAULT_DB
+) -> dict[str, Session]:
+    """User memory: a fact Alice gives support is known in her sales conversation, never in Bob's."""
+    print("\n=== Extra: memory a user's conversations share ===")
+    run_config = RunConfig(model=resolve_model(model))
+    # with_memory: the instructions, then what is remembered about this user; remember: the tool
+    # that adds to it. A fact remembered in a turn is written with that turn, or not at all.
+    agents = {
+        "support": Agent(
+            name="Support Agent",
+            instructions=with_memory("You resolve support tickets. Remember the customer's details."),
+            tools=[remember],
+        ),
+        "sales": Agent(
+            name="Sales Agent",
+            instructions=with_memory("You answer questions about plans. Greet customers by name."),
+            tools=[remember],
+        ),
+    }
+    sessions = {
+        (user, context): open_session(feature_session_id(context, user, tenant=DEMO_TENANT), store or db_path)
+        for user, context in (("alice", "support"), ("alice", "sales"), ("bob", "sales"))
+    }
+    inventory = store or SQLiteStore(db_path)
+    await start_fresh({f"{u}/{c}": session for (u, c), session in sessions.items()}, store, db_path)
+    for user in ("alice", "bob"):
+        await inventory.forget_memory(user_scope(user, DEMO_TENANT))
+
+    script = [
+        ("alice", "support", "Hi, my name is Alice and my email is alice@example.com."),
+        ("alice", "support", "The export button gives an error."),
+        ("alice", "sales", "I'm interested in the Enterprise plan for my team."),
+        ("alice", "sales", "What's my name and my email?"),
+        ("bob", "sales", "What's my name and my email?"),
+    ]
+    for user, context, message in script:
+        async with one_turn(sessions[user, context], agents[context]) as turn:
+            result = await Runner.run(turn.agent, message, session=turn, run_config=run_config)
+            await turn.commit(result)
+        print_turn(sessions[user, context], user, message, result)
+
+    print("\nRemembered per user, read back from the store:")
+    for user in ("alice", "bob"):
+        facts = await inventory.load_memory(user_scope(user, DEMO_TENANT))
+        print(f"  {user}: {facts or 'nothing'}")
+    await print_sessions({f"{u} {c}": session for (u, c), session in sessions.items()})
+    return {f"{u}/{c}": session for (u, c), session in sessions.items()}
+
+
+# --8<-- [end:memory]
+
+
 # --- Extra: a history cap -----------------------------------------------------------------
 
 
@@ -511,7 +571,7 @@ DEMOS = {
 }
 """What ``python agent.py`` runs."""
 
-EXTRA_DEMOS = {"history-cap": history_cap_demo, "refund": approval_demo}
+EXTRA_DEMOS = {"history-cap": history_cap_demo, "refund": approval_demo, "memory": memory_demo}
 """Run by name only: ``python agent.py history-cap``."""
 
 

@@ -25,7 +25,7 @@ import functools
 import inspect
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -54,6 +54,8 @@ from multisessions.errors import (
 from multisessions.failures import describe_failure
 from multisessions.locks import Lease, hold_session
 from multisessions.locks import held_locks as held_locks  # re-exported for callers and tests
+from multisessions.memory import running_turn
+from multisessions.naming import memory_scope
 from multisessions.stores import (
     KEEP,
     SessionStore,
@@ -126,6 +128,12 @@ class PendingTurn:
         """The SDK's latest compaction request during this turn, run by ``compact_after_commit``."""
         self.deferred_compaction: tuple[str, bool | None, _Context] | None = None
         self.current_agent: Agent[Any] | None = None
+        self.scope = memory_scope(self.session_id) if isinstance(self.session_id, str) else None
+        """Whose memory the turn reads and writes (its tenant and user); None if the id names no user."""
+        self.memory: dict[str, str] = dict(start.memory) if start is not None else {}
+        """The user's memory as the turn sees it (with what it remembered so far)."""
+        self.memory_writes: dict[str, str] = {}
+        """What the turn remembered: written with its items, in its one write."""
         self.finish: Callable[[RunResult | RunResultStreaming], Awaitable[None]] | None = None
         self.kept: RunResult | RunResultStreaming | None = None
 
@@ -360,13 +368,15 @@ async def run_turn(
         try:
             await _refuse_if_waiting(session, store, lease.start)
             agent = await _current_agent(starting_agent, session, store, lease.start)
+            await _load_memory(turn, store, lease.start)
             by_hand = await _input_by_hand(agent, turn, user_input, limit, runner_kwargs)
-            if by_hand is not None:  # the SDK's session bookkeeping skipped: same input, same items
-                prepared, new_input = by_hand
-                result = await Runner.run(agent, prepared, **runner_kwargs)
-                turn.pending = turn_items(new_input, result)
-            else:
-                result = await Runner.run(agent, user_input, session=turn, **runner_kwargs)
+            with _running(turn):
+                if by_hand is not None:  # the SDK's session bookkeeping skipped: same input, same items
+                    prepared, new_input = by_hand
+                    result = await Runner.run(agent, prepared, **runner_kwargs)
+                    turn.pending = turn_items(new_input, result)
+                else:
+                    result = await Runner.run(agent, user_input, session=turn, **runner_kwargs)
             await _finish(agent, session, store, turn, result, lease, io)
         except Exception as exc:
             raise TurnFailed(session.session_id, exc, saved=_saved(exc)) from exc
@@ -418,9 +428,11 @@ async def resume_turn(
                     state.approve(item)
                 else:
                     state.reject(item, rejection_message=reason)
-            turn = PendingTurn(session)
+            turn = PendingTurn(session, lease.start)
+            await _load_memory(turn, store, lease.start)
             turn.pending = list(paused.items)  # the paused part, as if the SDK had just written it
-            result = await Runner.run(agent, state, session=turn, **runner_kwargs)
+            with _running(turn):
+                result = await Runner.run(agent, state, session=turn, **runner_kwargs)
             await _finish(agent, session, store, turn, result, lease, io, decided=True)
         except Exception as exc:
             raise TurnFailed(session.session_id, exc, saved=_saved(exc)) from exc
@@ -471,6 +483,22 @@ async def _current_agent(
     return found
 
 
+async def _load_memory(turn: PendingTurn, store: SessionStore | None, start: TurnStart | None) -> None:
+    """The user's memory, when the store's start did not read it already."""
+    if start is None and store is not None and turn.scope is not None:
+        turn.memory = await store.load_memory(turn.scope)
+
+
+@contextlib.contextmanager
+def _running(turn: PendingTurn) -> Iterator[None]:
+    """``turn`` is the running turn for the runs (and the tasks they make) started in this block."""
+    token = running_turn.set(turn)
+    try:
+        yield
+    finally:
+        running_turn.reset(token)
+
+
 def _saved(exc: BaseException) -> bool | None:
     """False: nothing of the turn was written. None: the store did not confirm a write it may have
     made (the connection was lost while the turn was being committed)."""
@@ -500,6 +528,7 @@ async def one_turn(session: Session, starting_agent: Agent[Any]) -> AsyncIterato
         try:
             await _refuse_if_waiting(session, store, lease.start)
             agent = await _current_agent(starting_agent, session, store, lease.start)
+            await _load_memory(turn, store, lease.start)
         except Exception as exc:
             raise TurnFailed(session.session_id, exc) from exc
         turn.current_agent = agent
@@ -508,6 +537,7 @@ async def one_turn(session: Session, starting_agent: Agent[Any]) -> AsyncIterato
             await _finish(agent, session, store, turn, result, lease, io)
 
         turn.finish = finish
+        running = running_turn.set(turn)  # the caller's runs see the turn's memory (memory.py)
         try:
             yield turn
             if turn.kept is not None:
@@ -518,6 +548,7 @@ async def one_turn(session: Session, starting_agent: Agent[Any]) -> AsyncIterato
             raise TurnFailed(session.session_id, exc, saved=_saved(exc)) from exc
         finally:
             turn.finish = None
+            running_turn.reset(running)
 
 
 def why_it_failed(
@@ -580,12 +611,13 @@ async def _finish(
         if store is None:
             raise StoreError("a turn paused for approval needs a store to wait in (not an in-memory session)")
         paused = paused_turn(session.session_id, agent.name, result, turn.pending)  # RunState's start
-        write = TurnWrite([], agent=result.last_agent.name, pending=paused.dumps())
+        write = TurnWrite([], agent=result.last_agent.name, pending=paused.dumps(), memory=turn.memory_writes)
     else:
         write = TurnWrite(
             list(turn.pending),
             agent=result.last_agent.name if store is not None else None,
             pending=None if decided else KEEP,
+            memory=turn.memory_writes,
         )
     if io is not None:
         # The store checks the lease, writes the whole turn and frees the session in one step.
@@ -612,6 +644,8 @@ async def _finish(
             await store.save_last_agent(session.session_id, write.agent)
         if write.changes_pending:
             await store.save_pending(session.session_id, write.pending)
+        if write.memory and turn.scope is not None:
+            await store.save_memory(turn.scope, write.memory)
     if write.items:
         await turn.compact_after_commit()  # a compacting session compacts what is now whole
 
@@ -683,13 +717,15 @@ async def stream_turn(
         try:
             await _refuse_if_waiting(session, store, lease.start)
             agent = await _current_agent(starting_agent, session, store, lease.start)
+            await _load_memory(turn, store, lease.start)
             by_hand = await _input_by_hand(agent, turn, user_input, limit, runner_kwargs)  # as in run_turn
         except Exception as exc:
             raise TurnFailed(session.session_id, exc) from exc
-        if by_hand is None:
-            result = Runner.run_streamed(agent, user_input, session=turn, **runner_kwargs)
-        else:
-            result = Runner.run_streamed(agent, by_hand[0], **runner_kwargs)
+        with _running(turn):  # the run's task is made here and keeps the turn as its context
+            if by_hand is None:
+                result = Runner.run_streamed(agent, user_input, session=turn, **runner_kwargs)
+            else:
+                result = Runner.run_streamed(agent, by_hand[0], **runner_kwargs)
         read_to_the_end = _watch_the_end(result)
         try:
             yield result

@@ -19,7 +19,7 @@ from agents.memory import Session
 from multisessions.errors import ConfigError, StoreError
 from multisessions.stores.base import SessionInfo, TurnIO, remember_store, store_failures
 from multisessions.stores.leases import RedisLeases
-from multisessions.stores.redis_turns import RedisTurnIO
+from multisessions.stores.redis_turns import RedisTurnIO, memory_key
 from multisessions.stores.urls import INSTALL_HINT, redact_url, scrub, split_options
 
 DEFAULT_KEY_PREFIX = "multi_sessions"
@@ -210,8 +210,44 @@ class RedisStore:
             ]
             return int(await self.client.hdel(self._effects_key(), *keys)) if keys else 0
 
+    async def load_memory(self, scope: str) -> dict[str, str]:
+        """The facts remembered for ``scope``, by name."""
+        with store_failures(self.name, self._url, "reading a user's memory"):
+            found = await self.client.hgetall(memory_key(self.key_prefix, scope))
+        return {bytes(k).decode(): bytes(v).decode() for k, v in sorted(found.items())}
+
+    async def save_memory(self, scope: str, facts: dict[str, str]) -> None:
+        """Write ``facts`` to ``scope``'s memory."""
+        if facts:
+            with store_failures(self.name, self._url, "writing a user's memory"):
+                await self.client.hset(memory_key(self.key_prefix, scope), mapping=facts)
+
+    async def forget_memory(self, scope: str) -> int:
+        """Remove everything remembered for ``scope``; returns how many facts."""
+        key = memory_key(self.key_prefix, scope)
+        with store_failures(self.name, self._url, "removing a user's memory"):
+            count = int(await self.client.hlen(key))
+            await self.client.delete(key)
+        return count
+
+    async def memory_scopes(self) -> dict[str, int]:
+        """Every scope with remembered facts, and how many."""
+        start = memory_key(self.key_prefix, "")
+        scopes: dict[str, int] = {}
+        with store_failures(self.name, self._url, "listing memory"):
+            async for key in self.client.scan_iter(match=_glob_literal(start) + "*", count=500, _type="hash"):
+                name = bytes(key).decode()
+                if name.startswith(start):
+                    scopes[name[len(start) :]] = int(await self.client.hlen(key))
+        return scopes
+
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _glob_literal(text: str) -> str:
+    """``text`` matched literally in a SCAN pattern (its ``*?[]\\`` escaped)."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
 def _escape_hint(url: str) -> str:

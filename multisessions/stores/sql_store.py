@@ -18,10 +18,11 @@ from multisessions.errors import ConfigError, StoreError
 from multisessions.locks import WAIT_SECONDS
 from multisessions.stores.base import SessionInfo, TurnIO, remember_store, store_failures
 from multisessions.stores.leases import SETUP_LOCK, SQLLeases, text
-from multisessions.stores.pg_turns import PostgresTurns
+from multisessions.stores.pg_turns import CREATE_MEMORY_TABLE_SQL, PostgresTurns
 from multisessions.stores.sqlite_turns import (
     EFFECTS_TABLE,
     LAST_AGENT_TABLE,
+    MEMORY_TABLE,
     MESSAGES_TABLE,
     PENDING_TABLE,
     SESSIONS_TABLE,
@@ -187,6 +188,7 @@ class SQLStore:
                     "value TEXT NOT NULL, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
                 )
             )
+            await conn.execute(text(CREATE_MEMORY_TABLE_SQL))
 
     async def list_sessions(self) -> list[SessionInfo]:
         with store_failures(self.name, self._url, "listing sessions"):
@@ -330,6 +332,55 @@ class SQLStore:
                     {"n": len(prefix), "prefix": prefix},
                 )
         return int(removed.rowcount)
+
+    async def load_memory(self, scope: str) -> dict[str, str]:
+        """The facts remembered for ``scope``, by name."""
+        with store_failures(self.name, self._url, "reading a user's memory"):
+            await self._ready()
+            async with self.engine.connect() as conn:
+                rows = (
+                    await conn.execute(
+                        text(f"SELECT fact, value FROM {MEMORY_TABLE} WHERE scope = :scope ORDER BY fact"),
+                        {"scope": scope},
+                    )
+                ).all()
+        return {str(fact): str(value) for fact, value in rows}
+
+    async def save_memory(self, scope: str, facts: dict[str, str]) -> None:
+        """Write ``facts`` to ``scope``'s memory."""
+        if not facts:
+            return
+        with store_failures(self.name, self._url, "writing a user's memory"):
+            await self._ready()
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    text(
+                        f"INSERT INTO {MEMORY_TABLE} (scope, fact, value) VALUES (:scope, :fact, :value) "
+                        "ON CONFLICT (scope, fact) DO UPDATE SET value = excluded.value, "
+                        "updated_at = CURRENT_TIMESTAMP"
+                    ),
+                    [{"scope": scope, "fact": fact, "value": value} for fact, value in facts.items()],
+                )
+
+    async def forget_memory(self, scope: str) -> int:
+        """Remove everything remembered for ``scope``; returns how many facts."""
+        with store_failures(self.name, self._url, "removing a user's memory"):
+            await self._ready()
+            async with self.engine.begin() as conn:
+                removed = await conn.execute(
+                    text(f"DELETE FROM {MEMORY_TABLE} WHERE scope = :scope"), {"scope": scope}
+                )
+        return int(removed.rowcount)
+
+    async def memory_scopes(self) -> dict[str, int]:
+        """Every scope with remembered facts, and how many."""
+        with store_failures(self.name, self._url, "listing memory"):
+            await self._ready()
+            async with self.engine.connect() as conn:
+                rows = (
+                    await conn.execute(text(f"SELECT scope, count(*) FROM {MEMORY_TABLE} GROUP BY scope"))
+                ).all()
+        return {str(scope): int(n) for scope, n in rows}
 
     async def close(self) -> None:
         if self._turns is not None:

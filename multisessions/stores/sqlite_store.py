@@ -26,12 +26,15 @@ from multisessions.stores.base import SessionInfo, TurnIO
 from multisessions.stores.sqlite_turns import (
     CREATE_EFFECTS_TABLE,
     CREATE_LAST_AGENT_TABLE,
+    CREATE_MEMORY_TABLE,
     CREATE_PENDING_TABLE,
     EFFECTS_TABLE,
     LAST_AGENT_TABLE,
+    MEMORY_TABLE,
     MESSAGES_TABLE,
     PENDING_TABLE,
     SESSIONS_TABLE,
+    UPSERT_MEMORY,
     SQLiteTurns,
 )
 
@@ -165,6 +168,7 @@ class SQLiteStore:
         conn = sqlite3.connect(self.db_path, timeout=30)
         conn.execute(CREATE_LAST_AGENT_TABLE)
         conn.execute(CREATE_PENDING_TABLE)
+        conn.execute(CREATE_MEMORY_TABLE)
         return conn
 
     async def list_sessions(self) -> list[SessionInfo]:
@@ -316,6 +320,56 @@ class SQLiteStore:
                 )
 
         return await asyncio.to_thread(delete)
+
+    async def load_memory(self, scope: str) -> dict[str, str]:
+        """The facts remembered for ``scope`` (a tenant and user: ``naming.user_scope``), by name."""
+
+        def read() -> dict[str, str]:
+            if not self.db_path.exists():
+                return {}
+            with closing(connect_read_only(self.db_path)) as conn:
+                if not _has_table(conn, MEMORY_TABLE):
+                    return {}
+                rows = conn.execute(
+                    f"SELECT fact, value FROM {MEMORY_TABLE} WHERE scope = ? ORDER BY fact", (scope,)
+                ).fetchall()
+                return {str(fact): str(value) for fact, value in rows}
+
+        return await asyncio.to_thread(read)
+
+    async def save_memory(self, scope: str, facts: dict[str, str]) -> None:
+        """Write ``facts`` to ``scope``'s memory (each replacing a fact of the same name)."""
+
+        def write() -> None:
+            with closing(self._connect()) as conn, conn:
+                conn.executemany(UPSERT_MEMORY, [(scope, fact, value) for fact, value in facts.items()])
+
+        await asyncio.to_thread(write)
+
+    async def forget_memory(self, scope: str) -> int:
+        """Remove everything remembered for ``scope``; returns how many facts."""
+
+        def delete() -> int:
+            if not self.db_path.exists():
+                return 0
+            with closing(self._connect()) as conn, conn:
+                return int(conn.execute(f"DELETE FROM {MEMORY_TABLE} WHERE scope = ?", (scope,)).rowcount)
+
+        return await asyncio.to_thread(delete)
+
+    async def memory_scopes(self) -> dict[str, int]:
+        """Every scope with remembered facts, and how many."""
+
+        def read() -> dict[str, int]:
+            if not self.db_path.exists():
+                return {}
+            with closing(connect_read_only(self.db_path)) as conn:
+                if not _has_table(conn, MEMORY_TABLE):
+                    return {}
+                rows = conn.execute(f"SELECT scope, count(*) FROM {MEMORY_TABLE} GROUP BY scope").fetchall()
+                return {str(scope): int(n) for scope, n in rows}
+
+        return await asyncio.to_thread(read)
 
     async def close(self) -> None:
         """Close this process's lease connection to the file (the next turn opens it again).
