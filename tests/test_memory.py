@@ -22,6 +22,13 @@ from multisessions import (
     with_memory,
 )
 from multisessions.stores import EncryptedStore
+from standin_fixture import (  # noqa: F401  (the fixtures)
+    model_requests,
+    module_standin_fixture,
+    sent_text,
+    settings_for,
+    standin_fixture,
+)
 
 
 class Recording(OfflineModel):
@@ -129,3 +136,27 @@ async def test_encrypted_memory_holds_no_plaintext_and_reads_back(store):
     assert set(raw) == {"email"} and "eve@example.com" not in repr(raw)
     assert await secure.load_memory(user_scope(user, "acme")) == {"email": "eve@example.com"}
     await store.store.forget_memory(user_scope(user, "acme"))
+
+
+@pytest.mark.parametrize("api", ["responses", "chat_completions"])
+async def test_over_http_no_request_carries_another_users_memory(api, standin, tmp_path):
+    from multisessions import SQLiteStore, resolve_model
+
+    model = resolve_model(None, settings_for(api, standin), announce=False)
+    config = RunConfig(model=model)
+    store = SQLiteStore(tmp_path / "memory.db")
+    people = [(f"user{n}", tenant) for n in range(4) for tenant in ("acme", "globex", None)]
+    email = {person: f"{person[0]}.{person[1] or 'none'}@example.com" for person in people}
+    for user, tenant in people:  # each states an email in support ...
+        session = store.open(feature_session_id("support", user, tenant=tenant))
+        await run_turn(helper(), session, f"Hi, my email is {email[user, tenant]}.", run_config=config)
+    standin.reset()
+    for user, tenant in people:  # ... and is greeted with it in sales
+        session = store.open(feature_session_id("sales", user, tenant=tenant))
+        result = await run_turn(helper(), session, "What's my email?", run_config=config)
+        assert email[user, tenant] in result.final_output
+    requests = model_requests(standin)
+    assert len(requests) == len(people)
+    for request, person in zip(requests, people, strict=True):
+        carried = {p for p in people if email[p] in sent_text(request)}
+        assert carried == {person}  # its own user's memory, and no one else's
