@@ -271,9 +271,8 @@ async def post_message(name: str, request: Request, who: Caller) -> Response:
         raise HTTPException(429, "too many turns; wait and retry", headers={"Retry-After": retry_after(wait)})
 
     store: SessionStore = request.app.state.store
-    # The session does not remember who answered last; the store keeps it beside the session.
-    last = await store_call(store.load_last_agent(session_id))
-    agent = request.app.state.agents.get(last or FIRST_AGENT, request.app.state.agents[FIRST_AGENT])
+    # The turn resumes the agent that answered last by itself (it is stored with the turn).
+    agent = request.app.state.agents[FIRST_AGENT]
     if "text/event-stream" in request.headers.get("accept", ""):
         events = streamed_turn(request, store, agent, session_id, message)
         return StreamingResponse(
@@ -285,7 +284,6 @@ async def post_message(name: str, request: Request, who: Caller) -> Response:
         async with request.app.state.turns_at_once:
             with turn_deadline(request.app.state.turn_timeout):  # the slot is held this long at most
                 result = await run_turn(agent, session, message, run_config=request.app.state.run_config)
-        await store_call(store.save_last_agent(session_id, result.last_agent.name))
     except TurnFailed as failed:
         raise turn_failure(failed) from None
     finally:
@@ -333,15 +331,9 @@ async def streamed_turn(
                     handoff = {"from": event.item.source_agent.name, "to": event.item.target_agent.name}
                     handoffs.append(handoff)
                     yield sse("handoff", handoff)
-        await store.save_last_agent(session_id, result.last_agent.name)
     except TurnFailed as failed:
         refused = turn_failure(failed)
         yield sse("error", {"detail": refused.detail, "status": refused.status_code})
-        return
-    except Exception as exc:  # saving the last agent, after the turn was kept
-        if not is_store_failure(exc):
-            raise
-        yield sse("error", {"detail": store_failure(exc).detail})
         return
     finally:
         await close_session(session)
@@ -379,9 +371,16 @@ async def read_message(request: Request) -> str:
 
 
 def turn_failure(failed: TurnFailed) -> HTTPException:
-    """The session is unchanged: 503 when the store failed, 409 while it waits for approval, else
-    the model's failure by kind (502, 503, 504). The client is told what kind and what to do; the
-    model server's address and words go to the server's log."""
+    """The session is unchanged (unless the store lost its connection while committing: then
+    the turn may be saved, and the line says so): 503 when the store failed, 409 while it waits
+    for approval, else the model's failure by kind (502, 503, 504). The client is told what kind
+    and what to do; the model server's address and words go to the server's log."""
+    if failed.saved is None:
+        return HTTPException(
+            503,
+            "the session store did not confirm saving the turn: it may be saved; "
+            "reload the conversation before sending the message again",
+        )
     if is_store_failure(failed.cause):
         return store_failure(failed.cause)
     status, line = client_failure(failed.cause)

@@ -1,4 +1,4 @@
-"""Many users on one SQLite file in bounded resources (README: "Many users on one machine")."""
+"""Many users on one SQLite file in bounded resources (docs/stores.md: "Many users on one machine")."""
 
 import asyncio
 

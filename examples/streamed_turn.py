@@ -1,4 +1,4 @@
-"""A streamed turn, printed word by word, kept only if it arrives whole (README: "stream_turn")."""
+"""A streamed turn, printed word by word, kept only if it arrives whole (docs/turns.md: "stream_turn")."""
 
 import asyncio
 

@@ -64,8 +64,8 @@ async def chat(
 ) -> int:
     """Read messages from ``stdin`` until ``/quit`` or end of input; returns the exit code.
 
-    Each turn goes to the agent that answered the session's last turn (kept beside the
-    session), or to ``first_agent`` in a new session. ``store_url`` is only used to scrub its
+    Each turn goes to the agent that answered the session's last turn (written with that
+    turn), or to ``first_agent`` in a new session. ``store_url`` is only used to scrub its
     password from a driver's error text. Each turn's model calls end within ``turn_timeout``
     seconds. The exit code is 1 when the last turn failed, so a script can tell.
     """
@@ -118,15 +118,11 @@ async def chat(
                 if session.session_id not in checked:  # an encrypted session read without the key
                     refuse_encrypted(session.session_id, await session.get_items(1))
                     checked.add(session.session_id)
-                last = await store.load_last_agent(session.session_id)
-                agent = agents_by_name.get(last or "", agents_by_name[first_agent])
                 failed = True
                 try:
                     with turn_deadline(turn_timeout):
-                        name = await _streamed_answer(agent, session, text, run_config)
+                        await _streamed_answer(agents_by_name[first_agent], session, text, run_config)
                     failed = False
-                    if name is None:
-                        continue  # paused for approval: the last agent stays until it is decided
                 except TurnFailed as exc:
                     if isinstance(exc.cause, WrongKey):
                         raise exc.cause from None  # every later turn would fail the same way
@@ -138,7 +134,6 @@ async def chat(
                 except ValueError as exc:
                     print(f"error: {exc}")
                     continue
-                await store.save_last_agent(session.session_id, name)
 
     store_failures: tuple[type[BaseException], ...] = (StoreError, *driver_errors())
     try:
@@ -152,13 +147,10 @@ async def chat(
         await close_session(session)
 
 
-async def _streamed_answer(
-    agent: Agent[Any], session: Session, text: str, run_config: RunConfig
-) -> str | None:
-    """Print the answer as it streams, prefixed with the session and the agent; returns the agent.
-
-    A turn paused for a supervisor's approval prints what waits and returns None.
-    """
+async def _streamed_answer(agent: Agent[Any], session: Session, text: str, run_config: RunConfig) -> None:
+    """Print the answer as it streams, prefixed with the session and the agent that answers (the
+    session's current agent, or the one a handoff leads to). A turn paused for a supervisor's
+    approval prints what waits."""
     prefix = f"[{session.session_id}]"
     speaking: str | None = None
     current = agent.name
@@ -180,8 +172,7 @@ async def _streamed_answer(
                 f"{prefix}   paused: {call.name}({call.arguments}) needs a supervisor: "
                 f"python agent.py approvals approve {session.session_id}"
             )
-        return None
+        return
     if speaking is None:  # a model that does not stream text: print the whole answer
         print(f"{prefix} {result.last_agent.name}: {result.final_output}", end="")
     print()
-    return result.last_agent.name

@@ -33,8 +33,9 @@ from agents import Agent, RunConfig
 from agents.memory import Session
 from agents.models.interface import Model
 
-from multisessions.approvals import PausedTurn, pending_approvals
+from multisessions.approvals import pending_approvals
 from multisessions.chat import chat
+from multisessions.effects import Ledger
 from multisessions.errors import ConfigError, StoreError, TurnFailed, UsageError
 from multisessions.inventory import (
     delete_sessions,
@@ -50,6 +51,7 @@ from multisessions.settings import APIS, Settings, load_settings, parse_api
 from multisessions.stores import (
     DEFAULT_DB,
     SessionStore,
+    SQLiteStore,
     check_db_path,
     close_session,
     describe_sqlite_failure,
@@ -296,8 +298,12 @@ async def _demos(args: argparse.Namespace, lesson: Lesson, settings: Settings) -
     store = await _open_store(args, settings)  # a bad --db or an unreachable server fails here
     try:
         model = _model(args, settings)
+        # A plain SQLite file: the demos open the SDK's SQLiteSession on it themselves.
+        where: dict[str, Any] = {"store": store}
+        if type(store) is SQLiteStore and isinstance(store, SQLiteStore) and store.pool is None:
+            where = {"db_path": store.db_path}
         for name in args.demo or list(lesson.demos):
-            for session in (await known[name](model=model, store=store)).values():
+            for session in (await known[name](model=model, **where)).values():
                 await close_session(session)
     finally:
         await store.close()
@@ -337,24 +343,23 @@ async def _approvals(args: argparse.Namespace, lesson: Lesson, settings: Setting
             print(f"{len(waiting)} call(s) waiting in {store.name}")
             return 0
         session_id = check_session_id(args.session_id)
-        record = await store.load_pending(session_id)
-        if record is None:
+        if await store.load_pending(session_id) is None:
             raise StoreError(
                 f"no call waits for approval on {session_id!r}; see: python agent.py approvals list"
             )
         agents = lesson.agents() if lesson.agents is not None else {}
-        starting = PausedTurn.loads(record).starting_agent
-        if starting not in agents:
-            raise StoreError(f"the paused turn started with {starting!r}, which this lesson does not have")
+        if lesson.first_agent not in agents:
+            raise StoreError("this lesson has no agents to resume a paused turn with")
         session = store.open(session_id)
         try:
             with turn_deadline(settings.turn_timeout):
                 result = await resume_turn(
-                    agents[starting],
+                    agents[lesson.first_agent],
                     session,
                     approve=args.action == "approve",
                     reason=getattr(args, "reason", None),
                     run_config=RunConfig(model=_model(args, settings)),
+                    context=Ledger(store, session_id),  # tools with side effects record them once
                 )
         finally:
             await close_session(session)
@@ -362,7 +367,6 @@ async def _approvals(args: argparse.Namespace, lesson: Lesson, settings: Setting
         if result.interruptions:
             print(f"[{session_id}] {done}; the turn paused again for another call")
             return 0
-        await store.save_last_agent(session_id, result.last_agent.name)
         print(f"[{session_id}] {done}. {result.last_agent.name}: {result.final_output}")
         return 0
     finally:

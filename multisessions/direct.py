@@ -2,8 +2,8 @@
 
 Given a session, ``Runner.run`` reads the history through it, prepares the model's input, and
 then fingerprints and writes every step's items back through it. Measured on the offline
-model (tools/bench.py), that bookkeeping costs 10-15% of a turn's CPU: ``run_turn`` on a session
-in a Python list ran at 0.83-0.89 of ``Runner.run`` with the history passed by hand.
+model (tools/bench.py), that bookkeeping is a noticeable share of a turn's CPU (the benchmarks
+page has the figures).
 
 A turn that cannot pause and that no session hook can change can skip it: ``run_turn`` reads
 the history itself (one read, or none when the store read it while taking the lease), passes
@@ -102,7 +102,12 @@ def _target(handoff: object) -> Agent[Any] | None:
     """The agent a plain ``Handoff`` leads to; None if it filters the history or cannot be told."""
     if not isinstance(handoff, Handoff) or handoff.input_filter is not None or handoff.nest_handoff_history:
         return None
-    reference = getattr(handoff, "_agent_ref", None)
+    return handoff_target(handoff)
+
+
+def handoff_target(handoff: object) -> Agent[Any] | None:
+    """The agent a ``Handoff`` made by ``handoff(agent)`` leads to; None if it cannot be told."""
+    reference = getattr(handoff, "_agent_ref", None) if isinstance(handoff, Handoff) else None
     target = reference() if reference is not None else None
     return target if isinstance(target, Agent) else None
 

@@ -105,6 +105,7 @@ def hermetic(folder: Path) -> Iterator[None]:
 SLOWEST_FILES_FIRST = (
     "test_real_model.py",
     "test_readme.py",
+    "test_docs.py",
     "test_scripts.py",
     "test_serve_workers.py",
     "test_standin_server.py",
@@ -113,8 +114,10 @@ SLOWEST_FILES_FIRST = (
     "test_cross_process.py",
     "test_serve_browser.py",
     "test_readme_real_model.py",
+    "test_plain_sdk.py",
     "test_security.py",
     "test_approvals.py",
+    "test_one_write.py",
     "test_stores.py",
 )
 """The test files that start processes, servers or a browser, about the slowest first.

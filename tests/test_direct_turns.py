@@ -45,8 +45,11 @@ def call(name: str, arguments: dict[str, Any], call_id: str) -> ModelStep:
     return ModelStep(output=[function_call(name, arguments, call_id=call_id)])
 
 
-REFUNDS = Agent(name="Refund Agent", instructions="Refund orders.", tools=[lookup_order])
 BILLING = Agent(name="Billing Agent", instructions="Answer billing questions.")
+# A turn runs on the agent that answered the last one: from refunds, a bill question goes on.
+REFUNDS = Agent(
+    name="Refund Agent", instructions="Refund orders.", tools=[lookup_order], handoffs=[handoff(BILLING)]
+)
 TRIAGE = Agent(
     name="Triage Agent",
     instructions="Route the customer.",
@@ -85,7 +88,7 @@ CONVERSATIONS: dict[str, list[tuple[str, list[ModelStep]]]] = {
             [call(TO_REFUNDS, {}, "h1"), call("lookup_order", {"order": 7}, "c1"), say("Refunded.", "m1")],
         ),
         ("And a bill question.", [call(TO_BILLING, {}, "h2"), say("Here is your bill.", "m2")]),
-        ("Who are you?", [say("Triage.", "m3")]),
+        ("Who are you?", [say("Billing.", "m3")]),
     ],
 }
 

@@ -7,9 +7,9 @@ from agents import Agent, RunConfig, SessionSettings, function_tool
 from agents.testing import ScriptedModel, function_call
 
 import agent
-from agent import open_session, run_turn
+from agent import open_session
 from helpers import reply
-from multisessions import read_all
+from multisessions import read_all, run_turn
 
 
 async def test_cap_bounds_model_input_over_50_turns_while_the_store_keeps_everything(db):
@@ -53,6 +53,7 @@ def tool_pairs_whole(model_input: list) -> bool:
 async def test_a_cap_never_sends_a_tool_output_without_its_call(cap, db):
     billing = Agent(name="Billing Agent", tools=[order_status])
     triage = Agent(name="Triage Agent", handoffs=[billing], tools=[order_status])
+    billing.handoffs = [triage]  # a turn starts where the last one ended: each hands off to the other
     n = 0
 
     def cid() -> str:
@@ -64,7 +65,7 @@ async def test_a_cap_never_sends_a_tool_output_without_its_call(cap, db):
     for turn in range(3):
         steps += [
             [function_call("order_status", {"order": str(turn)}, call_id=cid())],
-            [function_call("transfer_to_billing_agent", {}, call_id=cid())],
+            [function_call(f"transfer_to_{'triage' if turn % 2 else 'billing'}_agent", {}, call_id=cid())],
             [function_call("order_status", {"order": str(turn)}, call_id=cid())],
             reply(f"done {turn}"),
         ]

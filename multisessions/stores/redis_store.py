@@ -20,7 +20,7 @@ from agents.memory import Session
 from multisessions.errors import ConfigError, StoreError
 from multisessions.stores.base import SessionInfo, TurnIO, remember_store, store_failures
 from multisessions.stores.leases import RedisLeases
-from multisessions.stores.redis_turns import RedisTurnIO
+from multisessions.stores.redis_turns import RedisTurnIO, memory_key
 from multisessions.stores.urls import INSTALL_HINT, redact_url, scrub, split_options
 
 DEFAULT_KEY_PREFIX = "multi_sessions"
@@ -97,7 +97,7 @@ class RedisStore:
         check_db(driver_url, redact_url(url))
         try:
             # A blocking pool: past 32 connections a command waits for one instead of failing
-            # with "Too many connections" (it did at 1,000 users); it also bounds descriptors.
+            # with "Too many connections" (it did under load); it also bounds descriptors.
             pool = redis.BlockingConnectionPool.from_url(driver_url, max_connections=32, timeout=30)
         except Exception as exc:
             raise ConfigError(f"{self.name}: redis-py refuses the URL ({scrub(str(exc), url)})") from None
@@ -167,7 +167,7 @@ class RedisStore:
             ) from None
 
     def _last_agent_key(self, session_id: str) -> str:
-        return f"{self.key_prefix}/last_agent/{self._checked(session_id)}"
+        return self._turn_io.agent_key_prefix + self._checked(session_id)
 
     async def list_sessions(self) -> list[SessionInfo]:
         with store_failures(self.name, self._url, "listing sessions"):
@@ -227,8 +227,71 @@ class RedisStore:
     async def list_pending(self) -> list[str]:
         return [bytes(key).decode() for key in await self.client.hkeys(self._pending_key())]
 
+    def _effects_key(self) -> str:
+        return f"{self.key_prefix}/effects"
+
+    async def record_once(self, key: str, value: str) -> tuple[str, bool]:
+        """As ``SQLiteStore.record_once``: one ``HSETNX`` in our own namespace."""
+        with store_failures(self.name, self._url, "recording a side effect"):
+            added = await self.client.hsetnx(self._effects_key(), key, value)
+            stored = await self.client.hget(self._effects_key(), key)
+        return bytes(stored).decode(), bool(added)
+
+    async def list_effects(self, prefix: str = "") -> dict[str, str]:
+        """What ``record_once`` recorded, by key (those starting with ``prefix``)."""
+        with store_failures(self.name, self._url, "reading side effects"):
+            found = await self.client.hgetall(self._effects_key())
+        effects = {bytes(k).decode(): bytes(v).decode() for k, v in found.items()}
+        return {k: v for k, v in sorted(effects.items()) if k.startswith(prefix)}
+
+    async def forget_effects(self, prefix: str) -> int:
+        """Remove what ``record_once`` recorded under keys starting with ``prefix``."""
+        with store_failures(self.name, self._url, "removing side effects"):
+            keys = [
+                k
+                for k in await self.client.hkeys(self._effects_key())
+                if bytes(k).decode().startswith(prefix)
+            ]
+            return int(await self.client.hdel(self._effects_key(), *keys)) if keys else 0
+
+    async def load_memory(self, scope: str) -> dict[str, str]:
+        """The facts remembered for ``scope``, by name."""
+        with store_failures(self.name, self._url, "reading a user's memory"):
+            found = await self.client.hgetall(memory_key(self.key_prefix, scope))
+        return {bytes(k).decode(): bytes(v).decode() for k, v in sorted(found.items())}
+
+    async def save_memory(self, scope: str, facts: dict[str, str]) -> None:
+        """Write ``facts`` to ``scope``'s memory."""
+        if facts:
+            with store_failures(self.name, self._url, "writing a user's memory"):
+                await self.client.hset(memory_key(self.key_prefix, scope), mapping=facts)
+
+    async def forget_memory(self, scope: str) -> int:
+        """Remove everything remembered for ``scope``; returns how many facts."""
+        key = memory_key(self.key_prefix, scope)
+        with store_failures(self.name, self._url, "removing a user's memory"):
+            count = int(await self.client.hlen(key))
+            await self.client.delete(key)
+        return count
+
+    async def memory_scopes(self) -> dict[str, int]:
+        """Every scope with remembered facts, and how many."""
+        start = memory_key(self.key_prefix, "")
+        scopes: dict[str, int] = {}
+        with store_failures(self.name, self._url, "listing memory"):
+            async for key in self.client.scan_iter(match=_glob_literal(start) + "*", count=500, _type="hash"):
+                name = bytes(key).decode()
+                if name.startswith(start):
+                    scopes[name[len(start) :]] = int(await self.client.hlen(key))
+        return scopes
+
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _glob_literal(text: str) -> str:
+    """``text`` matched literally in a SCAN pattern (its ``*?[]\\`` escaped)."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
 def _escape_hint(url: str) -> str:
