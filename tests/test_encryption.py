@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import sqlite3
 import sys
 import uuid
@@ -73,32 +74,42 @@ def db_of(store, tmp_path: Path) -> Path:
     return Path(store.db_path) if store.kind in ("sqlite", "pooled") else tmp_path / "unused.db"
 
 
-async def raw_dump(store) -> str:
-    """Everything the store itself holds (messages, paused turns, last agents), below every session class."""
+async def raw_rows(store) -> set[str]:
+    """Every row, list, hash and value the store itself holds (messages, paused turns, last agents,
+    ledger, memory), read below every session class, one string each."""
+    found: set[str] = set()
     if store.kind in ("sqlite", "pooled"):
         with sqlite3.connect(store.db_path) as conn:
             tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-            return repr({t: conn.execute(f"SELECT * FROM {t}").fetchall() for t in tables})
+            for table in tables:
+                found.update(f"{table}: {row!r}" for row in conn.execute(f"SELECT * FROM {table}"))
+        return found
     if store.kind == "redis":
-        client, found = store.client, {}
+        client = store.client
         async for key in client.scan_iter(match=f"{store.key_prefix}*"):  # a test prefix: no glob characters
             kind = await client.type(key)
             kind = kind.decode() if isinstance(kind, bytes) else kind
             if kind == "list":
-                found[key] = await client.lrange(key, 0, -1)
+                found.add(f"{key!r}: {await client.lrange(key, 0, -1)!r}")
             elif kind == "hash":
-                found[key] = await client.hgetall(key)
+                found.add(f"{key!r}: {await client.hgetall(key)!r}")
             elif kind == "string":
-                found[key] = await client.get(key)
-        return repr(found)
+                found.add(f"{key!r}: {await client.get(key)!r}")
+        return found
     from sqlalchemy import text
 
     async with store.engine.connect() as conn:
         names = await conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))
-        dump = {}
         for (table,) in names.all():
-            dump[table] = (await conn.execute(text(f'SELECT * FROM public."{table}"'))).all()
-        return repr(dump)
+            rows = (await conn.execute(text(f'SELECT * FROM public."{table}"'))).all()
+            found.update(f"{table}: {tuple(row)!r}" for row in rows)
+    return found
+
+
+async def raw_dump(store, before: set[str] | frozenset[str] = frozenset()) -> str:
+    """What the store holds that it did not hold ``before`` (this process's PostgreSQL database
+    also holds other tests' plaintext sessions)."""
+    return "\n".join(sorted(await raw_rows(store) - before))
 
 
 def one_line(err: str) -> str:
@@ -111,6 +122,7 @@ async def test_every_entry_point_writes_only_ciphertext_with_the_key(store, caps
     name, card, order = letters().capitalize(), f"card {letters()}", f"Order-{letters()}"
     settings = Settings(encryption_key=SECRET, store_url=url_of(store))
     user = f"dana{letters(4)}"
+    earlier = await raw_rows(store)
     # The CLI's chat; the second turn pauses for a supervisor (the paused turn holds the conversation).
     chat = f"My name is {name}, my {card}.\nI was charged twice for order 5512, please refund it.\n"
     code, out, err = await acli(
@@ -119,7 +131,7 @@ async def test_every_entry_point_writes_only_ciphertext_with_the_key(store, caps
     assert code == 0 and "paused: refund_order" in out, out + err
     session_id = user_session_id(user)
     store.opened.add(session_id)
-    assert name not in await raw_dump(store) and card not in await raw_dump(store)
+    assert name not in await raw_dump(store, earlier) and card not in await raw_dump(store, earlier)
     code, out, err = await acli(capsys, "approvals", "list", *store_args(store), settings=settings)
     assert code == 0 and f"{session_id}  Billing Agent: refund_order" in out, err
 
@@ -139,7 +151,7 @@ async def test_every_entry_point_writes_only_ciphertext_with_the_key(store, caps
     assert plain.status_code == 200 and events_of(streamed.text)[-1][0] == "done", streamed.text
     store.opened.update({"one_feature_user_alice", "two_feature_user_alice"})
     assert any(order in row["text"] for row in history.json()["messages"])  # read back, decrypted
-    raw = await raw_dump(store)
+    raw = await raw_dump(store, earlier)
     for secret in (name, card, order, "refund_order", "5512", "charged twice"):
         assert secret not in raw, secret
 
@@ -147,7 +159,7 @@ async def test_every_entry_point_writes_only_ciphertext_with_the_key(store, caps
     code, out, err = await acli(capsys, "refund", *store_args(store), settings=settings)
     assert code == 0 and "approve" in out, err
     store.opened.add("demo:thread_refund-5512")
-    assert "name is Dana" not in await raw_dump(store)
+    assert "name is Dana" not in await raw_dump(store, earlier)
 
     # What one entry point wrote, the others read: the supervisor approves, the CLI shows it all.
     code, out, err = await acli(
@@ -158,7 +170,9 @@ async def test_every_entry_point_writes_only_ciphertext_with_the_key(store, caps
         capsys, "sessions", "show", "one_feature_user_alice", *store_args(store), settings=settings
     )
     assert code == 0 and order in out, err
-    assert "refund issued" not in await raw_dump(store)
+    raw = await raw_dump(store, earlier)
+    # The refund's ledger entry too: its value, the order id, is stored only as a token.
+    assert "refund issued" not in raw and not re.search(r"""['"]5512['"]""", raw)
 
 
 async def test_a_wrong_key_is_one_line_and_never_an_empty_history_or_a_split_session(store, capsys, tmp_path):

@@ -187,11 +187,28 @@ class EncryptedStore:
     async def delete(self, session_id: str) -> int:
         return await self.store.delete(session_id)
 
+    def _effects_fernet(self) -> Any:
+        digest = hmac.new(self._secret.encode("utf-8"), _CONTEXT + b"side effects", hashlib.sha256).digest()
+        return Fernet(base64.urlsafe_b64encode(digest))
+
+    def _open_effect(self, key: str, token: str) -> str:
+        try:
+            return str(self._effects_fernet().decrypt(token.encode("ascii")).decode("utf-8"))
+        except (InvalidToken, ValueError):
+            raise WrongKey(
+                f"the side effect {key!r} cannot be decrypted with this SESSION_ENCRYPTION_KEY; "
+                "set the key it was written with"
+            ) from None
+
     async def record_once(self, key: str, value: str) -> tuple[str, bool]:
-        return await self.store.record_once(key, value)
+        # A side effect's value (an order id) is the conversation's data: encrypted like the items.
+        token = self._effects_fernet().encrypt(value.encode("utf-8")).decode("ascii")
+        recorded, fresh = await self.store.record_once(key, token)
+        return (value if fresh else self._open_effect(key, recorded)), fresh
 
     async def list_effects(self, prefix: str = "") -> dict[str, str]:
-        return await self.store.list_effects(prefix)
+        sealed = await self.store.list_effects(prefix)
+        return {key: self._open_effect(key, token) for key, token in sealed.items()}
 
     async def forget_effects(self, prefix: str) -> int:
         return await self.store.forget_effects(prefix)
