@@ -25,7 +25,15 @@ from agents.memory import Session
 from multisessions.errors import ConfigError, StoreError
 from multisessions.locks import LeaseBackend
 from multisessions.naming import memory_scope, scope_parts, tenant_label
-from multisessions.stores.base import SessionInfo, SessionStore, TurnIO, TurnStart, TurnWrite, remember_store
+from multisessions.stores.base import (
+    SessionInfo,
+    SessionStore,
+    Summary,
+    TurnIO,
+    TurnStart,
+    TurnWrite,
+    remember_store,
+)
 
 try:
     from agents.extensions.memory import EncryptedSession
@@ -157,6 +165,16 @@ class EncryptedStore:
     async def forget_memory(self, scope: str) -> int:
         return await self.store.forget_memory(scope)
 
+    async def summary_state(self, session_id: str) -> tuple[Summary | None, int]:
+        sealed, count = await self.store.summary_state(session_id)
+        if sealed is None:
+            return None, count
+        return Summary(open_text(self._fernet(session_id), sealed.text, session_id), sealed.covered), count
+
+    async def save_summary(self, session_id: str, summary: Summary) -> None:
+        sealed = self._fernet(session_id).encrypt(summary.text.encode("utf-8")).decode("ascii")
+        await self.store.save_summary(session_id, Summary(sealed, summary.covered))
+
     async def memory_scopes(self) -> dict[str, int]:
         return await self.store.memory_scopes()
 
@@ -231,7 +249,12 @@ class EncryptedTurnIO:
         memory = write.memory
         if memory and self._memory_fernet is not None:
             memory = seal_memory(self._memory_fernet, memory)
-        sealed = TurnWrite([self._wrap(item) for item in write.items], write.agent, pending, memory)
+        summary = write.summary
+        if summary is not None:
+            summary = Summary(
+                self._fernet.encrypt(summary.text.encode("utf-8")).decode("ascii"), summary.covered
+            )
+        sealed = TurnWrite([self._wrap(item) for item in write.items], write.agent, pending, memory, summary)
         return await self.inner.commit(session_id, owner, sealed)
 
 
@@ -247,5 +270,16 @@ def open_memory(fernet: Any, sealed: dict[str, str], whose: str) -> dict[str, st
     except (InvalidToken, UnicodeError, ValueError):
         raise StoreError(
             f"the memory of {whose!r} cannot be decrypted with this SESSION_ENCRYPTION_KEY; "
+            "use the key it was written with"
+        ) from None
+
+
+def open_text(fernet: Any, token: str, whose: str) -> str:
+    """Text encrypted with ``fernet``; ``StoreError`` (one line) if this key cannot read it."""
+    try:
+        return str(fernet.decrypt(token.encode("ascii")).decode("utf-8"))
+    except (InvalidToken, UnicodeError, ValueError):
+        raise StoreError(
+            f"{whose!r} holds data this SESSION_ENCRYPTION_KEY cannot decrypt; "
             "use the key it was written with"
         ) from None

@@ -17,7 +17,7 @@ from typing import Any
 from agents.memory import Session
 
 from multisessions.errors import ConfigError, StoreError
-from multisessions.stores.base import SessionInfo, TurnIO, remember_store, store_failures
+from multisessions.stores.base import SessionInfo, Summary, TurnIO, remember_store, store_failures
 from multisessions.stores.leases import RedisLeases
 from multisessions.stores.redis_turns import RedisTurnIO, memory_key
 from multisessions.stores.urls import INSTALL_HINT, redact_url, scrub, split_options
@@ -151,7 +151,11 @@ class RedisStore:
         with store_failures(self.name, self._url, f"deleting {session_id!r}"):
             removed = await self.client.llen(f"{self.key_prefix}:{session_id}:messages")
             await session.clear_session()
-            await self.client.delete(self._last_agent_key(session_id), self._turn_io.receipt_key(session_id))
+            await self.client.delete(
+                self._last_agent_key(session_id),
+                self._turn_io.receipt_key(session_id),
+                self._turn_io.summary_key(session_id),
+            )
             await self.client.hdel(self._pending_key(), session_id)
         return int(removed)
 
@@ -209,6 +213,25 @@ class RedisStore:
                 if bytes(k).decode().startswith(prefix)
             ]
             return int(await self.client.hdel(self._effects_key(), *keys)) if keys else 0
+
+    async def summary_state(self, session_id: str) -> tuple[Summary | None, int]:
+        """The session's summary, if any, and how many items it holds (one pipeline)."""
+        with store_failures(self.name, self._url, "reading a summary"):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hgetall(self._turn_io.summary_key(self._checked(session_id)))
+            pipe.llen(f"{self.key_prefix}:{session_id}:messages")
+            found, count = await pipe.execute()
+        if not found:
+            return None, int(count)
+        return Summary(bytes(found[b"text"]).decode(), int(found[b"covered"])), int(count)
+
+    async def save_summary(self, session_id: str, summary: Summary) -> None:
+        """Keep ``summary`` for the session (outside a turn)."""
+        with store_failures(self.name, self._url, "saving a summary"):
+            await self.client.hset(
+                self._turn_io.summary_key(self._checked(session_id)),
+                mapping={"text": summary.text, "covered": summary.covered},
+            )
 
     async def load_memory(self, scope: str) -> dict[str, str]:
         """The facts remembered for ``scope``, by name."""

@@ -16,9 +16,9 @@ from agents.memory import Session
 
 from multisessions.errors import ConfigError, StoreError
 from multisessions.locks import WAIT_SECONDS
-from multisessions.stores.base import SessionInfo, TurnIO, remember_store, store_failures
+from multisessions.stores.base import SessionInfo, Summary, TurnIO, remember_store, store_failures
 from multisessions.stores.leases import SETUP_LOCK, SQLLeases, text
-from multisessions.stores.pg_turns import CREATE_MEMORY_TABLE_SQL, PostgresTurns
+from multisessions.stores.pg_turns import CREATE_MEMORY_TABLE_SQL, CREATE_SUMMARIES_TABLE_SQL, PostgresTurns
 from multisessions.stores.sqlite_turns import (
     EFFECTS_TABLE,
     LAST_AGENT_TABLE,
@@ -26,6 +26,7 @@ from multisessions.stores.sqlite_turns import (
     MESSAGES_TABLE,
     PENDING_TABLE,
     SESSIONS_TABLE,
+    SUMMARIES_TABLE,
 )
 from multisessions.stores.urls import INSTALL_HINT, redact_url, scrub
 
@@ -189,6 +190,7 @@ class SQLStore:
                 )
             )
             await conn.execute(text(CREATE_MEMORY_TABLE_SQL))
+            await conn.execute(text(CREATE_SUMMARIES_TABLE_SQL))
 
     async def list_sessions(self) -> list[SessionInfo]:
         with store_failures(self.name, self._url, "listing sessions"):
@@ -222,7 +224,7 @@ class SQLStore:
             ).scalar_one()
         await self.open(session_id).clear_session()
         async with self.engine.begin() as conn:
-            for table in (LAST_AGENT_TABLE, PENDING_TABLE):
+            for table in (LAST_AGENT_TABLE, PENDING_TABLE, SUMMARIES_TABLE):
                 await conn.execute(text(f"DELETE FROM {table} WHERE session_id = :id"), {"id": session_id})
         return int(removed)
 
@@ -332,6 +334,39 @@ class SQLStore:
                     {"n": len(prefix), "prefix": prefix},
                 )
         return int(removed.rowcount)
+
+    async def summary_state(self, session_id: str) -> tuple[Summary | None, int]:
+        """The session's summary, if any, and how many items it holds."""
+        with store_failures(self.name, self._url, "reading a summary"):
+            await self._ready()
+            async with self.engine.connect() as conn:
+                row = (
+                    await conn.execute(
+                        text(
+                            f"SELECT s.summary, s.covered, (SELECT count(*) FROM {MESSAGES_TABLE} m "
+                            "WHERE m.session_id = :id) FROM (SELECT 1) AS one "
+                            f"LEFT JOIN {SUMMARIES_TABLE} s ON s.session_id = :id"
+                        ),
+                        {"id": session_id},
+                    )
+                ).one()
+        summary = None if row[0] is None else Summary(str(row[0]), int(row[1]))
+        return summary, int(row[2])
+
+    async def save_summary(self, session_id: str, summary: Summary) -> None:
+        """Keep ``summary`` for the session (outside a turn)."""
+        with store_failures(self.name, self._url, "saving a summary"):
+            await self._ready()
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    text(
+                        f"INSERT INTO {SUMMARIES_TABLE} (session_id, summary, covered) "
+                        "VALUES (:id, :text, :n) ON CONFLICT (session_id) DO UPDATE SET "
+                        "summary = excluded.summary, covered = excluded.covered, "
+                        "updated_at = CURRENT_TIMESTAMP"
+                    ),
+                    {"id": session_id, "text": summary.text, "n": summary.covered},
+                )
 
     async def load_memory(self, scope: str) -> dict[str, str]:
         """The facts remembered for ``scope``, by name."""
