@@ -105,6 +105,7 @@ SLOWEST_FILES_FIRST = (
     "test_scripts.py",
     "test_serve_workers.py",
     "test_standin_server.py",
+    "test_packaging.py",
     "test_reliability.py",
     "test_bench.py",
     "test_cross_process.py",
