@@ -123,6 +123,31 @@ finish together. Only the order changes; a file not named here runs after these,
 """
 
 
+HIDE_SDK_PRIVATE = "MULTISESSIONS_HIDE_SDK_PRIVATE"
+"""Set to 1, the package behaves as on an SDK without the private names it uses (sdk_private.py)."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--hide-sdk-private",
+        action="store_true",
+        help="run as on an SDK without the private names the package uses (turns take the session path)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before the package is first imported (sdk_private.py reads it once), and inherited by the
+    # xdist workers and every child process the tests start.
+    if config.getoption("--hide-sdk-private"):
+        os.environ[HIDE_SDK_PRIVATE] = "1"
+
+
+def needs_sdk_private() -> pytest.MarkDecorator:
+    """Mark for tests of what the SDK's private names make possible: skipped when they are hidden."""
+    hidden = os.environ.get(HIDE_SDK_PRIVATE) == "1"
+    return pytest.mark.skipif(hidden, reason="needs the SDK's private names, hidden in this run")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     renamed = [name for name in SLOWEST_FILES_FIRST if not (ROOT / "tests" / name).is_file()]
     if renamed:

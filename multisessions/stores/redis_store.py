@@ -17,6 +17,7 @@ from typing import Any
 from agents.memory import Session
 
 from multisessions.errors import ConfigError, StoreError
+from multisessions.sdk_private import plain_redis_session
 from multisessions.stores.base import SessionInfo, TurnIO, remember_store, store_failures
 from multisessions.stores.leases import RedisLeases
 from multisessions.stores.redis_turns import RedisTurnIO
@@ -103,15 +104,17 @@ class RedisStore:
         except StoreError:
             return None
         session_key = f"{self.key_prefix}:{session_id}"
-        plain = (
-            not self._decodes
-            and own.get("_redis") is self.client
-            and own.get("_key_prefix") == self.key_prefix
-            and own.get("_ttl") == self.ttl
-            and own.get("_closed") is False
-            and own.get("_session_key") == session_key
-            and own.get("_messages_key") == f"{session_key}:messages"
-            and own.get("_counter_key") == f"{session_key}:counter"
+        plain = not self._decodes and plain_redis_session(
+            session,
+            {
+                "_redis": self.client,
+                "_key_prefix": self.key_prefix,
+                "_ttl": self.ttl,
+                "_closed": False,
+                "_session_key": session_key,
+                "_messages_key": f"{session_key}:messages",
+                "_counter_key": f"{session_key}:counter",
+            },
         )
         return self._turn_io if plain else None
 
