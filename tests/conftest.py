@@ -44,6 +44,7 @@ SETTINGS_VARIABLES = (
     "SESSION_STORE_URL",
     "SESSION_ENCRYPTION_KEY",
     "SERVE_TOKENS",
+    "SERVE_RATE",
 )
 """Everything the project (or a developer's shell) may set that would change what a test sees."""
 
