@@ -91,7 +91,8 @@ def load_settings(
             value = from_file.get(name) or ""
         return value.strip()
 
-    serve_tokens, serve_rate = (), DEFAULT_SERVE_RATE
+    serve_tokens: tuple[ServeToken, ...] = ()
+    serve_rate = DEFAULT_SERVE_RATE
     if serving:
         serve_tokens = parse_tokens(get("SERVE_TOKENS"))
         serve_rate = parse_count(get("SERVE_RATE"), "SERVE_RATE", DEFAULT_SERVE_RATE, low=0) or 0
