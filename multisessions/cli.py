@@ -72,6 +72,8 @@ class Lesson:
     first_agent: str = ""
     program: str = "python agent.py"
     """How the user runs this command line, for its help (the installed command: ``multisessions``)."""
+    demo_tenant: str | None = "demo"
+    """The tenant the demos keep their sessions in: an empty listing points there when it holds some."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -387,7 +389,7 @@ async def _approvals(args: argparse.Namespace, lesson: Lesson, settings: Setting
 async def _sessions(args: argparse.Namespace, lesson: Lesson, settings: Settings) -> int:
     store = await _open_store(args, settings, must_exist=True, writable=args.action in ("delete", "expire"))
     try:
-        return await _inventory(args, store)
+        return await _inventory(args, store, lesson.demo_tenant)
     finally:
         await store.close()
 
@@ -399,7 +401,7 @@ def _full_id(args: argparse.Namespace) -> str:
     return check_session_id(f"{tenant_prefix(check_tenant(args.tenant))}{args.session_id}")
 
 
-async def _inventory(args: argparse.Namespace, store: SessionStore) -> int:
+async def _inventory(args: argparse.Namespace, store: SessionStore, demo_tenant: str | None = None) -> int:
     tenant = getattr(args, "tenant", None)
     where = f"tenant {tenant!r}" if tenant is not None else "no tenant"
     if getattr(args, "all_tenants", False):
@@ -410,6 +412,12 @@ async def _inventory(args: argparse.Namespace, store: SessionStore) -> int:
         )
         for line in format_listing(rows):
             print(line)
+        if not rows and tenant is None and not args.all_tenants and demo_tenant is not None:
+            # Right after the demos: theirs are in a tenant of their own, never beside a user's.
+            if await list_sessions(store, tenant=demo_tenant, user=args.user, prefix=args.prefix):
+                hint = f"the demos keep theirs in tenant {demo_tenant}: --tenant {demo_tenant}"
+                print(f"0 sessions in {store.name} ({hint})")
+                return 0
         print(f"{len(rows)} session(s) in {store.name}" + (f", {where}" if where != "no tenant" else ""))
         return 0
     if args.action == "show":

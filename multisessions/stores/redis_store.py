@@ -19,6 +19,7 @@ from agents.memory import Session
 from multisessions.errors import ConfigError, StoreError
 from multisessions.sdk_private import plain_redis_session
 from multisessions.stores.base import SessionInfo, TurnIO, remember_store, store_failures
+from multisessions.stores.diagnose import describe_store_failure
 from multisessions.stores.leases import RedisLeases
 from multisessions.stores.redis_turns import RedisTurnIO
 from multisessions.stores.urls import INSTALL_HINT, redact_url, scrub, split_options
@@ -123,10 +124,8 @@ class RedisStore:
         try:
             await asyncio.wait_for(self.client.ping(), 5)
         except Exception as exc:
-            raise StoreError(
-                f"{self.name} is unreachable ({type(exc).__name__}: {scrub(str(exc), self._url)}); "
-                f"start Redis (see README) or fix --store / SESSION_STORE_URL{_escape_hint(self._url)}"
-            ) from None
+            line = describe_store_failure(exc, name=self.name, url=self._url, server="Redis")
+            raise StoreError(f"{line}{_escape_hint(self._url)}") from None
 
     def _last_agent_key(self, session_id: str) -> str:
         return f"{self.key_prefix}/last_agent/{self._checked(session_id)}"

@@ -18,6 +18,7 @@ from multisessions.errors import ConfigError, StoreError
 from multisessions.locks import WAIT_SECONDS
 from multisessions.sdk_private import plain_sqlalchemy_session, sqlalchemy_session_fields
 from multisessions.stores.base import SessionInfo, TurnIO, remember_store, store_failures
+from multisessions.stores.diagnose import describe_store_failure
 from multisessions.stores.leases import SETUP_LOCK, SQLLeases, text
 from multisessions.stores.pg_turns import PostgresTurns
 from multisessions.stores.sqlite_store import LAST_AGENT_TABLE
@@ -108,11 +109,8 @@ class SQLStore:
             async with asyncio.timeout(10), self.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
         except Exception as exc:
-            reason = scrub(str(exc).splitlines()[0], self._url) if str(exc) else type(exc).__name__
-            raise StoreError(
-                f"{self.name} is unreachable ({reason}); start the server (see README) "
-                "or fix --store / SESSION_STORE_URL"
-            ) from None
+            line = describe_store_failure(exc, name=self.name, url=self._url, server="the server")
+            raise StoreError(line) from None
         with store_failures(self.name, self._url, "creating its tables"):
             await self._ready()
 
