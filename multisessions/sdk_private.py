@@ -58,11 +58,31 @@ class RunItems(NamedTuple):
 
 
 def _run_items() -> RunItems | None:
+    """The helpers, if they are there and still do what the hand-passed history relies on."""
     try:
         module = importlib.import_module("agents.run_internal.items")
-        return RunItems(*(getattr(module, name) for name in RunItems._fields))
-    except (ImportError, AttributeError):
+        helpers = RunItems(*(getattr(module, name) for name in RunItems._fields))
+        return helpers if _behaves(helpers) else None
+    except Exception:  # missing, renamed, or failing on the probe: the session path does without
         return None
+
+
+def _behaves(helpers: RunItems) -> bool:
+    """A probe of each helper on a few items (microseconds, once): a release that keeps a name
+    but changes what it does turns the hand-passed history off instead of changing what it sends."""
+    call = {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}", "id": "fc1"}
+    output = {"type": "function_call_output", "call_id": "c1", "output": "done"}
+    newer = {**call, "arguments": '{"a": 1}'}
+    return bool(
+        helpers.ensure_input_item_format(dict(output)) == output
+        and helpers.strip_internal_input_item_metadata({**output, "created_by": "x"}) == output
+        and helpers.normalize_input_items_for_api([{**output, "created_by": "x"}]) == [output]
+        and helpers.drop_orphan_function_calls([dict(call)], pruning_indexes={0}) == []
+        and helpers.drop_orphan_function_calls([dict(call), dict(output)], pruning_indexes={0, 1})
+        == [call, output]
+        and helpers.deduplicate_input_items_preferring_latest([dict(call), dict(newer)]) == [newer]
+        and helpers.run_items_to_input_items([]) == []
+    )
 
 
 def _has_field(cls: type, name: str) -> bool:

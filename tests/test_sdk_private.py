@@ -224,3 +224,13 @@ async def test_without_them_a_streamed_turn_takes_the_session_path_and_is_stored
     assert len(stored(db)) == 2
     assert spy.by_hand == 0 and [type(s) for s in spy.sessions] == [PendingTurn]
     session.close()
+
+
+@needs_them
+def test_a_helper_that_keeps_its_name_but_changes_what_it_does_turns_the_hand_path_off():
+    helpers = sdk_private.RUN_ITEMS
+    assert helpers is not None and sdk_private._behaves(helpers)
+    keeps_internal_keys = helpers._replace(strip_internal_input_item_metadata=lambda item: item)
+    assert not sdk_private._behaves(keeps_internal_keys)
+    keeps_orphans = helpers._replace(drop_orphan_function_calls=lambda items, **kwargs: items)
+    assert not sdk_private._behaves(keeps_orphans)
