@@ -187,3 +187,24 @@ def test_every_example_runs_as_a_file_from_the_project_folder(example: str, says
     )
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.strip() == says
+
+
+def test_the_command_approves_a_turn_the_lesson_s_chat_paused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    import io
+    from functools import partial
+
+    import agent
+    from multisessions.__main__ import main as command
+    from multisessions.cli import Lesson, main
+
+    lesson = Lesson(
+        agent.DEMOS, agents=partial(agent.support_agents, refunds=True), first_agent="Triage Agent"
+    )
+    db = str(tmp_path / "s.db")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("I was charged twice, please refund order 5512.\n"))
+    assert main(["chat", "--user", "bob", "--db", db], lesson) == 0  # python agent.py chat ...
+    assert "paused: refund_order" in capsys.readouterr().out
+    assert command(["approvals", "approve", "user_bob", "--db", db]) == 0  # multisessions approvals ...
+    assert "approved. Billing Agent: refund_order: refund issued for order 5512" in capsys.readouterr().out
