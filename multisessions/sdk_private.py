@@ -1,8 +1,8 @@
 """Every private name of the SDK (and of its OpenAI client) the package relies on, in one place.
 
-Each is looked up once, here, and tests/test_sdk_private.py checks each one exists and behaves as
-relied on. A release that renames or removes one leaves it missing here, and the package then
-does without it:
+Each is looked up once, here (the input helpers are also probed on a few items), and
+tests/test_sdk_private.py checks each one exists and behaves as relied on. A release that renames,
+removes or changes one leaves it missing here, and the package then does without it:
 
 - ``RUN_ITEMS`` (``agents.run_internal.items``), ``handoff_target`` (``Handoff._agent_ref``) and
   ``may_run_an_agent`` (``FunctionTool._is_agent_tool``) let ``run_turn`` pass the history by hand
@@ -10,7 +10,7 @@ does without it:
   SDK's public session path (``Runner.run(agent, message, session=PendingTurn)``): the same
   guarantees (all or nothing, one at a time), with the SDK's own bookkeeping.
 - ``automatic_compaction`` (``RunContextWrapper._session_compaction_is_automatic``),
-  ``deferred_compaction`` (``session._defer_compaction``) and ``IGNORE_IDS`` keep a compacting
+  ``deferred_compaction`` (``session._defer_compaction``) and ``ignores_ids`` keep a compacting
   session's compaction as the SDK runs it; without them compaction still runs after the commit,
   as the session's own default decides.
 - ``SESSION_HOOKS``: session methods the SDK calls only when it holds the session; a session
@@ -23,7 +23,8 @@ does without it:
   turn goes through the session (the SDK's writes, the same guarantees).
 
 ``MULTISESSIONS_HIDE_SDK_PRIVATE=1`` in the environment (or ``pytest --hide-sdk-private``) makes
-every name missing, as on an SDK without them: the test suite runs that way too.
+every name but the client's hook missing, as on an SDK without them: the test suite runs that
+way too (the tests of the hand-passed history and of the short paths then skip).
 """
 
 from __future__ import annotations
