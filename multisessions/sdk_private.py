@@ -69,7 +69,7 @@ def _run_items() -> RunItems | None:
 
 
 def _behaves(helpers: RunItems) -> bool:
-    """A probe of each helper on a few items (microseconds, once): a release that keeps a name
+    """A probe of each helper on a few items (once per process): a release that keeps a name
     but changes what it does turns the hand-passed history off instead of changing what it sends."""
     call = {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}", "id": "fc1"}
     output = {"type": "function_call_output", "call_id": "c1", "output": "done"}
