@@ -153,7 +153,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        config = load_settings() if settings is None else settings
+        config = load_settings(serving=True) if settings is None else settings
         if not config.serve_tokens:
             raise ConfigError(
                 "no SERVE_TOKENS: set SERVE_TOKENS=alice=TOKEN,bob=TOKEN (environment or .env), "
@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--store", help="redis://... or postgresql://... (default: SESSION_STORE_URL)")
     args = parser.parse_args(argv)
     try:
-        settings = load_settings()
+        settings = load_settings(serving=True)
     except MultiSessionsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

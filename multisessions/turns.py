@@ -42,6 +42,7 @@ from agents.memory.session_settings import resolve_session_limit
 from agents.run_context import RunContextWrapper
 from agents.stream_events import StreamEvent
 
+from multisessions import sdk_private
 from multisessions.approvals import PausedTurn, paused_turn
 from multisessions.direct import can_pass_history, handoff_target, history_limit, model_input, turn_items
 from multisessions.errors import (
@@ -157,7 +158,7 @@ class PendingTurn:
     @property
     def _ignore_ids_for_matching(self) -> bool:
         # The SDK compares items without their ids for stores that say so; keep the store's answer.
-        return bool(getattr(self.session, "_ignore_ids_for_matching", False))
+        return sdk_private.ignores_ids(self.session)
 
     def _context(self) -> dict[str, Any]:
         """Keyword arguments passing the run context on to ``session``, when it takes it."""
@@ -280,8 +281,8 @@ class PendingTurn:
                 args, wrapper = compaction
                 await _run_compaction(self.session, args, wrapper)
             elif deferred is not None:
-                defer = getattr(self.session, "_defer_compaction", None)
-                if callable(defer):
+                defer = sdk_private.deferred_compaction(self.session)
+                if defer is not None:
                     response_id, store, wrapper = deferred
                     await defer(response_id, store, **_context_for(defer, wrapper))
         except Exception as exc:
@@ -358,11 +359,8 @@ async def _run_compaction(
         return
     # The SDK marks its own post-write call automatic; without the mark the session would
     # compact its whole history instead of only what the model just saw.
-    wrapper._session_compaction_is_automatic = True  # type: ignore[attr-defined]
-    try:
+    with sdk_private.automatic_compaction(wrapper):
         await session.run_compaction(args, **_context_for(session.run_compaction, wrapper))
-    finally:
-        wrapper._session_compaction_is_automatic = False  # type: ignore[attr-defined]
 
 
 async def run_turn(

@@ -25,6 +25,7 @@ from agents.memory import Session
 from multisessions.errors import ConfigError, StoreError
 from multisessions.locks import LeaseBackend
 from multisessions.naming import memory_scope, scope_parts, tenant_label
+from multisessions.sdk_private import encrypted_envelopes
 from multisessions.stores.base import (
     SessionInfo,
     SessionStore,
@@ -94,9 +95,10 @@ class EncryptedStore:
         for a session this store opened: a turn's items, agent and paused turn land in one write."""
         if EncryptedSession is None or type(session) is not EncryptedSession:
             return None
-        wrap, unwrap = getattr(session, "_wrap", None), getattr(session, "_unwrap", None)
-        if not callable(wrap) or not callable(unwrap):
+        envelopes = encrypted_envelopes(session)
+        if envelopes is None:
             return None  # an SDK without these: turns take the session's own writes
+        wrap, unwrap = envelopes
         inner = self.store.turn_io(session.underlying_session)
         if inner is None:
             return None

@@ -17,7 +17,9 @@ from typing import Any
 from agents.memory import Session
 
 from multisessions.errors import ConfigError, StoreError
+from multisessions.sdk_private import plain_redis_session
 from multisessions.stores.base import SessionInfo, Summary, TurnIO, remember_store, store_failures
+from multisessions.stores.diagnose import describe_store_failure
 from multisessions.stores.leases import RedisLeases
 from multisessions.stores.redis_turns import RedisTurnIO, memory_key
 from multisessions.stores.urls import INSTALL_HINT, redact_url, scrub, split_options
@@ -103,15 +105,17 @@ class RedisStore:
         except StoreError:
             return None
         session_key = f"{self.key_prefix}:{session_id}"
-        plain = (
-            not self._decodes
-            and own.get("_redis") is self.client
-            and own.get("_key_prefix") == self.key_prefix
-            and own.get("_ttl") == self.ttl
-            and own.get("_closed") is False
-            and own.get("_session_key") == session_key
-            and own.get("_messages_key") == f"{session_key}:messages"
-            and own.get("_counter_key") == f"{session_key}:counter"
+        plain = not self._decodes and plain_redis_session(
+            session,
+            {
+                "_redis": self.client,
+                "_key_prefix": self.key_prefix,
+                "_ttl": self.ttl,
+                "_closed": False,
+                "_session_key": session_key,
+                "_messages_key": f"{session_key}:messages",
+                "_counter_key": f"{session_key}:counter",
+            },
         )
         return self._turn_io if plain else None
 
@@ -120,10 +124,8 @@ class RedisStore:
         try:
             await asyncio.wait_for(self.client.ping(), 5)
         except Exception as exc:
-            raise StoreError(
-                f"{self.name} is unreachable ({type(exc).__name__}: {scrub(str(exc), self._url)}); "
-                f"start Redis (see README) or fix --store / SESSION_STORE_URL{_escape_hint(self._url)}"
-            ) from None
+            line = describe_store_failure(exc, name=self.name, url=self._url, server="Redis")
+            raise StoreError(f"{line}{_escape_hint(self._url)}") from None
 
     def _last_agent_key(self, session_id: str) -> str:
         return self._turn_io.agent_key_prefix + self._checked(session_id)
