@@ -74,6 +74,7 @@ from multisessions import (
 )
 from multisessions.settings import ServeToken
 from multisessions.stores.urls import redact_url
+from multisessions.summaries import summaries_from
 from multisessions.web import (
     OneLineStartupErrors,
     RateLimiter,
@@ -173,6 +174,7 @@ def create_app(
         app.state.agents = support_agents()
         app.state.turns_at_once = asyncio.Semaphore(TURNS_AT_ONCE)
         app.state.run_config = RunConfig(model=model or resolve_model(None, config, announce=False))
+        app.state.summaries = summaries_from(config)  # SUMMARY_WINDOW: long conversations stay short
         try:
             yield
         finally:
@@ -259,7 +261,13 @@ async def post_message(name: str, request: Request, who: Caller) -> Response:
     session = store.open(session_id)
     try:
         async with request.app.state.turns_at_once:
-            result = await run_turn(agent, session, message, run_config=request.app.state.run_config)
+            result = await run_turn(
+                agent,
+                session,
+                message,
+                run_config=request.app.state.run_config,
+                summaries=request.app.state.summaries,
+            )
     except TurnFailed as failed:
         raise turn_failure(failed) from None
     finally:
@@ -294,7 +302,9 @@ async def streamed_turn(
     try:
         async with (
             request.app.state.turns_at_once,
-            stream_turn(agent, session, message, run_config=run_config) as result,
+            stream_turn(
+                agent, session, message, run_config=run_config, summaries=request.app.state.summaries
+            ) as result,
         ):
             async for event in result.stream_events():
                 if await request.is_disconnected():

@@ -30,6 +30,7 @@ from multisessions.inventory import format_listing, list_sessions
 from multisessions.items import history_lines, read_all
 from multisessions.naming import dated_session_id, feature_session_id, thread_session_id, user_session_id
 from multisessions.stores import SessionStore, close_session, driver_errors, scrub
+from multisessions.summaries import Summaries
 from multisessions.turns import stream_turn, why_it_failed
 
 
@@ -60,6 +61,7 @@ async def chat(
     tenant: str | None = None,
     stdin: TextIO | None = None,
     store_url: str | None = None,
+    summaries: Summaries | None = None,
 ) -> int:
     """Read messages from ``stdin`` until ``/quit`` or end of input; returns the exit code.
 
@@ -115,7 +117,7 @@ async def chat(
             else:
                 lines.answering = text
                 try:
-                    await _streamed_answer(agents_by_name[first_agent], session, text, run_config)
+                    await _streamed_answer(agents_by_name[first_agent], session, text, run_config, summaries)
                 except TurnFailed as exc:
                     where = getattr(store, "db_path", store.name)
                     outcome = "nothing was saved" if exc.saved is False else "it may have been saved"
@@ -146,14 +148,16 @@ async def chat(
         await close_session(session)
 
 
-async def _streamed_answer(agent: Agent[Any], session: Session, text: str, run_config: RunConfig) -> None:
+async def _streamed_answer(
+    agent: Agent[Any], session: Session, text: str, run_config: RunConfig, summaries: Summaries | None = None
+) -> None:
     """Print the answer as it streams, prefixed with the session and the agent that answers (the
     session's current agent, or the one a handoff leads to). A turn paused for a supervisor's
     approval prints what waits."""
     prefix = f"[{session.session_id}]"
     speaking: str | None = None
     current = agent.name
-    async with stream_turn(agent, session, text, run_config=run_config) as result:
+    async with stream_turn(agent, session, text, run_config=run_config, summaries=summaries) as result:
         async for event in result.stream_events():
             if isinstance(event, AgentUpdatedStreamEvent):
                 current = event.new_agent.name
