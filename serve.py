@@ -82,6 +82,7 @@ from multisessions.models import turn_deadline
 from multisessions.settings import ServeToken
 from multisessions.stores import refuse_encrypted
 from multisessions.stores.urls import redact_url
+from multisessions.summaries import summaries_from
 from multisessions.web import (
     MAX_JSON_DEPTH,
     HeaderTimeoutProtocol,
@@ -170,7 +171,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        config = load_settings() if settings is None else settings
+        config = load_settings(serving=True) if settings is None else settings
         if not config.serve_tokens:
             raise ConfigError(
                 "no SERVE_TOKENS: set SERVE_TOKENS=alice=TOKEN,bob=TOKEN (environment or .env), "
@@ -189,6 +190,7 @@ def create_app(
         app.state.turns_at_once = asyncio.Semaphore(TURNS_AT_ONCE)
         app.state.run_config = RunConfig(model=model or resolve_model(None, config, announce=False))
         app.state.turn_timeout = config.turn_timeout
+        app.state.summaries = summaries_from(config)  # SUMMARY_WINDOW: long conversations stay short
         if config.serve_api_docs and app.openapi_url is None:
             app.openapi_url, app.docs_url, app.redoc_url = "/openapi.json", "/docs", "/redoc"
             app.setup()  # adds just those three routes
@@ -283,7 +285,13 @@ async def post_message(name: str, request: Request, who: Caller) -> Response:
     try:
         async with request.app.state.turns_at_once:
             with turn_deadline(request.app.state.turn_timeout):  # the slot is held this long at most
-                result = await run_turn(agent, session, message, run_config=request.app.state.run_config)
+                result = await run_turn(
+                    agent,
+                    session,
+                    message,
+                    run_config=request.app.state.run_config,
+                    summaries=request.app.state.summaries,
+                )
     except TurnFailed as failed:
         raise turn_failure(failed) from None
     finally:
@@ -318,7 +326,14 @@ async def streamed_turn(
     try:
         async with (
             request.app.state.turns_at_once,
-            stream_turn_within(request.app.state.turn_timeout, agent, session, message, run_config) as result,
+            stream_turn_within(
+                request.app.state.turn_timeout,
+                agent,
+                session,
+                message,
+                run_config=run_config,
+                summaries=request.app.state.summaries,
+            ) as result,
         ):
             async for event in result.stream_events():
                 if await request.is_disconnected():
@@ -391,11 +406,11 @@ def turn_failure(failed: TurnFailed) -> HTTPException:
 
 @asynccontextmanager
 async def stream_turn_within(
-    seconds: float, agent: Agent[Any], session: Any, message: str, run_config: RunConfig
+    seconds: float, agent: Agent[Any], session: Any, message: str, **kwargs: Any
 ) -> AsyncIterator[Any]:
     """``stream_turn`` with its model calls ending within ``seconds`` (``turn_deadline``)."""
     with turn_deadline(seconds):
-        async with stream_turn(agent, session, message, run_config=run_config) as result:
+        async with stream_turn(agent, session, message, **kwargs) as result:
             yield result
 
 
@@ -455,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--store", help="redis://... or postgresql://... (default: SESSION_STORE_URL)")
     args = parser.parse_args(argv)
     try:
-        settings = load_settings()
+        settings = load_settings(serving=True)
     except MultiSessionsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -207,6 +207,8 @@ class _Conversation:
     """What the model was sent, sorted into the parts the rules need."""
 
     user_texts: list[str] = field(default_factory=list)
+    system_texts: list[str] = field(default_factory=list)
+    """System messages in the input (a summary of older items, say)."""
     last_user_text: str = ""
     handed_off_this_turn: bool = False
     tool_called_this_turn: bool = False
@@ -222,7 +224,9 @@ class _Conversation:
         for item in input:
             if not isinstance(item, dict):
                 continue
-            if item.get("role") == "user":
+            if item.get("role") in ("system", "developer"):
+                conv.system_texts.append(message_text(item))
+            elif item.get("role") == "user":
                 text = message_text(item)
                 conv.user_texts.append(text)
                 conv.last_user_text = text
@@ -309,6 +313,8 @@ class OfflineModel(Model):
         system_instructions: str | None = None,
     ) -> list[Any]:
         conv = _Conversation.from_input(input)
+        if "summarize the conversation" in (system_instructions or "").lower():
+            return [_message(input, summarize(conv.last_user_text))]
         if handoffs and not conv.handed_off_this_turn:
             target = choose_handoff(conv.last_user_text, handoffs)
             if target is not None:
@@ -327,17 +333,9 @@ class OfflineModel(Model):
             tool, output = conv.tool_output_this_turn
             text = f"{tool}: {output}"
         else:
-            memory = remembered_facts(system_instructions or "")
+            memory = remembered_facts("\n".join([system_instructions or "", *conv.system_texts]))
             text = answer(conv.user_texts[:-1], conv.last_user_text, memory)
-        return [
-            ResponseOutputMessage(
-                id=_digest(input, "msg"),
-                type="message",
-                role="assistant",
-                status="completed",
-                content=[ResponseOutputText(type="output_text", text=text, annotations=[])],
-            )
-        ]
+        return [_message(input, text)]
 
 
 # Word by word, keeping each word's trailing space, so the deltas join back to the exact text.
@@ -577,12 +575,28 @@ def facts_to_remember(text: str, tools: list[Any]) -> dict[str, str]:
     return {kind: value for kind, value in _read(text).facts if kind in _USER_FACTS}
 
 
-def remembered_facts(instructions: str) -> dict[str, str]:
-    """The facts listed in the instructions' memory section (after a line about this user)."""
-    heading = instructions.find("about this user")
-    if heading < 0:
-        return {}
-    return {fact: value.strip() for fact, value in _MEMORY_LINE.findall(instructions[heading:])}
+def remembered_facts(text: str) -> dict[str, str]:
+    """The facts listed as ``- fact: value`` lines (a user's memory, a summary), known kinds only."""
+    return {fact: value.strip() for fact, value in _MEMORY_LINE.findall(text) if fact in _LABELS}
+
+
+def summarize(transcript: str) -> str:
+    """A summary as ``- fact: value`` lines: the earlier summary's facts, then what the user said
+    in the transcript (``user: ...`` lines), a later statement replacing an earlier one."""
+    facts = remembered_facts(transcript)
+    said = [line[len("user: ") :] for line in transcript.splitlines() if line.startswith("user: ")]
+    facts.update(extract_facts(said))
+    return "\n".join(f"- {fact}: {value}" for fact, value in facts.items()) or "- nothing: no facts yet"
+
+
+def _message(input: Any, text: str) -> ResponseOutputMessage:
+    return ResponseOutputMessage(
+        id=_digest(input, "msg"),
+        type="message",
+        role="assistant",
+        status="completed",
+        content=[ResponseOutputText(type="output_text", text=text, annotations=[])],
+    )
 
 
 def _digest(input: Any, prefix: str) -> str:

@@ -25,6 +25,7 @@ from multisessions.stores.base import (
     KEEP,
     SessionInfo,
     SessionStore,
+    Summary,
     TurnIO,
     TurnStart,
     TurnWrite,
@@ -47,6 +48,7 @@ from multisessions.stores.urls import redact_url, scrub
 __all__ = [
     "DEFAULT_DB",
     "KEEP",
+    "Summary",
     "TurnWrite",
     "commit_outcome_unknown",
     "driver_errors",

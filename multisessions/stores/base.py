@@ -75,10 +75,20 @@ class TurnWrite:
     pending: Any = KEEP
     memory: dict[str, str] = field(default_factory=dict)
     """Facts to remember for the session's user (new or replacing a fact of the same name)."""
+    summary: Summary | None = None
+    """A new summary of the session's older items (None: unchanged)."""
 
     @property
     def changes_pending(self) -> bool:
         return self.pending is not KEEP
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What the session's first ``covered`` items said, folded into ``text`` (the items stay stored)."""
+
+    text: str
+    covered: int
 
 
 class TurnIO(LeaseBackend, Protocol):
@@ -162,6 +172,14 @@ class SessionStore(Protocol):
 
     async def load_memory(self, scope: str) -> dict[str, str]:
         """The facts remembered for ``scope`` (a tenant and user: ``naming.user_scope``), by name."""
+        ...
+
+    async def summary_state(self, session_id: str) -> tuple[Summary | None, int]:
+        """The session's summary, if any, and how many items it holds (one read)."""
+        ...
+
+    async def save_summary(self, session_id: str, summary: Summary) -> None:
+        """Keep a summary outside a turn (turns write theirs in their own write)."""
         ...
 
     async def save_memory(self, scope: str, facts: dict[str, str]) -> None:

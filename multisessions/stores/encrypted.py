@@ -18,7 +18,6 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from dataclasses import replace
-from functools import partial
 from typing import Any
 
 from agents.memory import Session
@@ -26,7 +25,16 @@ from agents.memory import Session
 from multisessions.errors import ConfigError, StoreError, WrongKey
 from multisessions.locks import LeaseBackend
 from multisessions.naming import memory_scope, scope_parts, tenant_label
-from multisessions.stores.base import SessionInfo, SessionStore, TurnIO, TurnStart, TurnWrite, remember_store
+from multisessions.sdk_private import encrypted_envelopes
+from multisessions.stores.base import (
+    SessionInfo,
+    SessionStore,
+    Summary,
+    TurnIO,
+    TurnStart,
+    TurnWrite,
+    remember_store,
+)
 
 try:
     from agents.extensions.memory import EncryptedSession
@@ -143,10 +151,10 @@ class EncryptedStore:
         for a session this store opened: a turn's items, agent and paused turn land in one write."""
         if EncryptedSession is None or type(session) is not CheckedSession:
             return None
-        wrap, unwrap = getattr(session, "_wrap", None), getattr(EncryptedSession, "_unwrap", None)
-        if not callable(wrap) or not callable(unwrap):
+        envelopes = encrypted_envelopes(session)
+        if envelopes is None:
             return None  # an SDK without these: turns take the session's own writes
-        unwrap = partial(unwrap, session)  # the SDK's own: None for what it cannot decrypt
+        wrap, unwrap = envelopes
         inner = self.store.turn_io(session.underlying_session)
         if inner is None:
             return None
@@ -232,6 +240,16 @@ class EncryptedStore:
     async def forget_memory(self, scope: str) -> int:
         return await self.store.forget_memory(scope)
 
+    async def summary_state(self, session_id: str) -> tuple[Summary | None, int]:
+        sealed, count = await self.store.summary_state(session_id)
+        if sealed is None:
+            return None, count
+        return Summary(open_text(self._fernet(session_id), sealed.text, session_id), sealed.covered), count
+
+    async def save_summary(self, session_id: str, summary: Summary) -> None:
+        sealed = self._fernet(session_id).encrypt(summary.text.encode("utf-8")).decode("ascii")
+        await self.store.save_summary(session_id, Summary(sealed, summary.covered))
+
     async def memory_scopes(self) -> dict[str, int]:
         return await self.store.memory_scopes()
 
@@ -283,7 +301,11 @@ class EncryptedTurnIO:
         start = await self.inner.begin(session_id, owner, seconds, limit)
         if start is None:
             return None
-        history = [self._unwrap(item) for item in start.history]
+        try:  # a CheckedSession's unwrap raises WrongKey itself; the SDK's returns None
+            history = [self._unwrap(item) for item in start.history]
+        except WrongKey:
+            await self.inner.release(session_id, owner)
+            raise
         if any(item is None for item in history):
             await self.inner.release(session_id, owner)
             raise wrong_key(session_id)
@@ -303,7 +325,12 @@ class EncryptedTurnIO:
         memory = write.memory
         if memory and self._memory_fernet is not None:
             memory = seal_memory(self._memory_fernet, memory)
-        sealed = TurnWrite([self._wrap(item) for item in write.items], write.agent, pending, memory)
+        summary = write.summary
+        if summary is not None:
+            summary = Summary(
+                self._fernet.encrypt(summary.text.encode("utf-8")).decode("ascii"), summary.covered
+            )
+        sealed = TurnWrite([self._wrap(item) for item in write.items], write.agent, pending, memory, summary)
         return await self.inner.commit(session_id, owner, sealed)
 
 
@@ -319,5 +346,16 @@ def open_memory(fernet: Any, sealed: dict[str, str], whose: str) -> dict[str, st
     except (InvalidToken, UnicodeError, ValueError):
         raise StoreError(
             f"the memory of {whose!r} cannot be decrypted with this SESSION_ENCRYPTION_KEY; "
+            "use the key it was written with"
+        ) from None
+
+
+def open_text(fernet: Any, token: str, whose: str) -> str:
+    """Text encrypted with ``fernet``; ``StoreError`` (one line) if this key cannot read it."""
+    try:
+        return str(fernet.decrypt(token.encode("ascii")).decode("utf-8"))
+    except (InvalidToken, UnicodeError, ValueError):
+        raise StoreError(
+            f"{whose!r} holds data this SESSION_ENCRYPTION_KEY cannot decrypt; "
             "use the key it was written with"
         ) from None

@@ -40,6 +40,7 @@ from multisessions.stores.sqlite_turns import (
     MESSAGES_TABLE,
     PENDING_TABLE,
     SESSIONS_TABLE,
+    SUMMARIES_TABLE,
 )
 
 BEGIN = "multisessions_turn_begin_many_v3"
@@ -53,6 +54,11 @@ CREATE_MEMORY_TABLE_SQL = (
     "value TEXT NOT NULL, updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (scope, fact))"
 )
 """Each user's memory (facts by tenant-and-user scope), as SQLStore and the short path create it."""
+CREATE_SUMMARIES_TABLE_SQL = (
+    f"CREATE TABLE IF NOT EXISTS {SUMMARIES_TABLE} (session_id VARCHAR PRIMARY KEY, summary TEXT NOT NULL, "
+    "covered INTEGER NOT NULL, updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
+)
+"""Each session's summary of its older items."""
 
 # Versioned names: a later change to these functions gets new names instead of replacing the
 # ones processes of this version still call. The setup runs under SETUP_LOCK: two processes
@@ -64,6 +70,7 @@ _SETUP = [
     f"CREATE TABLE IF NOT EXISTS {LEASES_TABLE} (session_id VARCHAR PRIMARY KEY, "
     "owner VARCHAR NOT NULL, expires TIMESTAMPTZ NOT NULL)",
     CREATE_MEMORY_TABLE_SQL,
+    CREATE_SUMMARIES_TABLE_SQL,
     # For each turn: take the lease and, if taken, read the paused flag and the newest ``limit``
     # items (all: NULL). The lease goes first, so a busy session costs one insert. A transaction
     # that only takes leases commits asynchronously (synchronous_commit off, this transaction
@@ -120,7 +127,8 @@ END $$""",
     f"""
 CREATE OR REPLACE FUNCTION {COMMIT}(
     p_session_ids VARCHAR[], p_owners VARCHAR[], p_counts INTEGER[], p_items TEXT[],
-    p_agents VARCHAR[], p_pending_ops VARCHAR[], p_pending TEXT[], p_scopes VARCHAR[], p_memory TEXT[])
+    p_agents VARCHAR[], p_pending_ops VARCHAR[], p_pending TEXT[], p_scopes VARCHAR[], p_memory TEXT[],
+    p_summaries TEXT[], p_covered INTEGER[])
 RETURNS BOOLEAN[] LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     i INTEGER;
@@ -156,6 +164,12 @@ BEGIN
             SELECT p_scopes[i], f.key, f.value FROM json_each_text(p_memory[i]::json) AS f
             ON CONFLICT (scope, fact) DO UPDATE SET value = excluded.value, updated_at = CURRENT_TIMESTAMP;
         END IF;
+        IF p_summaries[i] IS NOT NULL THEN
+            INSERT INTO {SUMMARIES_TABLE} AS m (session_id, summary, covered)
+            VALUES (p_session_ids[i], p_summaries[i], p_covered[i])
+            ON CONFLICT (session_id) DO UPDATE SET summary = excluded.summary, covered = excluded.covered,
+                updated_at = CURRENT_TIMESTAMP;
+        END IF;
         IF p_pending_ops[i] <> 'keep' THEN
             DELETE FROM {PENDING_TABLE} WHERE session_id = p_session_ids[i];
             IF p_pending_ops[i] = 'set' THEN
@@ -180,12 +194,14 @@ _RENEW = (
 )
 _RELEASE = f"DELETE FROM {LEASES_TABLE} WHERE session_id = $1 AND owner = $2"
 _BEGIN_CALL = f"SELECT turn, taken, paused, items, agent, memory FROM {BEGIN}($1, $2, $3, $4, $5)"
-_COMMIT_CALL = f"SELECT {COMMIT}($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+_COMMIT_CALL = f"SELECT {COMMIT}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 
 _Begin = tuple[str, str, float, int | None]  # session id, owner, lease seconds, limit
-_Commit = tuple[str, str, list[str], str | None, str, str | None, str | None, str | None]
+_Commit = tuple[
+    str, str, list[str], str | None, str, str | None, str | None, str | None, str | None, int | None
+]
 """Session id, owner, the items as stored, the current agent, the paused-turn step and record,
-the memory scope and the facts to remember (JSON)."""
+the memory scope and the facts to remember (JSON), the new summary and the items it covers."""
 _Started = tuple[bool, bool, list[str], str | None, dict[str, str]]
 """Taken, paused, the stored items, the current agent, the user's memory."""
 
@@ -283,8 +299,10 @@ class PostgresTurns:
         scope = memory_scope(session_id)
         facts = json.dumps(write.memory) if write.memory and scope is not None else None
         with store_failures(self._name, self._url, "saving a turn"):
+            summary = write.summary
+            text, covered = (summary.text, summary.covered) if summary is not None else (None, None)
             return await self._commits.call(
-                (session_id, owner, payload, write.agent, step, record, scope, facts)
+                (session_id, owner, payload, write.agent, step, record, scope, facts, text, covered)
             )
 
     async def _begin_many(self, turns: list[_Begin]) -> list[_Started]:
@@ -307,11 +325,22 @@ class PostgresTurns:
         pool = await self._connection_pool()
         items = [item for turn in turns for item in turn[2]]
         counts = [len(turn[2]) for turn in turns]
-        ids, owners, agents, steps, records, scopes, facts = (
-            [turn[k] for turn in turns] for k in (0, 1, 3, 4, 5, 6, 7)
+        ids, owners, agents, steps, records, scopes, facts, summaries, covered = (
+            [turn[k] for turn in turns] for k in (0, 1, 3, 4, 5, 6, 7, 8, 9)
         )
         saved = await pool.fetchval(
-            _COMMIT_CALL, ids, owners, counts, items, agents, steps, records, scopes, facts
+            _COMMIT_CALL,
+            ids,
+            owners,
+            counts,
+            items,
+            agents,
+            steps,
+            records,
+            scopes,
+            facts,
+            summaries,
+            covered,
         )
         return [bool(ok) for ok in saved]
 

@@ -18,7 +18,9 @@ from urllib.parse import parse_qsl, urlsplit
 from agents.memory import Session
 
 from multisessions.errors import ConfigError, StoreError
-from multisessions.stores.base import SessionInfo, TurnIO, remember_store, store_failures
+from multisessions.sdk_private import plain_redis_session
+from multisessions.stores.base import SessionInfo, Summary, TurnIO, remember_store, store_failures
+from multisessions.stores.diagnose import describe_store_failure
 from multisessions.stores.leases import RedisLeases
 from multisessions.stores.redis_turns import RedisTurnIO, memory_key
 from multisessions.stores.urls import INSTALL_HINT, redact_url, scrub, split_options
@@ -139,15 +141,17 @@ class RedisStore:
         except StoreError:
             return None
         session_key = f"{self.key_prefix}:{session_id}"
-        plain = (
-            not self._decodes
-            and own.get("_redis") is self.client
-            and own.get("_key_prefix") == self.key_prefix
-            and own.get("_ttl") == self.ttl
-            and own.get("_closed") is False
-            and own.get("_session_key") == session_key
-            and own.get("_messages_key") == f"{session_key}:messages"
-            and own.get("_counter_key") == f"{session_key}:counter"
+        plain = not self._decodes and plain_redis_session(
+            session,
+            {
+                "_redis": self.client,
+                "_key_prefix": self.key_prefix,
+                "_ttl": self.ttl,
+                "_closed": False,
+                "_session_key": session_key,
+                "_messages_key": f"{session_key}:messages",
+                "_counter_key": f"{session_key}:counter",
+            },
         )
         return self._turn_io if plain else None
 
@@ -156,15 +160,8 @@ class RedisStore:
         try:
             await asyncio.wait_for(self.client.ping(), 5)
         except Exception as exc:
-            if "DB index is out of range" in str(exc):
-                raise ConfigError(
-                    f"{self.name}: the server has no such database (DB index is out of range); "
-                    "use one it has (most have 0-15) in --store / SESSION_STORE_URL"
-                ) from None
-            raise StoreError(
-                f"{self.name} is unreachable ({type(exc).__name__}: {scrub(str(exc), self._url)}); "
-                f"start Redis (see README) or fix --store / SESSION_STORE_URL{_escape_hint(self._url)}"
-            ) from None
+            line = describe_store_failure(exc, name=self.name, url=self._url, server="Redis")
+            raise StoreError(f"{line}{_escape_hint(self._url)}") from None
 
     def _last_agent_key(self, session_id: str) -> str:
         return self._turn_io.agent_key_prefix + self._checked(session_id)
@@ -195,7 +192,11 @@ class RedisStore:
         with store_failures(self.name, self._url, f"deleting {session_id!r}"):
             removed = await self.client.llen(f"{self.key_prefix}:{session_id}:messages")
             await session.clear_session()
-            await self.client.delete(self._last_agent_key(session_id), self._turn_io.receipt_key(session_id))
+            await self.client.delete(
+                self._last_agent_key(session_id),
+                self._turn_io.receipt_key(session_id),
+                self._turn_io.summary_key(session_id),
+            )
             await self.client.hdel(self._pending_key(), session_id)
         return int(removed)
 
@@ -253,6 +254,25 @@ class RedisStore:
                 if bytes(k).decode().startswith(prefix)
             ]
             return int(await self.client.hdel(self._effects_key(), *keys)) if keys else 0
+
+    async def summary_state(self, session_id: str) -> tuple[Summary | None, int]:
+        """The session's summary, if any, and how many items it holds (one pipeline)."""
+        with store_failures(self.name, self._url, "reading a summary"):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hgetall(self._turn_io.summary_key(self._checked(session_id)))
+            pipe.llen(f"{self.key_prefix}:{session_id}:messages")
+            found, count = await pipe.execute()
+        if not found:
+            return None, int(count)
+        return Summary(bytes(found[b"text"]).decode(), int(found[b"covered"])), int(count)
+
+    async def save_summary(self, session_id: str, summary: Summary) -> None:
+        """Keep ``summary`` for the session (outside a turn)."""
+        with store_failures(self.name, self._url, "saving a summary"):
+            await self.client.hset(
+                self._turn_io.summary_key(self._checked(session_id)),
+                mapping={"text": summary.text, "covered": summary.covered},
+            )
 
     async def load_memory(self, scope: str) -> dict[str, str]:
         """The facts remembered for ``scope``, by name."""

@@ -53,11 +53,12 @@ return {paused, table.concat(framed), readable, agent, memory}
 """
 
 # KEYS: lease, session hash, messages, counter (the SDK's three, in its order), commit receipt,
-# the current agent, the paused turns (a hash by session id), the user's memory.
+# the current agent, the paused turns (a hash by session id), the user's memory, the summary.
 # ARGV: owner, session id, now in seconds ('' with a ttl: the server's clock, as the SDK reads
 # it then), ttl in seconds ('' for none), the current agent ('' leaves it), what to do with the
 # paused turn ('keep', 'drop' or 'set'), its new record, the facts to remember (fact, value...
-# as a JSON list, '' for none), then the serialized items.
+# as a JSON list, '' for none), the new summary ('' for none) and the count it covers, then the
+# serialized items.
 # The checks, the writes and their order are those of RedisSession._mutate_items for an append;
 # the agent and the paused turn are written in the same script, so the turn lands whole or not.
 # The receipt (the owner, for a minute) answers a commit redis-py resends after losing its reply
@@ -88,10 +89,10 @@ if ARGV[4] ~= '' then
   expire_at = string.format('%.0f',
     tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) + tonumber(ARGV[4]) * 1000)
 end
-if #ARGV >= 9 then
+if #ARGV >= 11 then
   redis.call('hset', KEYS[2], 'session_id', ARGV[2])
   redis.call('hsetnx', KEYS[2], 'created_at', now)
-  for first = 9, #ARGV, 1000 do
+  for first = 11, #ARGV, 1000 do
     redis.call('rpush', KEYS[3], unpack(ARGV, first, math.min(first + 999, #ARGV)))
   end
   redis.call('hset', KEYS[2], 'updated_at', now)
@@ -105,6 +106,10 @@ if ARGV[5] ~= '' then
 end
 if ARGV[8] ~= '' then
   redis.call('hset', KEYS[8], unpack(cjson.decode(ARGV[8])))
+end
+if ARGV[9] ~= '' then
+  redis.call('hset', KEYS[9], 'text', ARGV[9], 'covered', ARGV[10])
+  if expire_at then redis.call('pexpireat', KEYS[9], expire_at) end
 end
 if ARGV[6] == 'drop' then
   redis.call('hdel', KEYS[7], ARGV[2])
@@ -154,6 +159,10 @@ class RedisTurnIO(RedisLeases):
         """The hash of facts remembered for the session's user (our namespace: ``<prefix>/memory/``);
         an id naming no user gets a key nothing ever writes."""
         return memory_key(self.key_prefix, memory_scope(session_id) or "")
+
+    def summary_key(self, session_id: str) -> str:
+        """The session's summary of its older items: a hash (text, covered) in our namespace."""
+        return f"{self.key_prefix}/summary/{session_id}"
 
     def receipt_key(self, session_id: str) -> str:
         """Where a commit leaves its owner for a minute (our namespace, like the lease's)."""
@@ -205,6 +214,7 @@ class RedisTurnIO(RedisLeases):
             self.agent_key_prefix + session_id,
             self.pending_key,
             self.memory_key(session_id),
+            self.summary_key(session_id),
         ]
         # Without a ttl the SDK stamps the time with this machine's clock, with one the server's.
         now = "" if self.ttl is not None else str(int(time.time()))
@@ -215,7 +225,9 @@ class RedisTurnIO(RedisLeases):
         scope = memory_scope(session_id)
         facts = [part for pair in write.memory.items() for part in pair] if scope is not None else []
         memory = json.dumps(facts) if facts else ""
-        args = [owner, session_id, now, ttl, write.agent or "", pending, record, memory, *serialized]
+        summary = write.summary
+        folded = [summary.text, str(summary.covered)] if summary is not None else ["", ""]
+        args = [owner, session_id, now, ttl, write.agent or "", pending, record, memory, *folded, *serialized]
         return bool(await self._calls.call((self._commit, keys, args)))
 
     async def _send(self, calls: list[_ScriptCall]) -> list[Any]:

@@ -23,19 +23,22 @@ from agents import SQLiteSession
 from agents.memory import Session, SessionSettings
 
 from multisessions.errors import StoreError
-from multisessions.stores.base import SessionInfo, TurnIO
+from multisessions.stores.base import SessionInfo, Summary, TurnIO
 from multisessions.stores.sqlite_turns import (
     CREATE_EFFECTS_TABLE,
     CREATE_LAST_AGENT_TABLE,
     CREATE_MEMORY_TABLE,
     CREATE_PENDING_TABLE,
+    CREATE_SUMMARIES_TABLE,
     EFFECTS_TABLE,
     LAST_AGENT_TABLE,
     MEMORY_TABLE,
     MESSAGES_TABLE,
     PENDING_TABLE,
     SESSIONS_TABLE,
+    SUMMARIES_TABLE,
     UPSERT_MEMORY,
+    UPSERT_SUMMARY,
     SQLiteTurns,
 )
 
@@ -216,6 +219,7 @@ class SQLiteStore:
         conn.execute(CREATE_LAST_AGENT_TABLE)
         conn.execute(CREATE_PENDING_TABLE)
         conn.execute(CREATE_MEMORY_TABLE)
+        conn.execute(CREATE_SUMMARIES_TABLE)
         return conn
 
     async def list_sessions(self) -> list[SessionInfo]:
@@ -242,6 +246,7 @@ class SQLiteStore:
             with closing(self._connect()) as conn, conn:
                 conn.execute(f"DELETE FROM {LAST_AGENT_TABLE} WHERE session_id = ?", (session_id,))
                 conn.execute(f"DELETE FROM {PENDING_TABLE} WHERE session_id = ?", (session_id,))
+                conn.execute(f"DELETE FROM {SUMMARIES_TABLE} WHERE session_id = ?", (session_id,))
                 return (
                     int(
                         conn.execute(
@@ -290,6 +295,7 @@ class SQLiteStore:
         def write() -> None:
             with closing(self._connect()) as conn, conn:
                 conn.execute(f"DELETE FROM {PENDING_TABLE} WHERE session_id = ?", (session_id,))
+                conn.execute(f"DELETE FROM {SUMMARIES_TABLE} WHERE session_id = ?", (session_id,))
                 if state is not None:
                     conn.execute(
                         f"INSERT INTO {PENDING_TABLE} (session_id, state) VALUES (?, ?)", (session_id, state)
@@ -367,6 +373,39 @@ class SQLiteStore:
                 )
 
         return await asyncio.to_thread(delete)
+
+    async def summary_state(self, session_id: str) -> tuple[Summary | None, int]:
+        """The session's summary, if any, and how many items it holds."""
+
+        def read() -> tuple[Summary | None, int]:
+            if not self.db_path.exists():
+                return None, 0
+            with closing(connect_read_only(self.db_path)) as conn:
+                summary = None
+                if _has_table(conn, SUMMARIES_TABLE):
+                    row = conn.execute(
+                        f"SELECT summary, covered FROM {SUMMARIES_TABLE} WHERE session_id = ?", (session_id,)
+                    ).fetchone()
+                    summary = None if row is None else Summary(str(row[0]), int(row[1]))
+                count = 0
+                if _has_table(conn, MESSAGES_TABLE):
+                    count = int(
+                        conn.execute(
+                            f"SELECT count(*) FROM {MESSAGES_TABLE} WHERE session_id = ?", (session_id,)
+                        ).fetchone()[0]
+                    )
+                return summary, count
+
+        return await asyncio.to_thread(read)
+
+    async def save_summary(self, session_id: str, summary: Summary) -> None:
+        """Keep ``summary`` for the session (outside a turn)."""
+
+        def write() -> None:
+            with closing(self._connect()) as conn, conn:
+                conn.execute(UPSERT_SUMMARY, (session_id, summary.text, summary.covered))
+
+        await asyncio.to_thread(write)
 
     async def load_memory(self, scope: str) -> dict[str, str]:
         """The facts remembered for ``scope`` (a tenant and user: ``naming.user_scope``), by name."""

@@ -27,13 +27,14 @@ from agents import SQLiteSession
 
 from multisessions.locks import LEASE_SECONDS
 from multisessions.naming import memory_scope
-from multisessions.stores.base import KEEP, TurnStart, TurnWrite
+from multisessions.stores.base import KEEP, Summary, TurnStart, TurnWrite
 from multisessions.stores.leases import LEASES_TABLE
 
 PENDING_TABLE = "agent_session_pending"
 LAST_AGENT_TABLE = "agent_session_last_agent"
 EFFECTS_TABLE = "multisessions_effects"
 MEMORY_TABLE = "multisessions_memory"
+SUMMARIES_TABLE = "multisessions_summaries"
 SESSIONS_TABLE = "agent_sessions"
 MESSAGES_TABLE = "agent_messages"
 CREATE_PENDING_TABLE = (
@@ -56,6 +57,15 @@ CREATE_MEMORY_TABLE = (
     "value TEXT NOT NULL, updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (scope, fact))"
 )
 """What a user's conversations share: facts by (tenant and user) scope (``naming.memory_scope``)."""
+CREATE_SUMMARIES_TABLE = (
+    f"CREATE TABLE IF NOT EXISTS {SUMMARIES_TABLE} (session_id TEXT PRIMARY KEY, summary TEXT NOT NULL, "
+    "covered INTEGER NOT NULL, updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
+)
+"""Each session's summary of its older items (the items themselves stay in the SDK's table)."""
+UPSERT_SUMMARY = (
+    f"INSERT INTO {SUMMARIES_TABLE} (session_id, summary, covered) VALUES (?, ?, ?) ON CONFLICT(session_id) "
+    "DO UPDATE SET summary = excluded.summary, covered = excluded.covered, updated_at = CURRENT_TIMESTAMP"
+)
 UPSERT_MEMORY = (
     f"INSERT INTO {MEMORY_TABLE} (scope, fact, value) VALUES (?, ?, ?) ON CONFLICT(scope, fact) "
     "DO UPDATE SET value = excluded.value, updated_at = CURRENT_TIMESTAMP"
@@ -110,6 +120,7 @@ class SQLiteTurns:
         conn.execute(CREATE_PENDING_TABLE)
         conn.execute(CREATE_LAST_AGENT_TABLE)
         conn.execute(CREATE_MEMORY_TABLE)
+        conn.execute(CREATE_SUMMARIES_TABLE)
         return conn
 
     async def try_acquire(self, session_id: str, owner: str, seconds: float) -> bool:
@@ -177,7 +188,17 @@ class SQLiteTurns:
         done: asyncio.Future[bool] = loop.create_future()
         with self._queue_guard:
             self._queued.append(
-                _Commit(session_id, owner, rows, write.agent, write.pending, dict(write.memory), done, loop)
+                _Commit(
+                    session_id,
+                    owner,
+                    rows,
+                    write.agent,
+                    write.pending,
+                    dict(write.memory),
+                    write.summary,
+                    done,
+                    loop,
+                )
             )
         await self._call(self._write_queued)  # writes ours, unless an earlier call took it along
         return await done
@@ -239,6 +260,7 @@ class _Commit:
     agent: str | None
     pending: Any
     memory: dict[str, str]
+    summary: Summary | None
     done: asyncio.Future[bool]
     loop: asyncio.AbstractEventLoop
 
@@ -268,6 +290,8 @@ def _write_turn(conn: sqlite3.Connection, turn: _Commit) -> bool:
     scope = memory_scope(turn.session_id)
     if turn.memory and scope is not None:
         conn.executemany(UPSERT_MEMORY, [(scope, fact, value) for fact, value in turn.memory.items()])
+    if turn.summary is not None:
+        conn.execute(UPSERT_SUMMARY, (turn.session_id, turn.summary.text, turn.summary.covered))
     if turn.pending is not KEEP:
         conn.execute(f"DELETE FROM {PENDING_TABLE} WHERE session_id = ?", (turn.session_id,))
         if turn.pending is not None:
