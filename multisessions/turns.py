@@ -388,10 +388,7 @@ async def run_turn(
     async with _turn_on(session, store, io, limit) as lease:
         turn = PendingTurn(session, lease.start)
         try:
-            await _refuse_if_waiting(session, store, lease.start)
-            agent = await _current_agent(starting_agent, session, store, lease.start)
-            await _load_memory(turn, store, lease.start)
-            await _load_summary(turn, store, summaries)
+            agent = await _where_it_stands(turn, starting_agent, store, summaries)
             by_hand = await _input_by_hand(agent, turn, user_input, limit, runner_kwargs)
             with _running(turn):
                 if by_hand is not None:  # the SDK's session bookkeeping skipped: same input, same items
@@ -507,6 +504,19 @@ async def _current_agent(
     return found
 
 
+async def _where_it_stands(
+    turn: PendingTurn, starting_agent: Agent[Any], store: SessionStore | None, summaries: Summaries | None
+) -> Agent[Any]:
+    """Where the session stands as the turn starts: no paused turn waiting, its current agent
+    (returned, and kept as ``turn.agent``), its user's memory and, with summaries, its summary."""
+    start = turn.start
+    await _refuse_if_waiting(turn.session, store, start)
+    turn.current_agent = await _current_agent(starting_agent, turn.session, store, start)
+    await _load_memory(turn, store, start)
+    await _load_summary(turn, store, summaries)
+    return turn.current_agent
+
+
 async def _load_summary(turn: PendingTurn, store: SessionStore | None, settings: Summaries | None) -> None:
     """With summaries: the session's summary and size, and the window its turns send."""
     if settings is None:
@@ -608,13 +618,9 @@ async def one_turn(
     async with _turn_on(session, store, io, limit) as lease:
         turn = PendingTurn(session, lease.start)
         try:
-            await _refuse_if_waiting(session, store, lease.start)
-            agent = await _current_agent(starting_agent, session, store, lease.start)
-            await _load_memory(turn, store, lease.start)
-            await _load_summary(turn, store, summaries)
+            agent = await _where_it_stands(turn, starting_agent, store, summaries)
         except Exception as exc:
             raise TurnFailed(session.session_id, exc) from exc
-        turn.current_agent = agent
 
         async def finish(result: RunResult | RunResultStreaming) -> None:
             await _fold_if_due(turn, summaries, result, {})
@@ -807,10 +813,7 @@ async def stream_turn(
     async with _turn_on(session, store, io, limit) as lease:
         turn = PendingTurn(session, lease.start)
         try:
-            await _refuse_if_waiting(session, store, lease.start)
-            agent = await _current_agent(starting_agent, session, store, lease.start)
-            await _load_memory(turn, store, lease.start)
-            await _load_summary(turn, store, summaries)
+            agent = await _where_it_stands(turn, starting_agent, store, summaries)
             by_hand = await _input_by_hand(agent, turn, user_input, limit, runner_kwargs)  # as in run_turn
         except Exception as exc:
             raise TurnFailed(session.session_id, exc) from exc
