@@ -46,7 +46,7 @@ from multisessions.approvals import PausedTurn, paused_turn
 from multisessions.direct import can_pass_history, history_limit, model_input, turn_items
 from multisessions.errors import AwaitingApproval, MultiSessionsError, StoreError, TurnFailed
 from multisessions.failures import describe_failure
-from multisessions.locks import Lease, hold_session
+from multisessions.locks import DEFAULT_ON_BUSY, Lease, OnBusy, check_on_busy, hold_session
 from multisessions.locks import held_locks as held_locks  # re-exported for callers and tests
 from multisessions.stores import (
     SessionStore,
@@ -308,18 +308,29 @@ async def _run_compaction(
         wrapper._session_compaction_is_automatic = False  # type: ignore[attr-defined]
 
 
-async def run_turn(agent: Agent[Any], session: Session, user_input: str, **runner_kwargs: Any) -> RunResult:
+async def run_turn(
+    agent: Agent[Any],
+    session: Session,
+    user_input: str,
+    *,
+    on_busy: OnBusy = DEFAULT_ON_BUSY,
+    on_wait: Callable[[str], object] | None = None,
+    **runner_kwargs: Any,
+) -> RunResult:
     """Run one turn on ``session``: never two at once on one session id, all or nothing.
 
     The turn's items reach the store only if the whole turn succeeds; a failed or cancelled
     turn leaves the session exactly as it was and raises ``TurnFailed`` (or the cancellation).
     An empty, over-long or non-text message raises ``ValueError`` before anything runs.
+    If another turn holds the session: ``on_busy="wait"`` (the default) queues behind it
+    (``on_wait`` gets one line saying so), ``"reject"`` fails at once (``TurnFailed`` caused by
+    ``SessionBusy``), ``"interrupt"`` stops it (its caller gets ``TurnInterrupted``) and runs this one.
     """
     user_input = check_message(user_input)
     store = store_of(session)
     io = _turn_io(session, store)
     limit = history_limit(session, runner_kwargs)
-    async with _turn_on(session, store, io, limit) as lease:
+    async with _turn_on(session, store, io, limit, on_busy=on_busy, on_wait=on_wait) as lease:
         turn = PendingTurn(session, lease.start)
         try:
             await _refuse_if_waiting(session, store, lease.start)
@@ -342,6 +353,8 @@ async def resume_turn(
     *,
     approve: bool,
     reason: str | None = None,
+    on_busy: OnBusy = DEFAULT_ON_BUSY,
+    on_wait: Callable[[str], object] | None = None,
     **runner_kwargs: Any,
 ) -> RunResult:
     """Approve (or reject, with ``reason`` sent to the model) the turn paused on ``session``, and run it on.
@@ -349,10 +362,11 @@ async def resume_turn(
     ``agent`` is the agent the paused turn started with. Works from any process: the paused
     turn is read from the store. The resumed turn is committed whole, with its paused part;
     if it pauses again, it is kept for the next decision. Raises ``TurnFailed`` (the session
-    and the paused turn unchanged) if it fails, or if no turn is waiting.
+    and the paused turn unchanged) if it fails, or if no turn is waiting. ``on_busy`` and
+    ``on_wait`` as for ``run_turn``.
     """
     store = store_of(session)
-    async with _turn_on(session, store, None) as lease:
+    async with _turn_on(session, store, None, on_busy=on_busy, on_wait=on_wait) as lease:
         try:
             if store is None:
                 raise StoreError("this session has no store to keep a paused turn in (an in-memory session?)")
@@ -437,6 +451,7 @@ async def _finish(
     """Commit the whole turn, or, if it paused for approval, keep it beside the session instead.
 
     Nothing is written unless the lease was held throughout: no other turn ran meanwhile."""
+    lease.committing = True  # a newer message can no longer stop this turn: it is being saved
     if result.interruptions:
         if store is None:
             raise StoreError("a turn paused for approval needs a store to wait in (not an in-memory session)")
@@ -479,24 +494,34 @@ def _turn_io(session: Session, store: SessionStore | None) -> TurnIO | None:
 
 @asynccontextmanager
 async def _turn_on(
-    session: Session, store: SessionStore | None, io: TurnIO | None, limit: int | None = None
+    session: Session,
+    store: SessionStore | None,
+    io: TurnIO | None,
+    limit: int | None = None,
+    *,
+    on_busy: OnBusy = DEFAULT_ON_BUSY,
+    on_wait: Callable[[str], object] | None = None,
 ) -> AsyncIterator[Lease]:
     """Hold the session for one turn (here, and through ``store``'s leases in every process);
-    a busy session, or a store failing while the lease is taken, fails the turn (``TurnFailed``).
-    With ``io``, taking the lease also reads the turn's start (``lease.start``: the newest
-    ``limit`` items) in the same round trip."""
+    a busy session (as ``on_busy`` says), or a store failing while the lease is taken, fails the
+    turn (``TurnFailed``). With ``io``, taking the lease also reads the turn's start
+    (``lease.start``: the newest ``limit`` items) in the same round trip."""
+    check_on_busy(on_busy)  # a caller's mistake, raised as it is
     if io is not None:
         session_id = session.session_id
 
         async def begin(owner: str, seconds: float) -> TurnStart | None:
             return await io.begin(session_id, owner, seconds, limit)
 
-        holding = hold_session(session_id, io, begin=begin)
+        holding = hold_session(session_id, io, begin=begin, on_busy=on_busy, on_wait=on_wait)
     else:
-        holding = hold_session(session.session_id, None if store is None else store.leases)
+        leases = None if store is None else store.leases
+        holding = hold_session(session.session_id, leases, on_busy=on_busy, on_wait=on_wait)
     async with contextlib.AsyncExitStack() as held:
         try:
             lease = await held.enter_async_context(holding)
+        except TurnFailed:  # stopped by a newer message while it waited
+            raise
         except Exception as exc:  # busy, or the store failed while the lease was being taken
             raise TurnFailed(session.session_id, exc) from exc
         yield lease
@@ -504,7 +529,13 @@ async def _turn_on(
 
 @asynccontextmanager
 async def stream_turn(
-    agent: Agent[Any], session: Session, user_input: str, **runner_kwargs: Any
+    agent: Agent[Any],
+    session: Session,
+    user_input: str,
+    *,
+    on_busy: OnBusy = DEFAULT_ON_BUSY,
+    on_wait: Callable[[str], object] | None = None,
+    **runner_kwargs: Any,
 ) -> AsyncIterator[RunResultStreaming]:
     """One streamed turn, whole or not at all: ``async with stream_turn(...) as result:``.
 
@@ -512,13 +543,13 @@ async def stream_turn(
     The session's lock is held for the whole stream, and the turn is committed in one write
     only when the stream was read to its end. An exception or cancellation (raised as
     ``TurnFailed`` or the cancellation), or leaving the block before the stream ends, leaves the
-    session exactly as it was.
+    session exactly as it was. ``on_busy`` and ``on_wait`` as for ``run_turn``.
     """
     user_input = check_message(user_input)
     store = store_of(session)
     io = _turn_io(session, store)
     limit = history_limit(session, runner_kwargs)
-    async with _turn_on(session, store, io, limit) as lease:
+    async with _turn_on(session, store, io, limit, on_busy=on_busy, on_wait=on_wait) as lease:
         turn = PendingTurn(session, lease.start)
         try:
             await _refuse_if_waiting(session, store, lease.start)

@@ -30,7 +30,7 @@ from typing import Any
 from multisessions.locks import LeaseBackend
 from multisessions.stores.base import TurnStart, store_failures
 from multisessions.stores.batches import Batches
-from multisessions.stores.leases import LEASES_TABLE, SETUP_LOCK
+from multisessions.stores.leases import ADD_INTERRUPT_COLUMN, LEASES_TABLE, SETUP_LOCK
 from multisessions.stores.sqlite_turns import MESSAGES_TABLE, PENDING_TABLE, SESSIONS_TABLE
 
 BEGIN = "multisessions_turn_begin_many_v1"
@@ -47,7 +47,8 @@ hundreds of turns at once without the descriptors (and server processes) of one 
 # never deadlock.
 _SETUP = [
     f"CREATE TABLE IF NOT EXISTS {LEASES_TABLE} (session_id VARCHAR PRIMARY KEY, "
-    "owner VARCHAR NOT NULL, expires TIMESTAMPTZ NOT NULL)",
+    "owner VARCHAR NOT NULL, expires TIMESTAMPTZ NOT NULL, interrupt VARCHAR)",
+    ADD_INTERRUPT_COLUMN,
     # For each turn: take the lease and, if taken, read the paused flag and the newest ``limit``
     # items (all: NULL). The lease goes first, so a busy session costs one insert. A transaction
     # that only takes leases commits asynchronously (synchronous_commit off, this transaction
@@ -134,6 +135,11 @@ _RENEW = (
     "WHERE session_id = $1 AND owner = $2"
 )
 _RELEASE = f"DELETE FROM {LEASES_TABLE} WHERE session_id = $1 AND owner = $2"
+_REQUEST_INTERRUPT = f"UPDATE {LEASES_TABLE} SET interrupt = owner WHERE session_id = $1 AND expires >= now()"
+_INTERRUPTED = (
+    f"SELECT session_id, owner FROM {LEASES_TABLE} "
+    "WHERE interrupt = owner AND session_id = ANY($1::varchar[])"
+)
 _BEGIN_CALL = f"SELECT turn, taken, paused, items FROM {BEGIN}($1, $2, $3, $4)"
 _COMMIT_CALL = f"SELECT {COMMIT}($1, $2, $3, $4)"
 
@@ -271,6 +277,20 @@ class PostgresTurns:
         with store_failures(self._name, self._url, "releasing a lease"):
             pool = await self._connection_pool()
             await pool.execute(_RELEASE, session_id, owner)
+
+    async def request_interrupt(self, session_id: str) -> None:
+        """As ``SQLLeases.request_interrupt``, on this pool."""
+        with store_failures(self._name, self._url, "asking a turn to stop"):
+            pool = await self._connection_pool()
+            await pool.execute(_REQUEST_INTERRUPT, session_id)
+
+    async def interrupted(self, held: list[tuple[str, str]]) -> list[str]:
+        """As ``SQLLeases.interrupted``, on this pool: one query for every turn this process runs."""
+        owners = dict(held)
+        with store_failures(self._name, self._url, "checking for interrupted turns"):
+            pool = await self._connection_pool()
+            rows = await pool.fetch(_INTERRUPTED, list(owners))
+        return [row["session_id"] for row in rows if owners.get(row["session_id"]) == row["owner"]]
 
     async def close(self) -> None:
         """Close the pool, if it was opened, once the batches under way are done."""
