@@ -73,8 +73,8 @@ class TurnInterrupted(TurnFailed):
         self.cause = self
         MultiSessionsError.__init__(
             self,
-            f"turn on session {session_id!r} was stopped by a newer message on the same session "
-            "(on_busy='interrupt'); nothing of it was saved",
+            f"turn on session {session_id!r} stopped: a newer message on the session interrupted it "
+            "(on_busy='interrupt')",
         )
 
 

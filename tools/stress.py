@@ -775,7 +775,7 @@ def double_text(where: str | None, db: Path, first_seconds: float = 1.0) -> dict
             seconds = dict(
                 zip(POLICIES, await asyncio.gather(*(second(store, p) for p in POLICIES)), strict=True)
             )
-            stored = {}
+            stored: dict[str, list[str]] = {}
             for policy in POLICIES:
                 session = store.open(ids[policy])
                 stored[policy] = [i["content"] for i in await read_all(session) if i.get("role") == "user"]
