@@ -141,7 +141,9 @@ async def test_a_long_turn_adds_only_its_renewals(redis_store, monkeypatch):
     )
     sent = wire.commands
     assert sent[0] == sent[-1] == "EVALSHA" and len(sent) >= 3 and wire.writes == len(sent)
-    assert set(sent[1:-1]) == {"EVAL"}  # the owner-checked renewals, nothing else
+    # The owner-checked renewals and, every CHECK_SECONDS (0.2 s), the check for a request to
+    # stop the turn (one MGET for all the process's turns), nothing else.
+    assert set(sent[1:-1]) == {"EVAL", "MGET"} and sent.count("MGET") <= 2
 
 
 async def test_a_commit_after_the_lease_was_stolen_writes_nothing(redis_store):

@@ -2,6 +2,7 @@
 
     python -m tools.stress            # full size: 500 users x 5 turns, 50-turn burst, 20 SIGKILLs, ...
     python -m tools.stress --quick    # the sizes the tests use
+    python -m tools.stress --double-text [--store URL ...]   # only: a second message on a busy session
 
 Each scenario is a function the tests call at a small size; this script runs them at full size
 and prints one line of figures per scenario. Everything runs on the offline model, offline.
@@ -1075,7 +1076,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="URL",
         help="also run the one-session scenarios on this store (redis://..., postgresql://...)",
     )
+    parser.add_argument(
+        "--double-text",
+        action="store_true",
+        help="only time a second message on a busy session (wait, reject, interrupt), per store",
+    )
     args = parser.parse_args(argv)
+    if args.double_text:
+        return _double_texts(args.store)
     global turn
     turn = plain_turn if args.plain else run_turn
     print(f"turns through {'plain Runner.run' if args.plain else 'run_turn'}")
@@ -1108,6 +1116,29 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     return 0
+
+
+def _double_texts(urls: list[str]) -> int:
+    """``double_text`` on the SQLite file, alone and pooled, and on each ``--store``: one line each."""
+    print("seconds from the second message; the first turn runs 1 s (10 s under interrupt)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for where in ["sqlite", "pooled", *urls]:
+            figures = double_text(where, Path(tmp) / "double.db")
+            name = where.split(":")[0]
+            timing = {k: v for k, v in figures.items() if k.endswith("_s")}
+            bad = {p for p, (first, second) in figures["outcomes"].items() if (first, second) != _EXPECTED[p]}
+            print(
+                f"{name:<10} {' '.join(f'{k}={v}' for k, v in timing.items())} wrong={sorted(bad)}",
+                flush=True,
+            )
+    return 0
+
+
+_EXPECTED = {
+    "wait": ("answered", "answered"),
+    "reject": ("answered", "SessionBusy"),
+    "interrupt": ("TurnInterrupted", "answered"),
+}
 
 
 if __name__ == "__main__":
