@@ -223,3 +223,26 @@ async def test_serve_answers_a_double_text_409_as_serve_on_busy_says(db, on_busy
         assert "a newer message on this conversation stopped this one" in first_reply.json()["detail"]
         kept = ["second"]
     assert user_messages(db, "support_feature_user_alice") == kept
+
+
+async def test_serve_interrupting_a_streamed_turn_ends_its_stream_with_an_error_event(db):
+    from serve import create_app
+    from serve_fixture import events_of
+
+    settings = Settings(serve_tokens=serve_tokens(), serve_rate=0, serve_on_busy="interrupt")
+    app = create_app(settings, db_path=db, model=stress.Timed(0.6))
+    url = "/api/conversations/support/messages"
+    streamed = {**auth("alice"), "Accept": "text/event-stream"}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://serve.test") as client:
+            first = asyncio.create_task(client.post(url, json={"message": "first"}, headers=streamed))
+            await asyncio.sleep(0.3)
+            second = await client.post(url, json={"message": "second"}, headers=auth("alice"))
+            first_reply = await first
+    assert second.status_code == 200
+    assert events_of(first_reply.text)[-1] == (
+        "error",
+        {"detail": "a newer message on this conversation stopped this one; nothing was saved"},
+    )
+    assert user_messages(db, "support_feature_user_alice") == ["second"]
