@@ -246,3 +246,23 @@ async def test_serve_interrupting_a_streamed_turn_ends_its_stream_with_an_error_
         {"detail": "a newer message on this conversation stopped this one; nothing was saved"},
     )
     assert user_messages(db, "support_feature_user_alice") == ["second"]
+
+
+async def test_a_request_to_stop_is_for_the_holder_it_named_never_a_later_one(store):
+    backends = [store.leases]
+    io = store.turn_io(store.open("thread_marks"))
+    if io is not None and io is not store.leases:
+        backends.append(io)  # PostgreSQL's short path keeps its leases in the same table
+    for n, leases in enumerate(backends):
+        session_id = f"thread_marks{n}-{uuid.uuid4().hex[:6]}"
+        assert await leases.try_acquire(session_id, "first", 0.3)
+        await leases.request_interrupt(session_id)
+        assert await leases.interrupted([(session_id, "first"), ("thread_other", "x")]) == [session_id]
+        await leases.release(session_id, "first")  # it stopped
+        assert await leases.try_acquire(session_id, "second", 0.3)
+        assert await leases.interrupted([(session_id, "second")]) == []
+        await leases.request_interrupt(session_id)
+        await asyncio.sleep(0.5)  # the second holder died, marked: its lease runs out
+        assert await leases.try_acquire(session_id, "third", 30)
+        assert await leases.interrupted([(session_id, "third")]) == []
+        await leases.release(session_id, "third")
