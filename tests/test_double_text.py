@@ -64,8 +64,7 @@ def test_each_policy_meets_a_turn_running_in_another_process(where, db):
     outcomes, stored = figures["outcomes"], figures["stored"]
     # wait: told once, then answered after the first turn, which is kept too, in order.
     assert outcomes["wait"] == ("answered", "answered")
-    assert figures["wait_notice"] == 1
-    assert figures["wait_after_first_s"] >= 0
+    assert figures["wait_notice"] == 1  # it found the session busy, and waited
     assert stored["wait"] == ["first (wait)", "second (wait)"]
     # reject: refused at once, not after the running turn's second; the running turn is kept.
     assert outcomes["reject"] == ("answered", "SessionBusy")
