@@ -157,7 +157,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        config = load_settings() if settings is None else settings
+        config = load_settings(serving=True) if settings is None else settings
         if not config.serve_tokens:
             raise ConfigError(
                 "no SERVE_TOKENS: set SERVE_TOKENS=alice=TOKEN,bob=TOKEN (environment or .env), "
@@ -253,9 +253,8 @@ async def post_message(name: str, request: Request, who: Caller) -> Response:
         raise HTTPException(429, "too many turns; wait and retry", headers={"Retry-After": retry_after(wait)})
 
     store: SessionStore = request.app.state.store
-    # The session does not remember who answered last; the store keeps it beside the session.
-    last = await store_call(store.load_last_agent(session_id))
-    agent = request.app.state.agents.get(last or FIRST_AGENT, request.app.state.agents[FIRST_AGENT])
+    # The turn resumes the agent that answered last by itself (it is stored with the turn).
+    agent = request.app.state.agents[FIRST_AGENT]
     if "text/event-stream" in request.headers.get("accept", ""):
         events = streamed_turn(request, store, agent, session_id, message)
         return StreamingResponse(
@@ -272,7 +271,6 @@ async def post_message(name: str, request: Request, who: Caller) -> Response:
                 on_busy=request.app.state.on_busy,
                 run_config=request.app.state.run_config,
             )
-        await store_call(store.save_last_agent(session_id, result.last_agent.name))
     except TurnFailed as failed:
         raise turn_failure(failed) from None
     finally:
@@ -322,14 +320,8 @@ async def streamed_turn(
                     handoff = {"from": event.item.source_agent.name, "to": event.item.target_agent.name}
                     handoffs.append(handoff)
                     yield sse("handoff", handoff)
-        await store.save_last_agent(session_id, result.last_agent.name)
     except TurnFailed as failed:
         yield sse("error", {"detail": turn_failure(failed).detail})
-        return
-    except Exception as exc:  # saving the last agent, after the turn was kept
-        if not is_store_failure(exc):
-            raise
-        yield sse("error", {"detail": store_failure(exc).detail})
         return
     finally:
         await close_session(session)
@@ -365,9 +357,10 @@ async def read_message(request: Request) -> str:
 
 
 def turn_failure(failed: TurnFailed) -> HTTPException:
-    """502 when the model failed, 503 when the store did; 409 when another turn held the
-    conversation (``Retry-After`` says when to try again) or a newer message stopped this one.
-    Whichever it was, nothing of this turn was saved."""
+    """502 when the model failed, 503 when the store did; the session is unchanged, unless the
+    store lost its connection while committing (then the turn may be saved: the line says so).
+    409 when another turn held the conversation (``Retry-After`` says when to try again) or a
+    newer message stopped this one: nothing of this turn was saved."""
     if isinstance(failed, TurnInterrupted):
         return HTTPException(409, "a newer message on this conversation stopped this one; nothing was saved")
     if isinstance(failed.cause, SessionBusy):
@@ -375,6 +368,12 @@ def turn_failure(failed: TurnFailed) -> HTTPException:
             409,
             "this conversation is busy with another message; nothing was saved, retry later",
             headers={"Retry-After": retry_after(BUSY_RETRY_SECONDS)},
+        )
+    if failed.saved is None:
+        return HTTPException(
+            503,
+            "the session store did not confirm saving the turn: it may be saved; "
+            "reload the conversation before sending the message again",
         )
     if is_store_failure(failed.cause):
         return store_failure(failed.cause)
@@ -429,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--store", help="redis://... or postgresql://... (default: SESSION_STORE_URL)")
     args = parser.parse_args(argv)
     try:
-        settings = load_settings()
+        settings = load_settings(serving=True)
     except MultiSessionsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

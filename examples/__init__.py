@@ -1,1 +1,1 @@
-"""The Python snippets README.md shows, as files the tests import and run (so the README cannot rot)."""
+"""The programs the documentation shows, as files the tests import and run (so the pages cannot rot)."""

@@ -5,6 +5,7 @@ stores -> inventory, turns -> chat -> cli. Nothing here imports a lesson or a to
 """
 
 from multisessions.approvals import Approval, pending_approvals
+from multisessions.effects import Ledger
 from multisessions.errors import (
     AwaitingApproval,
     ConfigError,
@@ -27,6 +28,7 @@ from multisessions.inventory import (
 )
 from multisessions.items import ALL_ITEMS, history_lines, item_summary, message_text, read_all
 from multisessions.locks import ON_BUSY, OnBusy, held_locks, hold_session
+from multisessions.memory import remember, with_memory
 from multisessions.models import ModelLike, describe_model, resolve_model
 from multisessions.naming import (
     ParsedSessionId,
@@ -34,8 +36,10 @@ from multisessions.naming import (
     dated_session_id,
     feature_session_id,
     make_session_id,
+    memory_scope,
     parse_session_id,
     thread_session_id,
+    user_scope,
     user_session_id,
 )
 from multisessions.offline_model import OfflineModel
@@ -56,6 +60,8 @@ from multisessions.turns import (
     MAX_MESSAGE_CHARS,
     PendingTurn,
     check_message,
+    find_agent,
+    one_turn,
     resume_turn,
     run_turn,
     stream_turn,
@@ -116,7 +122,14 @@ __all__ = [
     "held_locks",
     "SessionBusy",
     "LeaseLost",
+    "Ledger",
+    "find_agent",
+    "one_turn",
     "stream_turn",
     "thread_session_id",
     "user_session_id",
+    "memory_scope",
+    "remember",
+    "user_scope",
+    "with_memory",
 ]

@@ -44,16 +44,32 @@ class StoreError(MultiSessionsError):
 
 
 class TurnFailed(MultiSessionsError):
-    """A turn did not complete; the session holds exactly what it held before the turn."""
+    """A turn did not complete. ``saved`` is False when the session holds exactly what it held
+    before the turn, None when the store may have saved it (it did not confirm the write)."""
+
+    def __init__(self, session_id: str, cause: BaseException, *, saved: bool | None = False) -> None:
+        self.session_id = session_id
+        self.cause = cause
+        self.saved = saved
+        reason = redact(str(cause).splitlines()[0], sent_key(cause)) if str(cause).strip() else ""
+        outcome = (
+            "the session is unchanged"
+            if saved is False
+            else "the store did not confirm the write, so the turn may be saved: check the session "
+            "before sending the message again"
+        )
+        detail = f"{type(cause).__name__}{': ' + reason if reason else ''}"
+        super().__init__(f"turn on session {session_id!r} failed ({detail}); {outcome}")
+
+
+class CommitUnconfirmed(MultiSessionsError):
+    """The connection to the store was lost while a turn was being committed: it may be saved."""
 
     def __init__(self, session_id: str, cause: BaseException) -> None:
         self.session_id = session_id
         self.cause = cause
-        reason = redact(str(cause).splitlines()[0], sent_key(cause)) if str(cause).strip() else ""
-        super().__init__(
-            f"turn on session {session_id!r} failed ({type(cause).__name__}"
-            f"{': ' + reason if reason else ''}); the session is unchanged"
-        )
+        reason = str(cause).splitlines()[0] if str(cause).strip() else type(cause).__name__
+        super().__init__(f"the store did not confirm saving the turn on {session_id!r} ({reason})")
 
 
 class UsageError(MultiSessionsError):
@@ -71,6 +87,7 @@ class TurnInterrupted(TurnFailed):
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
         self.cause = self
+        self.saved = False
         MultiSessionsError.__init__(
             self,
             f"turn on session {session_id!r} stopped: a newer message on the session interrupted it "

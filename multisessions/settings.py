@@ -71,10 +71,14 @@ class Settings:
         return self.offline or not self.api_key
 
 
-def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None = None) -> Settings:
+def load_settings(
+    environ: Mapping[str, str] | None = None, dotenv: Path | None = None, *, serving: bool = False
+) -> Settings:
     """Settings from ``environ`` (default ``os.environ``) over ``dotenv`` (default ``./.env``).
 
-    Raises ``ConfigError`` naming the variable when a value cannot work.
+    Raises ``ConfigError`` naming the variable when a value cannot work. A program checks only
+    what it reads: ``SERVE_TOKENS`` and ``SERVE_RATE`` are read with ``serving`` (serve.py), so a
+    bad one never stops ``python agent.py``.
     """
     environ = os.environ if environ is None else environ
     path = Path(".env") if dotenv is None else dotenv
@@ -91,6 +95,11 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
             value = from_file.get(name) or ""
         return value.strip()
 
+    serve_tokens: tuple[ServeToken, ...] = ()
+    serve_rate = DEFAULT_SERVE_RATE
+    if serving:
+        serve_tokens = parse_tokens(get("SERVE_TOKENS"))
+        serve_rate = parse_count(get("SERVE_RATE"), "SERVE_RATE", DEFAULT_SERVE_RATE, low=0) or 0
     return Settings(
         api_key=get("OPENAI_API_KEY"),
         model=get("OPENAI_MODEL") or DEFAULT_MODEL,
@@ -103,8 +112,8 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         max_tokens=parse_count(get("OPENAI_MAX_TOKENS"), "OPENAI_MAX_TOKENS", None, low=1),
         store_url=get("SESSION_STORE_URL") or None,
         encryption_key=get("SESSION_ENCRYPTION_KEY"),
-        serve_tokens=parse_tokens(get("SERVE_TOKENS")),
-        serve_rate=parse_count(get("SERVE_RATE"), "SERVE_RATE", DEFAULT_SERVE_RATE, low=0) or 0,
+        serve_tokens=serve_tokens,
+        serve_rate=serve_rate,
         serve_on_busy=parse_on_busy(get("SERVE_ON_BUSY") or DEFAULT_ON_BUSY, "SERVE_ON_BUSY"),
     )
 

@@ -5,8 +5,8 @@ paused turn of the database see only their process's: ``test_gw0``, ``test_gw1``
 pytest-xdist (``test_main`` in a run without it), emptied when the process first uses it. A file
 lock claims the name, so a second run on the same machine at the same time (another developer's)
 takes ``test_gw0_1`` instead of sharing. Redis tests keep each test's keys under a key prefix of its
-own in db 15. The README's own database (``test``) and Redis keys (prefix ``multi_sessions``) are
-left to tests/test_readme.py, which runs its commands as the README shows them.
+own in db 15. The documented database (``test``) and Redis keys (prefix ``multi_sessions``) are
+left to tests/test_docs.py, which runs the commands docs/stores.md shows as it shows them.
 """
 
 from __future__ import annotations

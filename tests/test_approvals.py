@@ -13,6 +13,7 @@ from agents import RunConfig
 import agent
 from conftest import ROOT, subprocess_env
 from multisessions import (
+    Ledger,
     OfflineModel,
     SQLiteStore,
     TurnFailed,
@@ -77,7 +78,9 @@ async def test_a_new_turn_on_a_waiting_session_is_refused_and_changes_nothing(st
 async def test_approval_from_a_new_session_object_commits_the_whole_turn_in_order(store):
     triage, session, _ = await pause(store)
     other = store.open(session.session_id)  # stands in for the supervisor's process
-    result = await resume_turn(triage, other, approve=True, run_config=CONFIG)
+    result = await resume_turn(
+        triage, other, approve=True, run_config=CONFIG, context=Ledger(store, other.session_id)
+    )
     assert result.final_output == "refund_order: refund issued for order 5512"
     items = await read_all(session)
     assert kinds(items) == [
@@ -98,7 +101,7 @@ async def test_a_rejection_tells_the_model_why_and_also_ends_whole(store):
     triage, session, _ = await pause(store)
     result = await resume_turn(
         triage, session, approve=False, reason="Refunds over the limit need a manager.", run_config=CONFIG
-    )
+    )  # a rejected call never runs its tool: no ledger needed
     assert "Refunds over the limit need a manager." in result.final_output
     items = await read_all(session)
     assert whole(items) and kinds(items)[-1] == "assistant"
@@ -121,7 +124,9 @@ async def test_a_streamed_turn_can_pause_too(store):
             pass
     assert [call.name for call in result.interruptions] == ["refund_order"]
     assert len(await read_all(session)) == 2
-    await resume_turn(triage, session, approve=True, run_config=CONFIG)
+    await resume_turn(
+        triage, session, approve=True, run_config=CONFIG, context=Ledger(store, session.session_id)
+    )
     assert whole(await read_all(session))
 
 

@@ -1,4 +1,4 @@
-"""The Python snippets README.md shows live in examples/; each is imported and run here."""
+"""The programs the documentation site shows live in examples/; each is imported and run here."""
 
 from __future__ import annotations
 

@@ -7,9 +7,9 @@ from agents import Agent, RunConfig, SessionSettings, function_tool
 from agents.testing import ScriptedModel, function_call
 
 import agent
-from agent import open_session, run_turn
+from agent import open_session
 from helpers import reply
-from multisessions import read_all
+from multisessions import read_all, run_turn
 
 
 async def test_cap_bounds_model_input_over_50_turns_while_the_store_keeps_everything(db):
@@ -28,8 +28,11 @@ async def test_history_cap_demo_prints_bounded_input_and_usage(db, capsys):
     await agent.history_cap_demo(db_path=db, turns=12, cap=4)
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.strip().startswith("12 |"))
-    assert [cell.strip() for cell in row.split("|")[:3]] == ["12", "23", "5"]
-    assert "12 requests" in out and "the store holds 24 items" in out
+    # Turn 12 sends every item so far; the cap, 4 and the new message; the summary, one more.
+    assert [cell.strip() for cell in row.split("|")[:4]] == ["12", "23", "5", "6"]
+    assert "13 requests" in out and out.count("the store holds 26 items") == 3
+    assert "      capped: I don't know your name" in out  # the cap forgot turn 1
+    assert "  summarized: Your name is Kai." in out  # the summary kept it
 
 
 @function_tool
@@ -53,6 +56,7 @@ def tool_pairs_whole(model_input: list) -> bool:
 async def test_a_cap_never_sends_a_tool_output_without_its_call(cap, db):
     billing = Agent(name="Billing Agent", tools=[order_status])
     triage = Agent(name="Triage Agent", handoffs=[billing], tools=[order_status])
+    billing.handoffs = [triage]  # a turn starts where the last one ended: each hands off to the other
     n = 0
 
     def cid() -> str:
@@ -64,7 +68,7 @@ async def test_a_cap_never_sends_a_tool_output_without_its_call(cap, db):
     for turn in range(3):
         steps += [
             [function_call("order_status", {"order": str(turn)}, call_id=cid())],
-            [function_call("transfer_to_billing_agent", {}, call_id=cid())],
+            [function_call(f"transfer_to_{'triage' if turn % 2 else 'billing'}_agent", {}, call_id=cid())],
             [function_call("order_status", {"order": str(turn)}, call_id=cid())],
             reply(f"done {turn}"),
         ]

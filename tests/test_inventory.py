@@ -10,10 +10,17 @@ import pytest
 from agents import Agent, RunConfig
 from agents.testing import ScriptedModel
 
-from agent import open_session, run_turn
+from agent import open_session
 from conftest import LESSON, Cli, hermetic
 from helpers import reply
-from multisessions import Settings, SQLiteStore, delete_user_sessions, expire_sessions, list_sessions
+from multisessions import (
+    Settings,
+    SQLiteStore,
+    delete_user_sessions,
+    expire_sessions,
+    list_sessions,
+    run_turn,
+)
 from multisessions.cli import main
 
 

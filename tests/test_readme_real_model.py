@@ -1,10 +1,11 @@
-"""The README's real-model commands run, against the stand-in server, as a reader would run them.
+"""The real-model commands of the README and the docs run, against the stand-in server, as a reader would.
 
-Every README bash line containing ``OPENAI_BASE_URL=`` runs in a shell, in a copy of the project
-without ``.env``, while a stand-in server listens where the README's own
+Every bash line containing ``OPENAI_BASE_URL=`` runs in a shell, in a copy of the project
+without ``.env``, while a stand-in server listens where the pages' own
 ``python -m tools.standin_server --port PORT`` line says (the port is rewritten to a free one, so
-tests can run side by side). And every README ``python -c`` line runs with a key and a base URL
-set, on both APIs, all in one process: one ``asyncio.run`` after another.
+tests can run side by side). And every ``python -c`` line runs with a key and a base URL
+set, on both APIs, all in one process: one ``asyncio.run`` after another. The plain SDK example
+has its own test (tests/test_plain_sdk.py): it prints no model line.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, subprocess_env
+from docs_pages import SHELL_LINES
 from standin_fixture import (  # noqa: F401  (the fixtures)
     APIS,
     KEY,
@@ -30,23 +32,23 @@ from standin_fixture import (  # noqa: F401  (the fixtures)
 )
 from tools.standin_server import StandinServer
 
-README = (ROOT / "README.md").read_text()
-BASH_LINES = [
-    line.strip()
-    for body in re.findall(r"```bash\n(.*?)```", README, flags=re.S)
-    for line in body.splitlines()
-    if line.strip()
-]
+BASH_LINES = [line.strip() for line in SHELL_LINES]
 SETUP = "python -m tools.standin_server"
-REAL_MODEL_LINES = [line for line in BASH_LINES if "OPENAI_BASE_URL=" in line and not line.startswith(SETUP)]
+PLAIN_SDK = "examples/plain_sdk.py"
+REAL_MODEL_LINES = [
+    line
+    for line in BASH_LINES
+    if "OPENAI_BASE_URL=" in line and not line.startswith(SETUP) and PLAIN_SDK not in line
+]
 PYTHON_C_LINES = [line for line in BASH_LINES if line.startswith("python -c")]
 OFFLINE_LINE = "Model: built-in offline model"
 
 
 def readme_port() -> int:
-    """The port the README's setup line starts the stand-in on."""
-    [setup] = [line for line in BASH_LINES if line.startswith(SETUP)]
-    return int(re.search(r"--port (\d+)", setup).group(1))  # type: ignore[union-attr]
+    """The port the pages' setup lines start the stand-in on (one port, everywhere)."""
+    setups = [line for line in BASH_LINES if line.startswith(SETUP)]
+    [port] = {int(port) for line in setups for port in re.findall(r"--port (\d+)", line)}
+    return port
 
 
 def test_the_readme_shows_the_stand_in_and_real_model_commands_on_both_apis():

@@ -17,10 +17,10 @@ import pytest
 from agents import Agent, RunConfig
 from agents.testing import ModelStep, ScriptedModel
 
-from agent import open_session, run_turn
+from agent import open_session
 from conftest import Cli
 from helpers import reply
-from multisessions import OfflineModel, item_summary, read_all
+from multisessions import OfflineModel, item_summary, read_all, run_turn
 from tools import stress
 
 

@@ -10,9 +10,9 @@ from agents import Agent, RunConfig, Runner, SQLiteSession, function_tool
 from agents.testing import ModelStep, ScriptedModel, function_call
 
 import agent
-from agent import open_session, run_turn
+from agent import open_session
 from helpers import reply, user_texts
-from multisessions import SQLiteStore, TurnFailed, read_all
+from multisessions import SQLiteStore, TurnFailed, read_all, run_turn
 from multisessions.turns import held_locks
 
 
@@ -94,13 +94,13 @@ async def test_a_failed_model_call_leaves_no_orphan_message(db):
 
 async def test_sdk_canary_plain_runner_run_still_leaves_the_orphan_message(db):
     # Why run_turn exists. If this fails, the SDK stopped saving the input before the model call:
-    # update the README's "The orphan message" pitfall (and run_turn's reason to hold writes).
+    # update docs/plain-sdk.md's "orphan user message" (and run_turn's reason to hold writes).
     model = ScriptedModel([ModelStep.raise_error(RuntimeError("model down"))])
     session = SQLiteSession("user_canary", db)
     with pytest.raises(RuntimeError, match="model down"):
         await Runner.run(Agent(name="Bot"), "hello", session=session, run_config=config(model))
     assert await session.get_items() == [{"role": "user", "content": "hello"}], (
-        "the SDK no longer leaves the orphan user message: update the README's 'orphan message' pitfall"
+        "the SDK no longer leaves the orphan user message: update docs/plain-sdk.md"
     )
     session.close()
 

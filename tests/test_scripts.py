@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, project_copy, subprocess_env
-from test_readme import SHELL_LINES
+from docs_pages import SHELL_LINES
 from tools import stress
 
 README_PYTHON_C = next(line for line in SHELL_LINES if line.startswith("python -c"))

@@ -12,7 +12,6 @@ from agents import Agent, RunConfig
 from agents.testing import ModelStep, ScriptedModel, function_call
 
 import agent
-from agent import run_turn
 from conftest import Cli
 from helpers import reply, user_texts
 from multisessions import (
@@ -25,6 +24,7 @@ from multisessions import (
     list_sessions,
     open_store,
     read_all,
+    run_turn,
 )
 from stores_fixture import make_store
 

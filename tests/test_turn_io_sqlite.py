@@ -16,7 +16,7 @@ from agents.testing import ModelStep, ScriptedModel
 from helpers import reply, user_texts
 from multisessions import SQLitePool, SQLiteStore, TurnFailed, run_turn
 from multisessions.errors import AwaitingApproval, LeaseLost
-from multisessions.stores import sqlite_turns
+from multisessions.stores import TurnWrite, sqlite_turns
 from multisessions.stores.sqlite_store import sqlite_turns as turns_of
 
 ITEMS = [
@@ -41,7 +41,7 @@ async def test_a_commit_writes_exactly_the_rows_sqlitesession_add_items_writes(t
     ours, sdks = tmp_path / "ours.db", tmp_path / "sdk.db"
     io = turns_of(ours)
     assert await io.begin("thread_1", "me", 5, None) is not None
-    assert await io.commit("thread_1", "me", ITEMS)
+    assert await io.commit("thread_1", "me", TurnWrite(ITEMS))
     sdk = SQLiteSession("thread_1", sdks)
     await sdk.add_items(ITEMS)
     sdk.close()
@@ -138,7 +138,7 @@ async def test_a_turn_whose_lease_was_taken_meanwhile_writes_nothing_and_says_so
 async def test_the_start_reads_only_the_capped_history_skipping_rows_that_are_not_json(db):
     io = turns_of(db)
     await io.begin("thread_cap", "me", 5, None)
-    await io.commit("thread_cap", "me", [{"role": "user", "content": f"m{i}"} for i in range(10)])
+    await io.commit("thread_cap", "me", TurnWrite([{"role": "user", "content": f"m{i}"} for i in range(10)]))
     with closing(sqlite3.connect(db)) as conn, conn:
         conn.execute(
             "INSERT INTO agent_messages (session_id, message_data) VALUES ('thread_cap', 'not json')"

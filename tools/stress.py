@@ -68,10 +68,10 @@ from tools.workload import LeakWatch, converse_on_file
 set_tracing_disabled(True)
 
 
-async def plain_turn(agent: Agent[Any], session: Any, user_input: str, **kwargs: Any) -> Any:
+async def plain_turn(starting_agent: Agent[Any], session: Any, user_input: str, **kwargs: Any) -> Any:
     """What most code does: ``Runner.run`` straight on the session (for ``--plain`` comparisons)."""
     try:
-        return await Runner.run(agent, user_input, session=session, **kwargs)
+        return await Runner.run(starting_agent, user_input, session=session, **kwargs)
     except Exception as exc:
         raise TurnFailed(session.session_id, exc) from exc
 

@@ -17,10 +17,13 @@ from agents import SQLiteSession
 from multisessions.errors import StoreError
 from multisessions.locks import LeaseBackend
 from multisessions.stores.base import (
+    KEEP,
     SessionInfo,
     SessionStore,
+    Summary,
     TurnIO,
     TurnStart,
+    TurnWrite,
     close_session,
     noted_store,
     store_failures,
@@ -39,6 +42,10 @@ from multisessions.stores.urls import redact_url, scrub
 
 __all__ = [
     "DEFAULT_DB",
+    "KEEP",
+    "Summary",
+    "TurnWrite",
+    "commit_outcome_unknown",
     "driver_errors",
     "EncryptedStore",
     "PooledSession",
@@ -75,6 +82,30 @@ def driver_errors() -> tuple[type[BaseException], ...]:
     if "sqlalchemy.exc" in sys.modules:
         errors.append(sys.modules["sqlalchemy.exc"].SQLAlchemyError)
     return tuple(errors)
+
+
+def commit_outcome_unknown(exc: BaseException) -> bool:
+    """Whether a commit that raised ``exc`` may still have been applied: the connection to a
+    server store was lost after the request could have reached it. A statement the server
+    refused, a SQLite error or anything raised before sending wrote nothing."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        module = type(current).__module__
+        if module.startswith("redis") and isinstance(current, ConnectionError | TimeoutError):
+            return True
+        if module.startswith("redis") and type(current).__name__ in ("ConnectionError", "TimeoutError"):
+            return True
+        if module.startswith("asyncpg") and type(current).__name__ in (
+            "ConnectionDoesNotExistError",
+            "ConnectionFailureError",
+        ):
+            return True
+        if isinstance(current, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def open_store(

@@ -11,7 +11,7 @@ import inspect
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -46,6 +46,49 @@ class TurnStart:
     limit: int | None
     paused: bool
     """Whether a turn on this session waits for approval (then no new turn may run)."""
+    agent: str | None = None
+    """The session's current agent: the one that answered (or paused) its last turn."""
+    memory: dict[str, str] = field(default_factory=dict)
+    """The facts remembered for the session's user (``memory.memory_scope``), by name."""
+
+
+class _Keep:
+    """The paused-turn record stays as it is (``TurnWrite.pending``)."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP: Any = _Keep()
+
+
+@dataclass(frozen=True)
+class TurnWrite:
+    """Everything one turn changes, written together or not at all.
+
+    ``items`` are appended to the history; ``agent`` becomes the session's current agent (None:
+    unchanged); ``pending`` is the paused-turn record: ``KEEP`` leaves it, ``None`` consumes it,
+    text replaces it; ``memory`` is written to the session's user's memory."""
+
+    items: list[Any]
+    agent: str | None = None
+    pending: Any = KEEP
+    memory: dict[str, str] = field(default_factory=dict)
+    """Facts to remember for the session's user (new or replacing a fact of the same name)."""
+    summary: Summary | None = None
+    """A new summary of the session's older items (None: unchanged)."""
+
+    @property
+    def changes_pending(self) -> bool:
+        return self.pending is not KEEP
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What the session's first ``covered`` items said, folded into ``text`` (the items stay stored)."""
+
+    text: str
+    covered: int
 
 
 class TurnIO(LeaseBackend, Protocol):
@@ -56,9 +99,10 @@ class TurnIO(LeaseBackend, Protocol):
         """Take the lease and read the turn's start in one step; ``None`` if another holder has it."""
         ...
 
-    async def commit(self, session_id: str, owner: str, items: list[Any]) -> bool:
-        """If ``owner`` still holds the lease: append ``items`` and give the lease up, in one
-        atomic write, and return True. Otherwise write nothing and return False."""
+    async def commit(self, session_id: str, owner: str, write: TurnWrite) -> bool:
+        """If ``owner`` still holds the lease: apply ``write`` (items, current agent, paused turn)
+        and give the lease up, in one atomic write, and return True. Otherwise write nothing and
+        return False."""
         ...
 
 
@@ -111,6 +155,43 @@ class SessionStore(Protocol):
 
     async def list_pending(self) -> list[str]:
         """The ids of sessions with a turn paused for approval."""
+        ...
+
+    async def record_once(self, key: str, value: str) -> tuple[str, bool]:
+        """Record ``value`` under ``key`` unless something is recorded there already; returns what
+        is recorded and whether this call recorded it (a side effect keyed by a tool call's id)."""
+        ...
+
+    async def list_effects(self, prefix: str = "") -> dict[str, str]:
+        """What ``record_once`` recorded, by key (those starting with ``prefix``)."""
+        ...
+
+    async def forget_effects(self, prefix: str) -> int:
+        """Remove what ``record_once`` recorded under keys starting with ``prefix``; returns how many."""
+        ...
+
+    async def load_memory(self, scope: str) -> dict[str, str]:
+        """The facts remembered for ``scope`` (a tenant and user: ``naming.user_scope``), by name."""
+        ...
+
+    async def summary_state(self, session_id: str) -> tuple[Summary | None, int]:
+        """The session's summary, if any, and how many items it holds (one read)."""
+        ...
+
+    async def save_summary(self, session_id: str, summary: Summary) -> None:
+        """Keep a summary outside a turn (turns write theirs in their own write)."""
+        ...
+
+    async def save_memory(self, scope: str, facts: dict[str, str]) -> None:
+        """Write ``facts`` to ``scope``'s memory outside a turn (turns write theirs in their own write)."""
+        ...
+
+    async def forget_memory(self, scope: str) -> int:
+        """Remove everything remembered for ``scope``; returns how many facts."""
+        ...
+
+    async def memory_scopes(self) -> dict[str, int]:
+        """Every scope with remembered facts, and how many."""
         ...
 
     async def close(self) -> None:

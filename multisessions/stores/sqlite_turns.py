@@ -26,10 +26,15 @@ from typing import Any, TypeVar
 from agents import SQLiteSession
 
 from multisessions.locks import LEASE_SECONDS
-from multisessions.stores.base import TurnStart
+from multisessions.naming import memory_scope
+from multisessions.stores.base import KEEP, Summary, TurnStart, TurnWrite
 from multisessions.stores.leases import LEASES_TABLE, add_interrupt_column
 
 PENDING_TABLE = "agent_session_pending"
+LAST_AGENT_TABLE = "agent_session_last_agent"
+EFFECTS_TABLE = "multisessions_effects"
+MEMORY_TABLE = "multisessions_memory"
+SUMMARIES_TABLE = "multisessions_summaries"
 SESSIONS_TABLE = "agent_sessions"
 MESSAGES_TABLE = "agent_messages"
 CREATE_PENDING_TABLE = (
@@ -37,6 +42,34 @@ CREATE_PENDING_TABLE = (
     "state TEXT NOT NULL, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
 )
 """Turns paused for approval, beside the SDK's tables (SQLiteStore and the turn path both make it)."""
+CREATE_LAST_AGENT_TABLE = (
+    f"CREATE TABLE IF NOT EXISTS {LAST_AGENT_TABLE} (session_id TEXT PRIMARY KEY, "
+    "agent_name TEXT NOT NULL, updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
+)
+"""Each session's current agent: the one that answered (or paused) its last turn."""
+CREATE_EFFECTS_TABLE = (
+    f"CREATE TABLE IF NOT EXISTS {EFFECTS_TABLE} (effect_key TEXT PRIMARY KEY, "
+    "value TEXT NOT NULL, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
+)
+"""Side effects done once per key (a tool call's id): the ledger ``record_once`` writes."""
+CREATE_MEMORY_TABLE = (
+    f"CREATE TABLE IF NOT EXISTS {MEMORY_TABLE} (scope TEXT NOT NULL, fact TEXT NOT NULL, "
+    "value TEXT NOT NULL, updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (scope, fact))"
+)
+"""What a user's conversations share: facts by (tenant and user) scope (``naming.memory_scope``)."""
+CREATE_SUMMARIES_TABLE = (
+    f"CREATE TABLE IF NOT EXISTS {SUMMARIES_TABLE} (session_id TEXT PRIMARY KEY, summary TEXT NOT NULL, "
+    "covered INTEGER NOT NULL, updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
+)
+"""Each session's summary of its older items (the items themselves stay in the SDK's table)."""
+UPSERT_SUMMARY = (
+    f"INSERT INTO {SUMMARIES_TABLE} (session_id, summary, covered) VALUES (?, ?, ?) ON CONFLICT(session_id) "
+    "DO UPDATE SET summary = excluded.summary, covered = excluded.covered, updated_at = CURRENT_TIMESTAMP"
+)
+UPSERT_MEMORY = (
+    f"INSERT INTO {MEMORY_TABLE} (scope, fact, value) VALUES (?, ?, ?) ON CONFLICT(scope, fact) "
+    "DO UPDATE SET value = excluded.value, updated_at = CURRENT_TIMESTAMP"
+)
 
 T = TypeVar("T")
 _inherited: list[object] = []  # a parent's connections and threads, never used in this process
@@ -86,6 +119,9 @@ class SQLiteTurns:
         )
         add_interrupt_column(conn)
         conn.execute(CREATE_PENDING_TABLE)
+        conn.execute(CREATE_LAST_AGENT_TABLE)
+        conn.execute(CREATE_MEMORY_TABLE)
+        conn.execute(CREATE_SUMMARIES_TABLE)
         return conn
 
     async def try_acquire(self, session_id: str, owner: str, seconds: float) -> bool:
@@ -157,17 +193,30 @@ class SQLiteTurns:
             self._quick, self._quick_thread = quick, threading.get_ident()
         return self._quick if threading.get_ident() == self._quick_thread else None
 
-    async def commit(self, session_id: str, owner: str, items: list[Any]) -> bool:
-        """Write the turn and free its lease, in one transaction with the other turns' commits
-        queued meanwhile (group commit: one fsync and one trip to the thread for all of them).
+    async def commit(self, session_id: str, owner: str, write: TurnWrite) -> bool:
+        """Write the turn (its items, current agent and paused-turn record) and free its lease, in
+        one transaction with the other turns' commits queued meanwhile (group commit: one fsync
+        and one trip to the thread for all of them).
 
         Each turn's part still writes only if that turn holds its lease; if the transaction
         fails (a full disk), every turn in it fails and none is written."""
-        rows = [(session_id, json.dumps(item)) for item in items]  # as SQLiteSession serialises them
+        rows = [(session_id, json.dumps(item)) for item in write.items]  # as SQLiteSession does
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bool] = loop.create_future()
         with self._queue_guard:
-            self._queued.append(_Commit(session_id, owner, rows, done, loop))
+            self._queued.append(
+                _Commit(
+                    session_id,
+                    owner,
+                    rows,
+                    write.agent,
+                    write.pending,
+                    dict(write.memory),
+                    write.summary,
+                    done,
+                    loop,
+                )
+            )
         await self._call(self._write_queued)  # writes ours, unless an earlier call took it along
         return await done
 
@@ -241,6 +290,10 @@ class _Commit:
     session_id: str
     owner: str
     rows: list[tuple[str, str]]
+    agent: str | None
+    pending: Any
+    memory: dict[str, str]
+    summary: Summary | None
     done: asyncio.Future[bool]
     loop: asyncio.AbstractEventLoop
 
@@ -252,12 +305,33 @@ def _write_turn(conn: sqlite3.Connection, turn: _Commit) -> bool:
     )
     if freed.rowcount != 1:  # another turn took the session: write nothing
         return False
-    # What SQLiteSession.add_items writes, in the same order.
-    conn.execute(f"INSERT OR IGNORE INTO {SESSIONS_TABLE} (session_id) VALUES (?)", (turn.session_id,))
-    conn.executemany(f"INSERT INTO {MESSAGES_TABLE} (session_id, message_data) VALUES (?, ?)", turn.rows)
-    conn.execute(
-        f"UPDATE {SESSIONS_TABLE} SET updated_at = CURRENT_TIMESTAMP WHERE session_id = ?", (turn.session_id,)
-    )
+    if turn.rows:
+        # What SQLiteSession.add_items writes, in the same order.
+        conn.execute(f"INSERT OR IGNORE INTO {SESSIONS_TABLE} (session_id) VALUES (?)", (turn.session_id,))
+        conn.executemany(f"INSERT INTO {MESSAGES_TABLE} (session_id, message_data) VALUES (?, ?)", turn.rows)
+        conn.execute(
+            f"UPDATE {SESSIONS_TABLE} SET updated_at = CURRENT_TIMESTAMP WHERE session_id = ?",
+            (turn.session_id,),
+        )
+    if turn.agent is not None:
+        conn.execute(
+            f"INSERT INTO {LAST_AGENT_TABLE} (session_id, agent_name) VALUES (?, ?) "
+            "ON CONFLICT(session_id) DO UPDATE SET agent_name = excluded.agent_name, "
+            "updated_at = CURRENT_TIMESTAMP",
+            (turn.session_id, turn.agent),
+        )
+    scope = memory_scope(turn.session_id)
+    if turn.memory and scope is not None:
+        conn.executemany(UPSERT_MEMORY, [(scope, fact, value) for fact, value in turn.memory.items()])
+    if turn.summary is not None:
+        conn.execute(UPSERT_SUMMARY, (turn.session_id, turn.summary.text, turn.summary.covered))
+    if turn.pending is not KEEP:
+        conn.execute(f"DELETE FROM {PENDING_TABLE} WHERE session_id = ?", (turn.session_id,))
+        if turn.pending is not None:
+            conn.execute(
+                f"INSERT INTO {PENDING_TABLE} (session_id, state) VALUES (?, ?)",
+                (turn.session_id, turn.pending),
+            )
     return True
 
 
@@ -274,7 +348,16 @@ def _start(conn: sqlite3.Connection, session_id: str, limit: int | None) -> Turn
     """Read after the lease is ours: every turn committed before it freed the lease is there."""
     waiting = conn.execute(f"SELECT 1 FROM {PENDING_TABLE} WHERE session_id = ?", (session_id,))
     paused = waiting.fetchone() is not None
-    return TurnStart(_read_history(conn, session_id, limit), limit, paused)
+    row = conn.execute(f"SELECT agent_name FROM {LAST_AGENT_TABLE} WHERE session_id = ?", (session_id,))
+    agent = row.fetchone()
+    scope = memory_scope(session_id)
+    memory: dict[str, str] = {}
+    if scope is not None:
+        facts = conn.execute(f"SELECT fact, value FROM {MEMORY_TABLE} WHERE scope = ?", (scope,))
+        memory = {str(fact): str(value) for fact, value in facts.fetchall()}
+    return TurnStart(
+        _read_history(conn, session_id, limit), limit, paused, None if agent is None else agent[0], memory
+    )
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
