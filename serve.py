@@ -76,6 +76,7 @@ from multisessions import (
 )
 from multisessions.settings import ServeToken
 from multisessions.stores.urls import redact_url
+from multisessions.summaries import summaries_from
 from multisessions.web import (
     OneLineStartupErrors,
     RateLimiter,
@@ -178,6 +179,7 @@ def create_app(
         app.state.agents = support_agents()
         app.state.turns_at_once = asyncio.Semaphore(TURNS_AT_ONCE)
         app.state.run_config = RunConfig(model=model or resolve_model(None, config, announce=False))
+        app.state.summaries = summaries_from(config)  # SUMMARY_WINDOW: long conversations stay short
         try:
             yield
         finally:
@@ -270,6 +272,7 @@ async def post_message(name: str, request: Request, who: Caller) -> Response:
                 message,
                 on_busy=request.app.state.on_busy,
                 run_config=request.app.state.run_config,
+                summaries=request.app.state.summaries,
             )
     except TurnFailed as failed:
         raise turn_failure(failed) from None
@@ -306,7 +309,12 @@ async def streamed_turn(
         async with (
             request.app.state.turns_at_once,
             stream_turn(
-                agent, session, message, on_busy=request.app.state.on_busy, run_config=run_config
+                agent,
+                session,
+                message,
+                on_busy=request.app.state.on_busy,
+                run_config=run_config,
+                summaries=request.app.state.summaries,
             ) as result,
         ):
             async for event in result.stream_events():

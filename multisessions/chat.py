@@ -35,6 +35,7 @@ from multisessions.items import history_lines, read_all
 from multisessions.locks import DEFAULT_ON_BUSY, OnBusy
 from multisessions.naming import dated_session_id, feature_session_id, thread_session_id, user_session_id
 from multisessions.stores import SessionStore, close_session, driver_errors, scrub
+from multisessions.summaries import Summaries
 from multisessions.turns import stream_turn, why_it_failed
 
 
@@ -66,6 +67,7 @@ async def chat(
     stdin: TextIO | None = None,
     store_url: str | None = None,
     on_busy: OnBusy = DEFAULT_ON_BUSY,
+    summaries: Summaries | None = None,
 ) -> int:
     """Read messages from ``stdin`` until ``/quit`` or end of input; returns the exit code.
 
@@ -122,7 +124,9 @@ async def chat(
             else:
                 lines.answering = text
                 try:
-                    await _streamed_answer(agents_by_name[first_agent], session, text, run_config, on_busy)
+                    await _streamed_answer(
+                        agents_by_name[first_agent], session, text, run_config, summaries, on_busy
+                    )
                 except TurnFailed as exc:
                     where = getattr(store, "db_path", store.name)
                     outcome = "nothing was saved" if exc.saved is False else "it may have been saved"
@@ -154,7 +158,12 @@ async def chat(
 
 
 async def _streamed_answer(
-    agent: Agent[Any], session: Session, text: str, run_config: RunConfig, on_busy: OnBusy = DEFAULT_ON_BUSY
+    agent: Agent[Any],
+    session: Session,
+    text: str,
+    run_config: RunConfig,
+    summaries: Summaries | None = None,
+    on_busy: OnBusy = DEFAULT_ON_BUSY,
 ) -> None:
     """Print the answer as it streams, prefixed with the session and the agent that answers (the
     session's current agent, or the one a handoff leads to). A turn paused for a supervisor's
@@ -166,7 +175,9 @@ async def _streamed_answer(
     def waiting(notice: str) -> None:
         print(f"{prefix} {notice}", flush=True)
 
-    turn = stream_turn(agent, session, text, on_busy=on_busy, on_wait=waiting, run_config=run_config)
+    turn = stream_turn(
+        agent, session, text, run_config=run_config, summaries=summaries, on_busy=on_busy, on_wait=waiting
+    )
     async with turn as result:
         async for event in result.stream_events():
             if isinstance(event, AgentUpdatedStreamEvent):

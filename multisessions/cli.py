@@ -61,6 +61,7 @@ from multisessions.stores import (
     open_store,
     scrub,
 )
+from multisessions.summaries import summaries_from
 from multisessions.turns import resume_turn, why_it_failed
 
 Demo = Callable[..., Coroutine[Any, Any, Mapping[str, Session]]]
@@ -356,6 +357,7 @@ async def _chat(args: argparse.Namespace, lesson: Lesson, settings: Settings) ->
             tenant=args.tenant,
             store_url=settings.store_url,
             on_busy=args.on_busy,
+            summaries=summaries_from(settings),
         )
     finally:
         await store.close()

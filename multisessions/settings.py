@@ -59,6 +59,12 @@ class Settings:
     """``SESSION_ENCRYPTION_KEY``: when set, every session is encrypted at rest (a key per tenant)."""
     offline: bool = False
     """``--offline``: the built-in model even when a key is set."""
+    summary_window: int | None = None
+    """``SUMMARY_WINDOW``: with it, turns send a summary of older items and this many newest ones."""
+    summary_threshold: int | None = None
+    """``SUMMARY_THRESHOLD``: items past the window before they are folded in (default: the window)."""
+    summary_prompt: str = ""
+    """``SUMMARY_PROMPT``: the summarizer's instructions (default: summaries.DEFAULT_PROMPT)."""
     serve_tokens: tuple[ServeToken, ...] = field(default=(), repr=False)
     """``SERVE_TOKENS`` (``alice=TOKEN,acme/bob=TOKEN``): the users serve.py lets in."""
     serve_rate: int = DEFAULT_SERVE_RATE
@@ -111,6 +117,9 @@ def load_settings(
         ),
         max_tokens=parse_count(get("OPENAI_MAX_TOKENS"), "OPENAI_MAX_TOKENS", None, low=1),
         store_url=get("SESSION_STORE_URL") or None,
+        summary_window=parse_count(get("SUMMARY_WINDOW"), "SUMMARY_WINDOW", None, low=1),
+        summary_threshold=parse_count(get("SUMMARY_THRESHOLD"), "SUMMARY_THRESHOLD", None, low=1),
+        summary_prompt=get("SUMMARY_PROMPT"),
         encryption_key=get("SESSION_ENCRYPTION_KEY"),
         serve_tokens=serve_tokens,
         serve_rate=serve_rate,

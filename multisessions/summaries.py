@@ -18,6 +18,7 @@ from agents import Agent, RunConfig, Runner
 from agents.models.interface import Model
 
 from multisessions.items import item_summary
+from multisessions.settings import Settings
 from multisessions.stores import Summary
 
 SUMMARY_HEADING = "Summary of the earlier conversation:"
@@ -72,3 +73,15 @@ async def fold(
     summarizer = Agent(name="Summarizer", instructions=settings.prompt)
     result = await Runner.run(summarizer, "\n".join(lines), run_config=config)
     return Summary(str(result.final_output).strip(), covered)
+
+
+def summaries_from(settings: Settings) -> Summaries | None:
+    """The summaries ``SUMMARY_WINDOW``, ``SUMMARY_THRESHOLD`` and ``SUMMARY_PROMPT`` ask for; None
+    without a window (turns then send the whole history, or the session's own cap)."""
+    if settings.summary_window is None:
+        return None
+    return Summaries(
+        window=settings.summary_window,
+        threshold=settings.summary_threshold or settings.summary_window,
+        prompt=settings.summary_prompt or DEFAULT_PROMPT,
+    )

@@ -147,3 +147,44 @@ def test_a_window_or_threshold_below_one_is_refused():
     with pytest.raises(ValueError, match="1 or more"):
         Summaries(window=0)
     assert Summary("x", 3).covered == 3
+
+
+def test_the_summary_settings_come_from_the_environment_and_bad_ones_are_one_line(tmp_path):
+    from multisessions import ConfigError
+    from multisessions.settings import load_settings
+    from multisessions.summaries import DEFAULT_PROMPT, summaries_from
+
+    none = tmp_path / "no.env"
+    assert summaries_from(load_settings({}, none)) is None
+    got = summaries_from(load_settings({"SUMMARY_WINDOW": "6", "SUMMARY_PROMPT": "Be brief."}, none))
+    assert got == Summaries(window=6, threshold=6, prompt="Be brief.")
+    got = summaries_from(load_settings({"SUMMARY_WINDOW": "6", "SUMMARY_THRESHOLD": "3"}, none))
+    assert got == Summaries(window=6, threshold=3, prompt=DEFAULT_PROMPT)
+    with pytest.raises(ConfigError, match="SUMMARY_WINDOW='0' must be a whole number, at least 1"):
+        load_settings({"SUMMARY_WINDOW": "0"}, none)
+
+
+def test_the_chat_summarizes_a_long_conversation_when_the_settings_ask(cli, db):
+    import asyncio
+
+    from multisessions import SQLiteStore
+    from multisessions.settings import Settings
+
+    lines = (
+        ["My name is Zoe."]
+        + [f"Note {n}: my order number is {n}." for n in range(2, 8)]
+        + ["What's my name?"]
+    )
+    ran = cli(
+        "chat",
+        "--user",
+        "zoe",
+        "--db",
+        str(db),
+        stdin="\n".join(lines) + "\n",
+        settings=Settings(summary_window=4),
+    )
+    assert ran.code == 0, ran.err
+    assert "Your name is Zoe." in ran.out
+    summary, total = asyncio.run(SQLiteStore(db).summary_state("user_zoe"))
+    assert total == 16 and summary is not None and "- name: Zoe" in summary.text
