@@ -53,11 +53,13 @@ from multisessions import (
     MAX_MESSAGE_CHARS,
     ConfigError,
     MultiSessionsError,
+    SessionBusy,
     SessionStore,
     Settings,
     SQLitePool,
     SQLiteStore,
     TurnFailed,
+    TurnInterrupted,
     check_message,
     close_session,
     describe_failure,
@@ -91,6 +93,8 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_BODY_BYTES = 256 * 1024
 PAGE = Path(__file__).resolve().parent / "static" / "index.html"
 DEMO_USERS = ("alice", "bob")
+BUSY_RETRY_SECONDS = 2
+"""The ``Retry-After`` of a 409 for a conversation busy with another turn (``SERVE_ON_BUSY=reject``)."""
 TURNS_AT_ONCE = 64
 """Turns running at once in one worker; the rest wait their turn. Unbounded, a thousand turns at
 once exhausted PostgreSQL's connection pool (see the README's load figures)."""
@@ -171,6 +175,7 @@ def create_app(
         app.state.store = store
         app.state.tokens = config.serve_tokens
         app.state.limiter = RateLimiter(config.serve_rate)
+        app.state.on_busy = config.serve_on_busy  # a second message while a turn runs: SERVE_ON_BUSY
         app.state.agents = support_agents()
         app.state.turns_at_once = asyncio.Semaphore(TURNS_AT_ONCE)
         app.state.run_config = RunConfig(model=model or resolve_model(None, config, announce=False))
@@ -265,6 +270,7 @@ async def post_message(name: str, request: Request, who: Caller) -> Response:
                 agent,
                 session,
                 message,
+                on_busy=request.app.state.on_busy,
                 run_config=request.app.state.run_config,
                 summaries=request.app.state.summaries,
             )
@@ -303,7 +309,12 @@ async def streamed_turn(
         async with (
             request.app.state.turns_at_once,
             stream_turn(
-                agent, session, message, run_config=run_config, summaries=request.app.state.summaries
+                agent,
+                session,
+                message,
+                on_busy=request.app.state.on_busy,
+                run_config=run_config,
+                summaries=request.app.state.summaries,
             ) as result,
         ):
             async for event in result.stream_events():
@@ -355,7 +366,17 @@ async def read_message(request: Request) -> str:
 
 def turn_failure(failed: TurnFailed) -> HTTPException:
     """502 when the model failed, 503 when the store did; the session is unchanged, unless the
-    store lost its connection while committing (then the turn may be saved: the line says so)."""
+    store lost its connection while committing (then the turn may be saved: the line says so).
+    409 when another turn held the conversation (``Retry-After`` says when to try again) or a
+    newer message stopped this one: nothing of this turn was saved."""
+    if isinstance(failed, TurnInterrupted):
+        return HTTPException(409, "a newer message on this conversation stopped this one; nothing was saved")
+    if isinstance(failed.cause, SessionBusy):
+        return HTTPException(
+            409,
+            "this conversation is busy with another message; nothing was saved, retry later",
+            headers={"Retry-After": retry_after(BUSY_RETRY_SECONDS)},
+        )
     if failed.saved is None:
         return HTTPException(
             503,
