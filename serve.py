@@ -60,9 +60,11 @@ from multisessions import (
     AwaitingApproval,
     ConfigError,
     MultiSessionsError,
+    SessionBusy,
     SessionStore,
     Settings,
     TurnFailed,
+    TurnInterrupted,
     WrongKey,
     check_message,
     close_session,
@@ -108,6 +110,8 @@ PAGE_HEADERS = page_headers(PAGE.read_text(encoding="utf-8"))
 log = logging.getLogger("serve")
 """What a client is not told (the model server's address and words) goes here, for the operator."""
 DEMO_USERS = ("alice", "bob")
+BUSY_RETRY_SECONDS = 2
+"""The ``Retry-After`` of a 409 for a conversation busy with another turn (``SERVE_ON_BUSY=reject``)."""
 TURNS_AT_ONCE = 64
 """Turns running at once in one worker; the rest wait their turn. Unbounded, a thousand turns at
 once exhausted PostgreSQL's connection pool (see the README's load figures)."""
@@ -186,6 +190,7 @@ def create_app(
         app.state.store = store
         app.state.tokens = config.serve_tokens
         app.state.limiter = RateLimiter(config.serve_rate)
+        app.state.on_busy = config.serve_on_busy  # a second message while a turn runs: SERVE_ON_BUSY
         app.state.agents = support_agents()
         app.state.turns_at_once = asyncio.Semaphore(TURNS_AT_ONCE)
         app.state.run_config = RunConfig(model=model or resolve_model(None, config, announce=False))
@@ -289,6 +294,7 @@ async def post_message(name: str, request: Request, who: Caller) -> Response:
                     agent,
                     session,
                     message,
+                    on_busy=request.app.state.on_busy,
                     run_config=request.app.state.run_config,
                     summaries=request.app.state.summaries,
                 )
@@ -331,6 +337,7 @@ async def streamed_turn(
                 agent,
                 session,
                 message,
+                on_busy=request.app.state.on_busy,
                 run_config=run_config,
                 summaries=request.app.state.summaries,
             ) as result,
@@ -387,9 +394,19 @@ async def read_message(request: Request) -> str:
 
 def turn_failure(failed: TurnFailed) -> HTTPException:
     """The session is unchanged (unless the store lost its connection while committing: then
-    the turn may be saved, and the line says so): 503 when the store failed, 409 while it waits
-    for approval, else the model's failure by kind (502, 503, 504). The client is told what kind
-    and what to do; the model server's address and words go to the server's log."""
+    the turn may be saved, and the line says so): 503 when the store failed; 409 when another
+    turn held the conversation (``Retry-After`` says when to try again), a newer message stopped
+    this one, or it waits for approval; else the model's failure by kind (502, 503, 504). The
+    client is told what kind and what to do; the model server's address and words go to the
+    server's log."""
+    if isinstance(failed, TurnInterrupted):
+        return HTTPException(409, "a newer message on this conversation stopped this one; nothing was saved")
+    if isinstance(failed.cause, SessionBusy):
+        return HTTPException(
+            409,
+            "this conversation is busy with another message; nothing was saved, retry later",
+            headers={"Retry-After": retry_after(BUSY_RETRY_SECONDS)},
+        )
     if failed.saved is None:
         return HTTPException(
             503,

@@ -1,7 +1,7 @@
 """The machinery under the lessons (agent.py, serve.py): everything a reader need not learn first.
 
-Imports flow one way: errors, naming, items -> offline_model, settings, failures -> models -> stores ->
-inventory, turns -> chat -> cli. Nothing here imports a lesson or a tool.
+Imports flow one way: errors, naming, items -> locks -> offline_model, settings, failures -> models ->
+stores -> inventory, turns -> chat -> cli. Nothing here imports a lesson or a tool.
 """
 
 from multisessions.approvals import Approval, pending_approvals
@@ -14,6 +14,7 @@ from multisessions.errors import (
     SessionBusy,
     StoreError,
     TurnFailed,
+    TurnInterrupted,
     UsageError,
     WrongKey,
 )
@@ -27,7 +28,7 @@ from multisessions.inventory import (
     list_sessions,
 )
 from multisessions.items import ALL_ITEMS, history_lines, item_summary, message_text, read_all
-from multisessions.locks import held_locks, hold_session
+from multisessions.locks import ON_BUSY, OnBusy, held_locks, hold_session
 from multisessions.memory import remember, with_memory
 from multisessions.models import ModelLike, describe_model, resolve_model
 from multisessions.naming import (
@@ -93,6 +94,9 @@ __all__ = [
     "StoreError",
     "WrongKey",
     "TurnFailed",
+    "TurnInterrupted",
+    "OnBusy",
+    "ON_BUSY",
     "UsageError",
     "check_message",
     "check_session_id",

@@ -1,11 +1,15 @@
 """``python agent.py chat``: talk to the support agents yourself, in the session the naming helpers give.
 
     python agent.py chat --user alice [--tenant T] [--feature chat | --thread ID | --date today|YYYYMMDD]
+                         [--on-busy wait|reject|interrupt]
 
 The session continues across runs (it lives in the store). In the chat: ``/user NAME`` switches
 user and session, ``/history`` shows this session, ``/sessions`` the inventory, ``/quit`` leaves;
-end of input leaves too. Without ``--tenant`` the chat is in the sessions with no tenant
-(``user_alice``), never in the demos' (``demo:user_alice``) or another app's.
+end of input leaves too. A message for a session busy with another turn (another chat on the
+same user, say) waits for it, saying so (``--on-busy wait``, the default), is refused at once
+(``reject``), or stops that turn and is answered instead (``interrupt``). Without ``--tenant``
+the chat is in the sessions with no tenant (``user_alice``), never in the demos'
+(``demo:user_alice``) or another app's.
 
 A store that fails outside a turn (reading or saving the last agent, ``/history``,
 ``/sessions``) ends the chat with one line and exit 1: what was said so far is kept.
@@ -28,6 +32,7 @@ from openai.types.responses import ResponseTextDeltaEvent
 from multisessions.errors import StoreError, TurnFailed, WrongKey
 from multisessions.inventory import format_listing, list_sessions
 from multisessions.items import history_lines, read_all
+from multisessions.locks import DEFAULT_ON_BUSY, OnBusy
 from multisessions.models import turn_deadline
 from multisessions.naming import dated_session_id, feature_session_id, thread_session_id, user_session_id
 from multisessions.settings import DEFAULT_TURN_TIMEOUT
@@ -63,13 +68,15 @@ async def chat(
     tenant: str | None = None,
     stdin: TextIO | None = None,
     store_url: str | None = None,
+    on_busy: OnBusy = DEFAULT_ON_BUSY,
     turn_timeout: float = DEFAULT_TURN_TIMEOUT,
     summaries: Summaries | None = None,
 ) -> int:
     """Read messages from ``stdin`` until ``/quit`` or end of input; returns the exit code.
 
     Each turn goes to the agent that answered the session's last turn (written with that
-    turn), or to ``first_agent`` in a new session. ``store_url`` is only used to scrub its
+    turn), or to ``first_agent`` in a new session. ``on_busy`` is what a message does
+    when another turn holds its session (run_turn's). ``store_url`` is only used to scrub its
     password from a driver's error text. Each turn's model calls end within ``turn_timeout``
     seconds. The exit code is 1 when the last turn failed, so a script can tell.
     """
@@ -129,7 +136,7 @@ async def chat(
                 try:
                     with turn_deadline(turn_timeout):
                         await _streamed_answer(
-                            agents_by_name[first_agent], session, text, run_config, summaries
+                            agents_by_name[first_agent], session, text, run_config, summaries, on_busy
                         )
                     failed = False
                 except TurnFailed as exc:
@@ -165,15 +172,27 @@ async def chat(
 
 
 async def _streamed_answer(
-    agent: Agent[Any], session: Session, text: str, run_config: RunConfig, summaries: Summaries | None = None
+    agent: Agent[Any],
+    session: Session,
+    text: str,
+    run_config: RunConfig,
+    summaries: Summaries | None = None,
+    on_busy: OnBusy = DEFAULT_ON_BUSY,
 ) -> None:
     """Print the answer as it streams, prefixed with the session and the agent that answers (the
     session's current agent, or the one a handoff leads to). A turn paused for a supervisor's
-    approval prints what waits."""
+    approval prints what waits; a turn that has to wait for another one on its session says so first."""
     prefix = f"[{session.session_id}]"
     speaking: str | None = None
     current = agent.name
-    async with stream_turn(agent, session, text, run_config=run_config, summaries=summaries) as result:
+
+    def waiting(notice: str) -> None:
+        print(f"{prefix} {notice}", flush=True)
+
+    turn = stream_turn(
+        agent, session, text, run_config=run_config, summaries=summaries, on_busy=on_busy, on_wait=waiting
+    )
+    async with turn as result:
         async for event in result.stream_events():
             if isinstance(event, AgentUpdatedStreamEvent):
                 current = event.new_agent.name

@@ -4,6 +4,7 @@
     python agent.py sessions list [--tenant T | --all-tenants] [--user U] [--prefix P] [--db PATH|--store URL]
     python agent.py sessions show ID | delete ID | delete --user U | expire --older-than DAYS
     python agent.py chat --user NAME [--tenant T] [--feature F | --thread ID | --date today|YYYYMMDD]
+                         [--on-busy wait|reject|interrupt]
     python agent.py approvals list | approve ID | reject ID [--reason TEXT]
 
 Every sessions command and the chat work in one tenant: ``--tenant T`` (ids ``T:...``), or
@@ -45,6 +46,7 @@ from multisessions.inventory import (
     list_sessions,
 )
 from multisessions.items import history_lines, read_all
+from multisessions.locks import DEFAULT_ON_BUSY, ON_BUSY
 from multisessions.models import resolve_model, turn_deadline
 from multisessions.naming import check_session_id, check_tenant, tenant_prefix
 from multisessions.settings import APIS, Settings, load_settings, parse_api
@@ -187,6 +189,13 @@ def _chat_parser(program: str) -> argparse.ArgumentParser:
     kind.add_argument("--feature", help="a feature session: FEATURE_feature_user_USER")
     kind.add_argument("--thread", help="a thread session: thread_ID")
     kind.add_argument("--date", dest="day", metavar="today|YYYYMMDD", help="a dated session")
+    parser.add_argument(
+        "--on-busy",
+        choices=ON_BUSY,
+        default=DEFAULT_ON_BUSY,
+        help="a message for a session busy with another turn: wait for it (default), "
+        "reject it at once, or interrupt that turn",
+    )
     _store_options(parser)
     _model_options(parser)
     return parser
@@ -348,6 +357,7 @@ async def _chat(args: argparse.Namespace, lesson: Lesson, settings: Settings) ->
             tenant=args.tenant,
             store_url=settings.store_url,
             turn_timeout=settings.turn_timeout,
+            on_busy=args.on_busy,
             summaries=summaries_from(settings),
         )
     finally:

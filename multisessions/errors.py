@@ -89,7 +89,22 @@ class UsageError(MultiSessionsError):
 
 
 class SessionBusy(MultiSessionsError):
-    """Another turn (maybe in another process) held the session for longer than we could wait."""
+    """Another turn (maybe in another process) held the session: at once (``on_busy="reject"``),
+    or for longer than we could wait."""
+
+
+class TurnInterrupted(TurnFailed):
+    """A newer message on the session stopped this turn (``on_busy="interrupt"``); nothing of it was saved."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self.cause = self
+        self.saved = False
+        MultiSessionsError.__init__(
+            self,
+            f"turn on session {session_id!r} stopped: a newer message on the session interrupted it "
+            "(on_busy='interrupt')",
+        )
 
 
 class LeaseLost(MultiSessionsError):

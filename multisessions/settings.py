@@ -17,6 +17,7 @@ from typing import Literal
 from dotenv import dotenv_values
 
 from multisessions.errors import ConfigError
+from multisessions.locks import DEFAULT_ON_BUSY, ON_BUSY, OnBusy
 from multisessions.naming import user_session_id
 
 Api = Literal["responses", "chat_completions"]
@@ -79,6 +80,9 @@ class Settings:
     serve_tokens: tuple[ServeToken, ...] = field(default=(), repr=False)
     """``SERVE_TOKENS`` (``alice=TOKEN,acme/bob=TOKEN``): the users serve.py lets in."""
     serve_rate: int = DEFAULT_SERVE_RATE
+    serve_on_busy: OnBusy = DEFAULT_ON_BUSY
+    """``SERVE_ON_BUSY``: what serve.py does with a message for a conversation busy with another turn:
+    ``wait`` for it (the default), ``reject`` it (409), or ``interrupt`` the running turn."""
     serve_api_docs: bool = False
     """``SERVE_API_DOCS=1``: serve.py publishes /docs, /redoc and /openapi.json (off by default)."""
 
@@ -144,6 +148,7 @@ def load_settings(
         encryption_key=get("SESSION_ENCRYPTION_KEY"),
         serve_tokens=serve_tokens,
         serve_rate=serve_rate,
+        serve_on_busy=parse_on_busy(get("SERVE_ON_BUSY") or DEFAULT_ON_BUSY, "SERVE_ON_BUSY"),
         serve_api_docs=serve_api_docs,
         max_answer_chars=parse_count(
             get("MAX_ANSWER_CHARS"), "MAX_ANSWER_CHARS", DEFAULT_MAX_ANSWER_CHARS, low=1
@@ -162,6 +167,14 @@ def parse_api(value: str, name: str = "--api") -> Api:
     if value not in APIS:
         raise ConfigError(f"{name}={value!r} must be one of: {', '.join(APIS)}")
     return value
+
+
+def parse_on_busy(value: str, name: str = "--on-busy") -> OnBusy:
+    """``wait``, ``reject`` or ``interrupt`` (see multisessions/locks.py)."""
+    for choice in ON_BUSY:
+        if value == choice:
+            return choice
+    raise ConfigError(f"{name}={value!r} must be one of: {', '.join(ON_BUSY)}")
 
 
 def parse_seconds(value: str, name: str, default: float) -> float:

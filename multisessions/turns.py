@@ -54,7 +54,7 @@ from multisessions.errors import (
 )
 from multisessions.failures import describe_failure
 from multisessions.items import read_all
-from multisessions.locks import Lease, hold_session
+from multisessions.locks import DEFAULT_ON_BUSY, Lease, OnBusy, check_on_busy, hold_session
 from multisessions.locks import held_locks as held_locks  # re-exported for callers and tests
 from multisessions.memory import running_turn
 from multisessions.naming import memory_scope
@@ -369,6 +369,8 @@ async def run_turn(
     user_input: str,
     *,
     summaries: Summaries | None = None,
+    on_busy: OnBusy = DEFAULT_ON_BUSY,
+    on_wait: Callable[[str], object] | None = None,
     **runner_kwargs: Any,
 ) -> RunResult:
     """Run one turn on ``session``: never two at once on one session id, all or nothing.
@@ -380,18 +382,18 @@ async def run_turn(
     leaves the session exactly as it was and raises ``TurnFailed`` (or the cancellation). An
     empty, over-long or non-text message raises ``ValueError`` before anything runs. With
     ``summaries``, the turn sends a summary and the newest items only (``summaries.py``).
+    If another turn holds the session: ``on_busy="wait"`` (the default) queues behind it
+    (``on_wait`` gets one line saying so), ``"reject"`` fails at once (``TurnFailed`` caused by
+    ``SessionBusy``), ``"interrupt"`` stops it (its caller gets ``TurnInterrupted``) and runs this one.
     """
     user_input = check_message(user_input)
     store = store_of(session)
     io = _turn_io(session, store)
     limit = summaries.window if summaries is not None else history_limit(session, runner_kwargs)
-    async with _turn_on(session, store, io, limit) as lease:
+    async with _turn_on(session, store, io, limit, on_busy=on_busy, on_wait=on_wait) as lease:
         turn = PendingTurn(session, lease.start)
         try:
-            await _refuse_if_waiting(session, store, lease.start)
-            agent = await _current_agent(starting_agent, session, store, lease.start)
-            await _load_memory(turn, store, lease.start)
-            await _load_summary(turn, store, summaries)
+            agent = await _where_it_stands(turn, starting_agent, store, summaries)
             by_hand = await _input_by_hand(agent, turn, user_input, limit, runner_kwargs)
             with _running(turn):
                 if by_hand is not None:  # the SDK's session bookkeeping skipped: same input, same items
@@ -413,6 +415,8 @@ async def resume_turn(
     *,
     approve: bool,
     reason: str | None = None,
+    on_busy: OnBusy = DEFAULT_ON_BUSY,
+    on_wait: Callable[[str], object] | None = None,
     **runner_kwargs: Any,
 ) -> RunResult:
     """Approve (or reject, with ``reason`` sent to the model) the turn paused on ``session``, and run it on.
@@ -424,12 +428,13 @@ async def resume_turn(
     it pauses again, replaces it), so a second decision finds nothing waiting. Raises
     ``TurnFailed`` (the session and the paused turn unchanged) if it fails, or if no turn waits.
     A tool that has side effects should key them by its call id (``record_once``): a resume that
-    fails after the tool ran runs it again when the decision is retried.
+    fails after the tool ran runs it again when the decision is retried. ``on_busy`` and
+    ``on_wait`` as for ``run_turn``.
     """
     store = store_of(session)
     io = _turn_io(session, store)
     limit = history_limit(session, runner_kwargs)
-    async with _turn_on(session, store, io, limit) as lease:
+    async with _turn_on(session, store, io, limit, on_busy=on_busy, on_wait=on_wait) as lease:
         try:
             if store is None:
                 raise StoreError("this session has no store to keep a paused turn in (an in-memory session?)")
@@ -505,6 +510,19 @@ async def _current_agent(
         )
         return starting_agent
     return found
+
+
+async def _where_it_stands(
+    turn: PendingTurn, starting_agent: Agent[Any], store: SessionStore | None, summaries: Summaries | None
+) -> Agent[Any]:
+    """Where the session stands as the turn starts: no paused turn waiting, its current agent
+    (returned, and kept as ``turn.agent``), its user's memory and, with summaries, its summary."""
+    start = turn.start
+    await _refuse_if_waiting(turn.session, store, start)
+    turn.current_agent = await _current_agent(starting_agent, turn.session, store, start)
+    await _load_memory(turn, store, start)
+    await _load_summary(turn, store, summaries)
+    return turn.current_agent
 
 
 async def _load_summary(turn: PendingTurn, store: SessionStore | None, settings: Summaries | None) -> None:
@@ -608,13 +626,9 @@ async def one_turn(
     async with _turn_on(session, store, io, limit) as lease:
         turn = PendingTurn(session, lease.start)
         try:
-            await _refuse_if_waiting(session, store, lease.start)
-            agent = await _current_agent(starting_agent, session, store, lease.start)
-            await _load_memory(turn, store, lease.start)
-            await _load_summary(turn, store, summaries)
+            agent = await _where_it_stands(turn, starting_agent, store, summaries)
         except Exception as exc:
             raise TurnFailed(session.session_id, exc) from exc
-        turn.current_agent = agent
 
         async def finish(result: RunResult | RunResultStreaming) -> None:
             await _fold_if_due(turn, summaries, result, {})
@@ -691,6 +705,7 @@ async def _finish(
     turn (``decided``), the consumption of that paused turn.
 
     Nothing is written unless the lease was held throughout: no other turn ran meanwhile."""
+    lease.committing = True  # a newer message can no longer stop this turn: it is being saved
     if result.interruptions:
         if store is None:
             raise StoreError("a turn paused for approval needs a store to wait in (not an in-memory session)")
@@ -760,24 +775,34 @@ def _turn_io(session: Session, store: SessionStore | None) -> TurnIO | None:
 
 @asynccontextmanager
 async def _turn_on(
-    session: Session, store: SessionStore | None, io: TurnIO | None, limit: int | None = None
+    session: Session,
+    store: SessionStore | None,
+    io: TurnIO | None,
+    limit: int | None = None,
+    *,
+    on_busy: OnBusy = DEFAULT_ON_BUSY,
+    on_wait: Callable[[str], object] | None = None,
 ) -> AsyncIterator[Lease]:
     """Hold the session for one turn (here, and through ``store``'s leases in every process);
-    a busy session, or a store failing while the lease is taken, fails the turn (``TurnFailed``).
-    With ``io``, taking the lease also reads the turn's start (``lease.start``: the newest
-    ``limit`` items) in the same round trip."""
+    a busy session (as ``on_busy`` says), or a store failing while the lease is taken, fails the
+    turn (``TurnFailed``). With ``io``, taking the lease also reads the turn's start
+    (``lease.start``: the newest ``limit`` items) in the same round trip."""
+    check_on_busy(on_busy)  # a caller's mistake, raised as it is
     if io is not None:
         session_id = session.session_id
 
         async def begin(owner: str, seconds: float) -> TurnStart | None:
             return await io.begin(session_id, owner, seconds, limit)
 
-        holding = hold_session(session_id, io, begin=begin)
+        holding = hold_session(session_id, io, begin=begin, on_busy=on_busy, on_wait=on_wait)
     else:
-        holding = hold_session(session.session_id, None if store is None else store.leases)
+        leases = None if store is None else store.leases
+        holding = hold_session(session.session_id, leases, on_busy=on_busy, on_wait=on_wait)
     async with contextlib.AsyncExitStack() as held:
         try:
             lease = await held.enter_async_context(holding)
+        except TurnFailed:  # stopped by a newer message while it waited
+            raise
         except Exception as exc:  # busy, or the store failed while the lease was being taken
             raise TurnFailed(session.session_id, exc) from exc
         yield lease
@@ -790,6 +815,8 @@ async def stream_turn(
     user_input: str,
     *,
     summaries: Summaries | None = None,
+    on_busy: OnBusy = DEFAULT_ON_BUSY,
+    on_wait: Callable[[str], object] | None = None,
     **runner_kwargs: Any,
 ) -> AsyncIterator[RunResultStreaming]:
     """One streamed turn, whole or not at all: ``async with stream_turn(...) as result:``.
@@ -798,19 +825,17 @@ async def stream_turn(
     As in ``run_turn``, the turn runs on the session's current agent. The session's lock is held
     for the whole stream, and the turn is committed in one write only when the stream was read
     to its end. An exception or cancellation (raised as ``TurnFailed`` or the cancellation), or
-    leaving the block before the stream ends, leaves the session exactly as it was.
+    leaving the block before the stream ends, leaves the session exactly as it was. ``on_busy`` and
+    ``on_wait`` as for ``run_turn``.
     """
     user_input = check_message(user_input)
     store = store_of(session)
     io = _turn_io(session, store)
     limit = summaries.window if summaries is not None else history_limit(session, runner_kwargs)
-    async with _turn_on(session, store, io, limit) as lease:
+    async with _turn_on(session, store, io, limit, on_busy=on_busy, on_wait=on_wait) as lease:
         turn = PendingTurn(session, lease.start)
         try:
-            await _refuse_if_waiting(session, store, lease.start)
-            agent = await _current_agent(starting_agent, session, store, lease.start)
-            await _load_memory(turn, store, lease.start)
-            await _load_summary(turn, store, summaries)
+            agent = await _where_it_stands(turn, starting_agent, store, summaries)
             by_hand = await _input_by_hand(agent, turn, user_input, limit, runner_kwargs)  # as in run_turn
         except Exception as exc:
             raise TurnFailed(session.session_id, exc) from exc

@@ -2,6 +2,7 @@
 
     python -m tools.stress            # full size: 500 users x 5 turns, 50-turn burst, 20 SIGKILLs, ...
     python -m tools.stress --quick    # the sizes the tests use
+    python -m tools.stress --double-text [--store URL ...]   # only: a second message on a busy session
 
 Each scenario is a function the tests call at a small size; this script runs them at full size
 and prints one line of figures per scenario. Everything runs on the offline model, offline.
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Coroutine
 from contextlib import closing
 from dataclasses import dataclass
@@ -59,6 +61,7 @@ from multisessions import (
     thread_session_id,
     user_session_id,
 )
+from multisessions.locks import OnBusy
 from multisessions.stores import leases_for
 from tools.workload import LeakWatch, converse_on_file
 
@@ -641,6 +644,170 @@ def paused_turns(url: str | None, db: Path, turns: int = 50) -> dict[str, int]:
     }
 
 
+# --- 8. A second message on a busy session: wait, reject, interrupt -----------------------
+
+
+POLICIES: tuple[OnBusy, ...] = ("wait", "reject", "interrupt")
+
+
+def open_where(where: str | None, db: Path | str) -> Any:
+    """The store named by ``where``: None or ``sqlite`` (the file), ``pooled`` (the file through a
+    ``SQLitePool``), or a ``redis://`` or ``postgresql://`` URL."""
+    if where in (None, "sqlite"):
+        return SQLiteStore(db)
+    if where == "pooled":
+        return SQLiteStore(db, pool=SQLitePool(db, max_open=4))
+    return open_store(where, db_path=db)
+
+
+class Timed(OfflineModel):
+    """The offline model, slowed to ``seconds`` per call; notes when its first call came and,
+    if given a pipe, says there that the turn runs (it holds the session from then on)."""
+
+    def __init__(self, seconds: float = 0.0, write_fd: int | None = None) -> None:
+        self.seconds = seconds
+        self.write_fd = write_fd
+        self.called_at: float | None = None
+
+    async def get_response(self, *args: Any, **kwargs: Any) -> Any:
+        if self.called_at is None:
+            self.called_at = time.monotonic()
+            if self.write_fd is not None:
+                os.write(self.write_fd, b"h")
+        await asyncio.sleep(self.seconds)
+        return await super().get_response(*args, **kwargs)
+
+
+def _first_turns(
+    where: str | None, db: str, ids: dict[str, str], seconds: dict[str, float], fds: Any
+) -> None:
+    """The child: one slow turn per policy's session, all at once; reports how each ended, and when."""
+    ready_fd, report_fd = fds
+
+    async def one(store: Any, policy: str) -> dict[str, Any]:
+        session = store.open(ids[policy])
+        model = Timed(seconds[policy], ready_fd)
+        try:
+            await run_turn(
+                Agent(name="Support Agent"), session, f"first ({policy})", run_config=RunConfig(model=model)
+            )
+            outcome = "answered"
+        except TurnFailed as exc:
+            outcome = type(exc).__name__
+        finally:
+            await close_session(session)
+        return {"outcome": outcome, "ended_at": time.monotonic()}
+
+    async def go() -> dict[str, Any]:
+        store = open_where(where, db)
+        try:
+            return dict(zip(POLICIES, await asyncio.gather(*(one(store, p) for p in POLICIES)), strict=True))
+        finally:
+            await store.close()
+
+    os.write(report_fd, json.dumps(asyncio.run(go())).encode())
+    os._exit(0)
+
+
+def double_text(where: str | None, db: Path, first_seconds: float = 1.0) -> dict[str, Any]:
+    """A second message, from this process, on each of three sessions whose turn runs in another
+    process (``first_seconds`` long; the one to interrupt would run 10 s): once per policy.
+
+    Figures, in seconds from the second message: under ``wait`` when it started (``wait_s``) and
+    how long after the first turn ended (``wait_after_first_s``); under ``reject`` when it was
+    refused (``reject_s``); under ``interrupt`` when the first turn stopped (``interrupt_stop_s``,
+    its caller told ``TurnInterrupted``) and when the second started (``interrupt_start_s``).
+    ``stored`` is the user messages each session holds afterwards.
+    """
+    tag = uuid.uuid4().hex[:8]
+    ids = {policy: thread_session_id(f"double-{policy}-{tag}") for policy in POLICIES}
+    seconds = {"wait": first_seconds, "reject": first_seconds, "interrupt": 10.0}
+    ready_fd, ready_write = os.pipe()
+    report_fd, report_write = os.pipe()
+    child = multiprocessing.get_context("fork").Process(
+        target=_first_turns, args=(where, str(db), ids, seconds, (ready_write, report_write)), daemon=True
+    )
+    child.start()
+    os.close(ready_write)
+    os.close(report_write)
+    running = b""
+    while len(running) < len(POLICIES):  # every first turn holds its session
+        ready, _, _ = select.select([ready_fd], [], [], 30)
+        if not ready:
+            break
+        running += os.read(ready_fd, 8)
+    os.close(ready_fd)
+
+    async def second(store: Any, policy: OnBusy) -> dict[str, Any]:
+        session = store.open(ids[policy])
+        model = Timed()
+        notices: list[str] = []
+        sent = time.monotonic()
+        try:
+            await run_turn(
+                Agent(name="Support Agent"),
+                session,
+                f"second ({policy})",
+                run_config=RunConfig(model=model),
+                on_busy=policy,
+                on_wait=notices.append,
+            )
+            outcome = "answered"
+        except TurnFailed as exc:
+            outcome = type(exc.cause).__name__
+        finally:
+            await close_session(session)
+        return {
+            "sent": sent,
+            "answered_at": time.monotonic(),
+            "started": model.called_at,
+            "outcome": outcome,
+            "notices": notices,
+        }
+
+    async def seconds_and_stored() -> tuple[dict[str, Any], dict[str, list[str]]]:
+        store = open_where(where, db)
+        try:
+            # A warm store, as in a running server: its pool or connection already open.
+            warm = store.open(f"warm-{tag}")
+            await run_turn(Agent(name="Support Agent"), warm, "hi", run_config=RunConfig(model=Timed()))
+            await close_session(warm)
+            await store.delete(f"warm-{tag}")
+            seconds = dict(
+                zip(POLICIES, await asyncio.gather(*(second(store, p) for p in POLICIES)), strict=True)
+            )
+            stored: dict[str, list[str]] = {}
+            for policy in POLICIES:
+                session = store.open(ids[policy])
+                stored[policy] = [i["content"] for i in await read_all(session) if i.get("role") == "user"]
+                await close_session(session)
+                await store.delete(ids[policy])
+            return seconds, stored
+        finally:
+            await store.close()
+
+    seconds_, stored = asyncio.run(seconds_and_stored())
+    first = json.loads(drain(report_fd) or b"{}")
+    child.join()
+
+    def after(policy: str, at: float | None) -> float | None:
+        return None if at is None else round(at - seconds_[policy]["sent"], 3)
+
+    return {
+        "first_running": len(running),
+        "wait_notice": len(seconds_["wait"]["notices"]),
+        "wait_s": after("wait", seconds_["wait"]["started"]),
+        "wait_after_first_s": round(seconds_["wait"]["started"] - first["wait"]["ended_at"], 3)
+        if seconds_["wait"]["started"] and first
+        else None,
+        "reject_s": after("reject", seconds_["reject"]["answered_at"]),
+        "interrupt_stop_s": after("interrupt", first["interrupt"]["ended_at"]) if first else None,
+        "interrupt_start_s": after("interrupt", seconds_["interrupt"]["started"]),
+        "outcomes": {p: (first.get(p, {}).get("outcome"), seconds_[p]["outcome"]) for p in POLICIES},
+        "stored": stored,
+    }
+
+
 def refund_agents() -> dict[str, Agent[Any]]:
     """Triage and a billing specialist whose refund tool needs a supervisor (as in agent.py)."""
 
@@ -909,7 +1076,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="URL",
         help="also run the one-session scenarios on this store (redis://..., postgresql://...)",
     )
+    parser.add_argument(
+        "--double-text",
+        action="store_true",
+        help="only time a second message on a busy session (wait, reject, interrupt), per store",
+    )
     args = parser.parse_args(argv)
+    if args.double_text:
+        return _double_texts(args.store)
     global turn
     turn = plain_turn if args.plain else run_turn
     print(f"turns through {'plain Runner.run' if args.plain else 'run_turn'}")
@@ -942,6 +1116,29 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     return 0
+
+
+def _double_texts(urls: list[str]) -> int:
+    """``double_text`` on the SQLite file, alone and pooled, and on each ``--store``: one line each."""
+    print("seconds from the second message; the first turn runs 1 s (10 s under interrupt)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for where in ["sqlite", "pooled", *urls]:
+            figures = double_text(where, Path(tmp) / "double.db")
+            name = where.split(":")[0]
+            timing = {k: v for k, v in figures.items() if k.endswith("_s")}
+            bad = {p for p, (first, second) in figures["outcomes"].items() if (first, second) != _EXPECTED[p]}
+            print(
+                f"{name:<10} {' '.join(f'{k}={v}' for k, v in timing.items())} wrong={sorted(bad)}",
+                flush=True,
+            )
+    return 0
+
+
+_EXPECTED = {
+    "wait": ("answered", "answered"),
+    "reject": ("answered", "SessionBusy"),
+    "interrupt": ("TurnInterrupted", "answered"),
+}
 
 
 if __name__ == "__main__":

@@ -297,6 +297,12 @@ class EncryptedTurnIO:
     async def release(self, session_id: str, owner: str) -> None:
         await self.inner.release(session_id, owner)
 
+    async def request_interrupt(self, session_id: str) -> None:
+        await self.inner.request_interrupt(session_id)
+
+    async def interrupted(self, held: list[tuple[str, str]]) -> list[str]:
+        return await self.inner.interrupted(held)
+
     async def begin(self, session_id: str, owner: str, seconds: float, limit: int | None) -> TurnStart | None:
         start = await self.inner.begin(session_id, owner, seconds, limit)
         if start is None:

@@ -7,6 +7,7 @@ PostgreSQL, keys starting ``<prefix>/lease/`` on Redis (the SDK's keys are ``<pr
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
 import time
 from typing import Any
@@ -27,12 +28,40 @@ tables and functions: concurrent ``CREATE TABLE IF NOT EXISTS`` of one table can
 unique violation in the catalog (``pg_type_typname_nsp_index``)."""
 
 
+ADD_SQLITE_INTERRUPT_COLUMN = f"ALTER TABLE {LEASES_TABLE} ADD COLUMN interrupt TEXT"
+ADD_INTERRUPT_COLUMN = f"""
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = '{LEASES_TABLE}' AND column_name = 'interrupt') THEN
+        ALTER TABLE {LEASES_TABLE} ADD COLUMN interrupt VARCHAR;
+    END IF;
+END $$"""
+"""Gives a PostgreSQL leases table made before interrupts their column (under ``SETUP_LOCK``):
+which holder a newer message asked to stop. Checked first: ``ALTER TABLE`` would lock the table."""
+
+
+def add_interrupt_column(conn: sqlite3.Connection) -> None:
+    """Give a leases table made before interrupts their column (another process may add it first)."""
+    columns = {row[1] for row in conn.execute(f"PRAGMA table_info({LEASES_TABLE})")}
+    if "interrupt" not in columns:
+        try:
+            conn.execute(ADD_SQLITE_INTERRUPT_COLUMN)
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):
+                raise
+
+
 # Owner-checked, in one step on the server: never extend or free a lease another turn took.
 _RENEW = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then "
     "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 )
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+# The mark names the holder it is for and lasts as long as a lease: a later holder never matches it.
+_REQUEST_INTERRUPT = (
+    "local holder = redis.call('get', KEYS[1]) "
+    "if holder then redis.call('set', KEYS[2], holder, 'PX', ARGV[1]) return 1 end return 0"
+)
 
 
 class RedisLeases:
@@ -54,6 +83,21 @@ class RedisLeases:
 
     async def release(self, session_id: str, owner: str) -> None:
         await self.client.eval(_RELEASE, 1, self._key(session_id), owner)
+
+    def _interrupt_key(self, session_id: str) -> str:
+        return f"{self.key_prefix}/interrupt/{session_id}"
+
+    async def request_interrupt(self, session_id: str) -> None:
+        keys = (self._key(session_id), self._interrupt_key(session_id))
+        await self.client.eval(_REQUEST_INTERRUPT, 2, *keys, int(self.seconds * 1000))
+
+    async def interrupted(self, held: list[tuple[str, str]]) -> list[str]:
+        marks = await self.client.mget([self._interrupt_key(session_id) for session_id, _ in held])
+        return [
+            session_id
+            for (session_id, owner), mark in zip(held, marks, strict=True)
+            if mark is not None and (mark.decode() if isinstance(mark, bytes) else mark) == owner
+        ]
 
 
 class SQLLeases:
@@ -84,9 +128,19 @@ class SQLLeases:
                 await conn.execute(
                     text(
                         f"CREATE TABLE IF NOT EXISTS {LEASES_TABLE} (session_id VARCHAR PRIMARY KEY, "
-                        f"owner VARCHAR NOT NULL, expires {self._stamp} NOT NULL)"
+                        f"owner VARCHAR NOT NULL, expires {self._stamp} NOT NULL, interrupt VARCHAR)"
                     )
                 )
+                if self._postgres:
+                    await conn.execute(text(ADD_INTERRUPT_COLUMN))
+                else:
+                    found = await conn.execute(text(f"PRAGMA table_info({LEASES_TABLE})"))
+                    if "interrupt" not in {row[1] for row in found}:
+                        try:
+                            await conn.execute(text(ADD_SQLITE_INTERRUPT_COLUMN))
+                        except Exception as exc:  # another process added it first
+                            if "duplicate column" not in str(exc):
+                                raise
             self._ready = True
 
     async def _execute(self, sql: str, params: dict[str, Any]) -> int:
@@ -119,3 +173,20 @@ class SQLLeases:
             f"DELETE FROM {LEASES_TABLE} WHERE session_id = :id AND owner = :owner",
             {"id": session_id, "owner": owner},
         )
+
+    async def request_interrupt(self, session_id: str) -> None:
+        await self._execute(
+            f"UPDATE {LEASES_TABLE} SET interrupt = owner WHERE session_id = :id AND expires >= {self._now}",
+            {"id": session_id},
+        )
+
+    async def interrupted(self, held: list[tuple[str, str]]) -> list[str]:
+        if not self._ready:
+            await self._create_table()
+        owners = dict(held)
+        query = text(
+            f"SELECT session_id, owner FROM {LEASES_TABLE} WHERE interrupt = owner AND session_id IN :ids"
+        ).bindparams(sys.modules["sqlalchemy"].bindparam("ids", expanding=True))
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query, {"ids": list(owners)})).all()
+        return [session_id for session_id, owner in rows if owners.get(session_id) == owner]

@@ -33,7 +33,7 @@ from multisessions.locks import LeaseBackend
 from multisessions.naming import memory_scope
 from multisessions.stores.base import KEEP, TurnStart, TurnWrite, store_failures
 from multisessions.stores.batches import Batches
-from multisessions.stores.leases import LEASES_TABLE, SETUP_LOCK
+from multisessions.stores.leases import ADD_INTERRUPT_COLUMN, LEASES_TABLE, SETUP_LOCK
 from multisessions.stores.sqlite_turns import (
     LAST_AGENT_TABLE,
     MEMORY_TABLE,
@@ -68,7 +68,8 @@ CREATE_SUMMARIES_TABLE_SQL = (
 # never deadlock.
 _SETUP = [
     f"CREATE TABLE IF NOT EXISTS {LEASES_TABLE} (session_id VARCHAR PRIMARY KEY, "
-    "owner VARCHAR NOT NULL, expires TIMESTAMPTZ NOT NULL)",
+    "owner VARCHAR NOT NULL, expires TIMESTAMPTZ NOT NULL, interrupt VARCHAR)",
+    ADD_INTERRUPT_COLUMN,
     CREATE_MEMORY_TABLE_SQL,
     CREATE_SUMMARIES_TABLE_SQL,
     # For each turn: take the lease and, if taken, read the paused flag and the newest ``limit``
@@ -193,6 +194,11 @@ _RENEW = (
     "WHERE session_id = $1 AND owner = $2"
 )
 _RELEASE = f"DELETE FROM {LEASES_TABLE} WHERE session_id = $1 AND owner = $2"
+_REQUEST_INTERRUPT = f"UPDATE {LEASES_TABLE} SET interrupt = owner WHERE session_id = $1 AND expires >= now()"
+_INTERRUPTED = (
+    f"SELECT session_id, owner FROM {LEASES_TABLE} "
+    "WHERE interrupt = owner AND session_id = ANY($1::varchar[])"
+)
 _BEGIN_CALL = f"SELECT turn, taken, paused, items, agent, memory FROM {BEGIN}($1, $2, $3, $4, $5)"
 _COMMIT_CALL = f"SELECT {COMMIT}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 
@@ -366,6 +372,20 @@ class PostgresTurns:
         with store_failures(self._name, self._url, "releasing a lease"):
             pool = await self._connection_pool()
             await pool.execute(_RELEASE, session_id, owner)
+
+    async def request_interrupt(self, session_id: str) -> None:
+        """As ``SQLLeases.request_interrupt``, on this pool."""
+        with store_failures(self._name, self._url, "asking a turn to stop"):
+            pool = await self._connection_pool()
+            await pool.execute(_REQUEST_INTERRUPT, session_id)
+
+    async def interrupted(self, held: list[tuple[str, str]]) -> list[str]:
+        """As ``SQLLeases.interrupted``, on this pool: one query for every turn this process runs."""
+        owners = dict(held)
+        with store_failures(self._name, self._url, "checking for interrupted turns"):
+            pool = await self._connection_pool()
+            rows = await pool.fetch(_INTERRUPTED, list(owners))
+        return [row["session_id"] for row in rows if owners.get(row["session_id"]) == row["owner"]]
 
     async def close(self) -> None:
         """Close the pool, if it was opened, once the batches under way are done."""

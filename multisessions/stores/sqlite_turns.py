@@ -28,7 +28,7 @@ from agents import SQLiteSession
 from multisessions.locks import LEASE_SECONDS
 from multisessions.naming import memory_scope
 from multisessions.stores.base import KEEP, Summary, TurnStart, TurnWrite
-from multisessions.stores.leases import LEASES_TABLE
+from multisessions.stores.leases import LEASES_TABLE, add_interrupt_column
 
 PENDING_TABLE = "agent_session_pending"
 LAST_AGENT_TABLE = "agent_session_last_agent"
@@ -115,8 +115,9 @@ class SQLiteTurns:
         conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {LEASES_TABLE} "
-            "(session_id TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL)"
+            "(session_id TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL, interrupt TEXT)"
         )
+        add_interrupt_column(conn)
         conn.execute(CREATE_PENDING_TABLE)
         conn.execute(CREATE_LAST_AGENT_TABLE)
         conn.execute(CREATE_MEMORY_TABLE)
@@ -136,6 +137,22 @@ class SQLiteTurns:
     async def release(self, session_id: str, owner: str) -> None:
         sql = f"DELETE FROM {LEASES_TABLE} WHERE session_id = ? AND owner = ?"
         await self._call(lambda conn: conn.execute(sql, (session_id, owner)))
+
+    async def request_interrupt(self, session_id: str) -> None:
+        sql = f"UPDATE {LEASES_TABLE} SET interrupt = owner WHERE session_id = ? AND expires >= ?"
+        await self._call(lambda conn: conn.execute(sql, (session_id, time.time())))
+
+    async def interrupted(self, held: list[tuple[str, str]]) -> list[str]:
+        """Read on the event loop's thread when SQLite can answer at once (a read in WAL mode
+        almost always can): this runs every ``CHECK_SECONDS`` while turns run."""
+        quick = self._quick_connection()
+        if quick is not None:
+            try:
+                return _interrupted(quick, held)
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc):
+                    raise
+        return await self._call(lambda conn: _interrupted(conn, held))
 
     async def begin(self, session_id: str, owner: str, seconds: float, limit: int | None) -> TurnStart | None:
         """Take the lease and read the turn's start: on the event loop's thread when SQLite can do it
@@ -248,6 +265,22 @@ def _take(conn: sqlite3.Connection, session_id: str, owner: str, seconds: float)
         (session_id, owner, now + seconds, now),
     )
     return taken.rowcount == 1
+
+
+def _interrupted(conn: sqlite3.Connection, held: list[tuple[str, str]]) -> list[str]:
+    """The session ids among ``held`` whose lease, still theirs, is marked to stop."""
+    owners = dict(held)
+    asked = []
+    ids = list(owners)
+    for first in range(0, len(ids), 500):  # well under SQLite's limit on parameters
+        chunk = ids[first : first + 500]
+        rows = conn.execute(
+            f"SELECT session_id, owner FROM {LEASES_TABLE} WHERE interrupt = owner "
+            f"AND session_id IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        )
+        asked += [session_id for session_id, owner in rows if owners.get(session_id) == owner]
+    return asked
 
 
 @dataclass
