@@ -183,7 +183,7 @@ def test_the_chat_with_on_busy_reject_says_so_in_one_line_and_goes_on(cli: Cli, 
     child = held_elsewhere(db, "user_alice", 0.5)
     result = cli("chat", "--user", "alice", "--db", str(db), "--on-busy", "reject", stdin="Hello?\n")
     child.join()
-    assert result.code == 0
+    assert result.code == 1  # the chat went on; its last (and only) message was refused
     errors = [line for line in result.out.splitlines() if line.startswith("error:")]
     assert errors == [
         "error: session 'user_alice' is busy with another turn (on_busy='reject'); "
@@ -242,7 +242,7 @@ async def test_serve_interrupting_a_streamed_turn_ends_its_stream_with_an_error_
     assert second.status_code == 200
     assert events_of(first_reply.text)[-1] == (
         "error",
-        {"detail": "a newer message on this conversation stopped this one; nothing was saved"},
+        {"detail": "a newer message on this conversation stopped this one; nothing was saved", "status": 409},
     )
     assert user_messages(db, "support_feature_user_alice") == ["second"]
 
