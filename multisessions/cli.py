@@ -5,6 +5,7 @@
     python agent.py sessions show ID | delete ID | delete --user U | expire --older-than DAYS
     python agent.py chat --user NAME [--tenant T] [--feature F | --thread ID | --date today|YYYYMMDD]
     python agent.py approvals list | approve ID | reject ID [--reason TEXT]
+    python agent.py users export --user U [--tenant T] [--output FILE] | forget --user U [--tenant T] [--dry-run]
 
 Every sessions command and the chat work in one tenant: ``--tenant T`` (ids ``T:...``), or
 without it the sessions with no tenant. ``--user`` never reaches another tenant; only
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import math
 import os
@@ -60,6 +62,7 @@ from multisessions.stores import (
     scrub,
 )
 from multisessions.turns import resume_turn, why_it_failed
+from multisessions.users import export_user, forget_user
 
 Demo = Callable[..., Coroutine[Any, Any, Mapping[str, Session]]]
 
@@ -119,7 +122,7 @@ def _demo_parser(lesson: Lesson) -> argparse.ArgumentParser:
         prog="python agent.py",
         description="Run the multi-session demos (the four main ones when no DEMO is named).",
         epilog="also: 'python agent.py sessions --help' (inventory), 'python agent.py chat --help', "
-        "'python agent.py approvals --help'",
+        "'python agent.py approvals --help', 'python agent.py users --help' (a user's data)",
     )
     names = ", ".join([*lesson.demos, *lesson.extras])
     parser.add_argument("demo", nargs="*", metavar="DEMO", help=f"one of: {names}")
@@ -169,6 +172,23 @@ def _approvals_parser() -> argparse.ArgumentParser:
         _store_options(command)
     for command in (approve, reject):
         _model_options(command)
+    return parser
+
+
+def _users_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python agent.py users",
+        description="A user's data on request: export everything kept for them, or forget it all.",
+    )
+    sub = parser.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    export = sub.add_parser("export", help="every session of the user, as one JSON document")
+    export.add_argument("--output", metavar="FILE", help="write it to FILE (default: standard output)")
+    forget = sub.add_parser("forget", help="remove everything kept for the user, nothing of anyone else")
+    forget.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    for command in (export, forget):
+        command.add_argument("--user", required=True, help="the user (in the tenant)")
+        _tenant_option(command)
+        _store_options(command)
     return parser
 
 
@@ -247,6 +267,8 @@ def _parse(argv: list[str], lesson: Lesson) -> tuple[Command, argparse.Namespace
         return _chat, _chat_parser().parse_args(argv[1:])
     if argv[:1] == ["approvals"]:
         return _approvals, _approvals_parser().parse_args(argv[1:])
+    if argv[:1] == ["users"]:
+        return _users, _users_parser().parse_args(argv[1:])
     args = _demo_parser(lesson).parse_args(argv)
     known = {**lesson.demos, **lesson.extras}
     unknown = [name for name in args.demo if name not in known]
@@ -375,6 +397,30 @@ async def _sessions(args: argparse.Namespace, lesson: Lesson, settings: Settings
     store = await _open_store(args, settings, must_exist=True, writable=args.action in ("delete", "expire"))
     try:
         return await _inventory(args, store)
+    finally:
+        await store.close()
+
+
+async def _users(args: argparse.Namespace, lesson: Lesson, settings: Settings) -> int:
+    store = await _open_store(args, settings, must_exist=True, writable=args.action == "forget")
+    try:
+        who = f"user {args.user!r}" + (f" (tenant {args.tenant!r})" if args.tenant is not None else "")
+        if args.action == "forget":
+            removed = await forget_user(store, args.user, tenant=args.tenant, dry_run=args.dry_run)
+            print(f"{'would remove' if args.dry_run else 'removed'} {who}: {removed.describe()}")
+            return 0
+        exported = await export_user(store, args.user, tenant=args.tenant)
+        document = json.dumps(exported, indent=2)
+        if args.output is None:
+            print(document)
+            return 0
+        try:
+            with open(args.output, "w", encoding="utf-8") as out:
+                out.write(document + "\n")
+        except OSError as exc:
+            raise StoreError(f"cannot write {args.output} ({exc.strerror}); choose another --output") from None
+        print(f"exported {who}: {len(exported['sessions'])} session(s) to {args.output}")
+        return 0
     finally:
         await store.close()
 
