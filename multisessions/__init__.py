@@ -62,6 +62,7 @@ from multisessions.turns import (
     run_turn,
     stream_turn,
 )
+from multisessions.users import Forgotten, export_user, forget_user
 
 __all__ = [
     "Approval",
@@ -121,4 +122,7 @@ __all__ = [
     "stream_turn",
     "thread_session_id",
     "user_session_id",
+    "Forgotten",
+    "export_user",
+    "forget_user",
 ]

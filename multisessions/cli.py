@@ -5,7 +5,7 @@
     python agent.py sessions show ID | delete ID | delete --user U | expire --older-than DAYS
     python agent.py chat --user NAME [--tenant T] [--feature F | --thread ID | --date today|YYYYMMDD]
     python agent.py approvals list | approve ID | reject ID [--reason TEXT]
-    python agent.py users export --user U [--tenant T] [--output FILE] | forget --user U [--tenant T] [--dry-run]
+    python agent.py users export --user U [--tenant T] [--output FILE] | forget --user U [--dry-run]
 
 Every sessions command and the chat work in one tenant: ``--tenant T`` (ids ``T:...``), or
 without it the sessions with no tenant. ``--user`` never reaches another tenant; only
@@ -418,7 +418,8 @@ async def _users(args: argparse.Namespace, lesson: Lesson, settings: Settings) -
             with open(args.output, "w", encoding="utf-8") as out:
                 out.write(document + "\n")
         except OSError as exc:
-            raise StoreError(f"cannot write {args.output} ({exc.strerror}); choose another --output") from None
+            reason = f"cannot write {args.output} ({exc.strerror}); choose another --output"
+            raise StoreError(reason) from None
         print(f"exported {who}: {len(exported['sessions'])} session(s) to {args.output}")
         return 0
     finally:
