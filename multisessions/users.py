@@ -44,10 +44,12 @@ class Forgotten:
     side_effects: int = 0
 
     def add(self, other: Forgotten) -> None:
+        """Count ``other`` in too (another pass, another session)."""
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
     def as_dict(self) -> dict[str, int]:
+        """The counts by name, as JSON takes them."""
         return asdict(self)
 
     def describe(self) -> str:
