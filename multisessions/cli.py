@@ -38,7 +38,7 @@ from agents.models.interface import Model
 from multisessions.approvals import pending_approvals
 from multisessions.chat import chat
 from multisessions.effects import Ledger
-from multisessions.errors import ConfigError, StoreError, TurnFailed, UsageError
+from multisessions.errors import ConfigError, SessionBusy, StoreError, TurnFailed, UsageError
 from multisessions.inventory import (
     delete_sessions,
     expire_sessions,
@@ -405,11 +405,14 @@ async def _users(args: argparse.Namespace, lesson: Lesson, settings: Settings) -
     store = await _open_store(args, settings, must_exist=True, writable=args.action == "forget")
     try:
         who = f"user {args.user!r}" + (f" (tenant {args.tenant!r})" if args.tenant is not None else "")
-        if args.action == "forget":
-            removed = await forget_user(store, args.user, tenant=args.tenant, dry_run=args.dry_run)
-            print(f"{'would remove' if args.dry_run else 'removed'} {who}: {removed.describe()}")
-            return 0
-        exported = await export_user(store, args.user, tenant=args.tenant)
+        try:
+            if args.action == "forget":
+                removed = await forget_user(store, args.user, tenant=args.tenant, dry_run=args.dry_run)
+                print(f"{'would remove' if args.dry_run else 'removed'} {who}: {removed.describe()}")
+                return 0
+            exported = await export_user(store, args.user, tenant=args.tenant)
+        except SessionBusy as exc:  # a turn of the user's held a session for longer than we wait
+            raise StoreError(str(exc)) from None
         document = json.dumps(exported, indent=2)
         if args.output is None:
             print(document)
