@@ -402,7 +402,8 @@ async def _sessions(args: argparse.Namespace, lesson: Lesson, settings: Settings
 
 
 async def _users(args: argparse.Namespace, lesson: Lesson, settings: Settings) -> int:
-    store = await _open_store(args, settings, must_exist=True, writable=args.action == "forget")
+    # Both take leases (a turn running on a session finishes first): both write the file.
+    store = await _open_store(args, settings, must_exist=True)
     try:
         who = f"user {args.user!r}" + (f" (tenant {args.tenant!r})" if args.tenant is not None else "")
         try:

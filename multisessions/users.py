@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,15 +33,21 @@ MAX_PASSES = 10
 """How many times ``forget_user`` lists the user's sessions again while turns keep creating new ones."""
 
 
+def _count(label: str) -> Any:
+    return field(default=0, metadata={"label": label})
+
+
 @dataclass
 class Forgotten:
-    """What ``forget_user`` removed (or, with ``dry_run``, would remove), counted in the store."""
+    """What ``forget_user`` removed (or, with ``dry_run``, would remove), counted in the store.
 
-    sessions: int = 0
-    items: int = 0
-    current_agents: int = 0
-    paused_turns: int = 0
-    side_effects: int = 0
+    Each field is one kind of data kept for a user; ``describe`` and ``as_dict`` list them all."""
+
+    sessions: int = _count("session(s)")
+    items: int = _count("items")
+    current_agents: int = _count("current agent(s)")
+    paused_turns: int = _count("paused turn(s)")
+    side_effects: int = _count("side effect(s)")
 
     def add(self, other: Forgotten) -> None:
         """Count ``other`` in too (another pass, another session)."""
@@ -53,11 +59,8 @@ class Forgotten:
         return asdict(self)
 
     def describe(self) -> str:
-        """What was removed, in one line."""
-        return (
-            f"{self.sessions} session(s), {self.items} items, {self.current_agents} current agent(s), "
-            f"{self.paused_turns} paused turn(s), {self.side_effects} side effect(s)"
-        )
+        """What was removed, in one line: ``4 session(s), 18 items, ...``."""
+        return ", ".join(f"{getattr(self, f.name)} {f.metadata['label']}" for f in fields(self))
 
 
 def _belongs(session_id: str, user: str, tenant: str | None) -> bool:
@@ -166,7 +169,9 @@ async def _forget_session(
     else:
         effects = await store.forget_effects(prefix)
         items = await store.delete(session_id)  # items, session row, current agent, paused turn, receipt
-    return Forgotten(1, items, int(agent), int(paused), effects)
+    return Forgotten(
+        sessions=1, items=items, current_agents=int(agent), paused_turns=int(paused), side_effects=effects
+    )
 
 
 async def forget_user(
