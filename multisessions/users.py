@@ -85,20 +85,18 @@ async def _holding_sessions(
     store: SessionStore, user: str, tenant: str | None
 ) -> AsyncIterator[dict[str, SessionInfo | None]]:
     """Hold the lease of every session of the user, and list them again while holding: the listing
-    is then exact, and one that shows a new session (a turn started it meanwhile) takes its lease too.
-
-    Leases are taken in id order, so two of these on one user never wait on each other."""
-    async with AsyncExitStack() as stack:
-        held: set[str] = set()
-        while True:
-            found = await _sessions_of(store, user, tenant)
-            new = sorted(set(found) - held)
-            if not new:
-                break
-            for session_id in new:
+    is then exact. If it shows a session not held (a turn created it meanwhile), all are given up
+    and taken again with it, always in id order: two of these on one user never wait on each other."""
+    ids: set[str] = set()
+    while True:
+        async with AsyncExitStack() as stack:
+            for session_id in sorted(ids):
                 await stack.enter_async_context(hold_session(session_id, store.leases))
-                held.add(session_id)
-        yield found
+            found = await _sessions_of(store, user, tenant)
+            if found.keys() <= ids:
+                yield found
+                return
+        ids |= found.keys()
 
 
 def _when(value: datetime | None) -> str | None:

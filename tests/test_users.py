@@ -269,6 +269,17 @@ async def test_a_turn_running_when_forget_starts_finishes_first_and_is_forgotten
         await store.delete(thread_session_id("t1"))
 
 
+async def test_exports_and_forgets_of_one_user_at_once_never_wait_on_each_other(db):
+    store = SQLiteStore(db)
+    await fill(store, [(None, "alice"), (None, "bob")])
+    together = [export_user(store, "alice"), forget_user(store, "alice"), forget_user(store, "alice")]
+    exported, *removed = await asyncio.wait_for(asyncio.gather(*together), 10)
+    assert len(exported["sessions"]) in (0, 4)  # before or after the forget, never half
+    assert sum(r.sessions for r in removed) == 4
+    assert (await export_user(store, "alice"))["sessions"] == []
+    assert len((await export_user(store, "bob"))["sessions"]) == 4
+
+
 # --- The command line -------------------------------------------------------------------------
 
 
