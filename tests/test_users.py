@@ -262,6 +262,8 @@ async def test_a_turn_running_when_forget_starts_finishes_first_and_is_forgotten
         removed = await asyncio.wait_for(forgetting, 10)
         assert removed.sessions == 5 and removed.items == 4 + 2 + 2  # ...then removed, the new session too
         assert (await export_user(store, "alice"))["sessions"] == []
+        prefix = getattr(base_of(store), "key_prefix", "")
+        assert not [e for e in await dump(store) if belongs(e, [*ALICE.values(), chat], prefix)]
         bob_after = await export_user(store, "bob")
         assert bob_after["sessions"] == bob_before["sessions"]
     finally:
