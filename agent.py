@@ -64,11 +64,15 @@ from multisessions import (
     parse_session_id,
     pending_approvals,
     read_all,
+    remember,
     resolve_model,
     resume_turn,
     thread_session_id,
+    user_scope,
     user_session_id,
+    with_memory,
 )
+from multisessions.summaries import Summaries
 
 __all__ = [
     "DEMO_TENANT",
@@ -392,6 +396,63 @@ async def approval_demo(
 # --8<-- [end:refund]
 
 
+# --- Extra: what a user's conversations share -------------------------------------------
+
+
+# --8<-- [start:memory]
+async def memory_demo(
+    *, model: ModelLike = None, store: SessionStore | None = None, db_path: str | Path = DEFAULT_DB
+) -> dict[str, Session]:
+    """User memory: a fact Alice gives support is known in her sales conversation, never in Bob's."""
+    print("\n=== Extra: memory a user's conversations share ===")
+    run_config = RunConfig(model=resolve_model(model))
+    # with_memory: the instructions, then what is remembered about this user; remember: the tool
+    # that adds to it. A fact remembered in a turn is written with that turn, or not at all.
+    agents = {
+        "support": Agent(
+            name="Support Agent",
+            instructions=with_memory("You resolve support tickets. Remember the customer's details."),
+            tools=[remember],
+        ),
+        "sales": Agent(
+            name="Sales Agent",
+            instructions=with_memory("You answer questions about plans. Greet customers by name."),
+            tools=[remember],
+        ),
+    }
+    sessions = {
+        (user, context): open_session(feature_session_id(context, user, tenant=DEMO_TENANT), store or db_path)
+        for user, context in (("alice", "support"), ("alice", "sales"), ("bob", "sales"))
+    }
+    inventory = store or SQLiteStore(db_path)
+    await start_fresh({f"{u}/{c}": session for (u, c), session in sessions.items()}, store, db_path)
+    for user in ("alice", "bob"):
+        await inventory.forget_memory(user_scope(user, DEMO_TENANT))
+
+    script = [
+        ("alice", "support", "Hi, my name is Alice and my email is alice@example.com."),
+        ("alice", "support", "The export button gives an error."),
+        ("alice", "sales", "I'm interested in the Enterprise plan for my team."),
+        ("alice", "sales", "What's my name and my email?"),
+        ("bob", "sales", "What's my name and my email?"),
+    ]
+    for user, context, message in script:
+        async with one_turn(sessions[user, context], agents[context]) as turn:
+            result = await Runner.run(turn.agent, message, session=turn, run_config=run_config)
+            await turn.commit(result)
+        print_turn(sessions[user, context], user, message, result)
+
+    print("\nRemembered per user, read back from the store:")
+    for user in ("alice", "bob"):
+        facts = await inventory.load_memory(user_scope(user, DEMO_TENANT))
+        print(f"  {user}: {facts or 'nothing'}")
+    await print_sessions({f"{u} {c}": session for (u, c), session in sessions.items()})
+    return {f"{u}/{c}": session for (u, c), session in sessions.items()}
+
+
+# --8<-- [end:memory]
+
+
 # --- Extra: a history cap -----------------------------------------------------------------
 
 
@@ -416,14 +477,20 @@ async def history_cap_demo(
     turns: int = 50,
     cap: int = 10,
 ) -> dict[str, Session]:
-    """``SessionSettings(limit=...)`` bounds what each turn sends; the store still keeps everything."""
+    """``SessionSettings(limit=...)`` bounds what each turn sends, and forgets the beginning; a
+    summary of the older items keeps it. The store keeps everything either way."""
     print(f"\n=== Extra: a history cap over a {turns}-turn conversation ===")
     agent = Agent(name="Assistant", instructions="You are a helpful assistant.")
+    resolved = resolve_model(model)
     configs = {
-        "uncapped": RunConfig(model=resolve_model(model)),
+        "uncapped": RunConfig(model=resolved),
         # The cap counts items, not turns: 10 items is about the last 5 exchanges.
-        "capped": RunConfig(model=resolve_model(model), session_settings=SessionSettings(limit=cap)),
+        "capped": RunConfig(model=resolved, session_settings=SessionSettings(limit=cap)),
+        "summarized": RunConfig(model=resolved),
     }
+    # The newest ``cap`` items as they are, and before them a summary of the rest, written by
+    # the same model and updated in the turn's own write once ``cap`` more items have passed.
+    summaries = {"summarized": Summaries(window=cap, threshold=cap, model=resolved)}
     sessions = {
         label: open_session(feature_session_id(label, "longtalk", tenant=DEMO_TENANT), store or db_path)
         for label in configs
@@ -433,24 +500,31 @@ async def history_cap_demo(
     counters = {label: CountInput() for label in configs}
     tokens: dict[str, list[int]] = {label: [] for label in configs}
     usage = {label: Usage() for label in configs}
-    for turn_number in range(1, turns + 1):
-        message = f"Note {turn_number}: my order number is {1000 + turn_number}."
+    messages = [f"Hi, my name is Kai. Note 1: my order number is {1001}."]
+    messages += [f"Note {n}: my order number is {1000 + n}." for n in range(2, turns + 1)]
+    answers: dict[str, str] = {}
+    for message in [*messages, "What's my name?"]:
         for label, config in configs.items():
-            async with one_turn(sessions[label], agent) as turn:
+            async with one_turn(sessions[label], agent, summaries=summaries.get(label)) as turn:
                 result = await Runner.run(
                     turn.agent, message, session=turn, run_config=config, hooks=counters[label]
                 )
                 await turn.commit(result)
             usage[label].add(result.context_wrapper.usage)
             tokens[label].append(result.context_wrapper.usage.input_tokens)
+            if message == "What's my name?":
+                answers[label] = str(result.final_output)
 
-    capped_header = f"items sent, cap {cap}"
-    print(f"{'turn':>5} | {'items sent, no cap':>18} | {capped_header:>18} | input tokens: no cap / cap")
+    print(f"{'turn':>5} | {'items sent':>10} | {f'cap {cap}':>8} | {'summary':>8} | input tokens, each way")
     for turn_number in sorted({t for t in (1, 2, 5, 10, 20, 30, 40) if t < turns} | {turns}):
         i = turn_number - 1
-        full, capped = counters["uncapped"].sent[i], counters["capped"].sent[i]
-        sent = f"{tokens['uncapped'][i]:>6} / {tokens['capped'][i]}"
-        print(f"{turn_number:>5} | {full:>18} | {capped:>18} | {sent}")
+        sent = [counters[label].sent[i] for label in configs]
+        spent = " / ".join(f"{tokens[label][i]}" for label in configs)
+        print(f"{turn_number:>5} | {sent[0]:>10} | {sent[1]:>8} | {sent[2]:>8} | {spent}")
+
+    print(f'\nAsked after turn {turns}, "What\'s my name?" (given at turn 1):')
+    for label, reply in answers.items():
+        print(f"  {label:>10}: {reply}")
 
     print("\nUsage per session, summed from the run results:")
     for label, session in sessions.items():
@@ -511,7 +585,7 @@ DEMOS = {
 }
 """What ``python agent.py`` runs."""
 
-EXTRA_DEMOS = {"history-cap": history_cap_demo, "refund": approval_demo}
+EXTRA_DEMOS = {"history-cap": history_cap_demo, "refund": approval_demo, "memory": memory_demo}
 """Run by name only: ``python agent.py history-cap``."""
 
 

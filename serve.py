@@ -78,6 +78,7 @@ from multisessions import (
 )
 from multisessions.settings import ServeToken
 from multisessions.stores.urls import redact_url
+from multisessions.summaries import summaries_from
 from multisessions.web import (
     OneLineStartupErrors,
     RateLimiter,
@@ -157,7 +158,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        config = load_settings() if settings is None else settings
+        config = load_settings(serving=True) if settings is None else settings
         if not config.serve_tokens:
             raise ConfigError(
                 "no SERVE_TOKENS: set SERVE_TOKENS=alice=TOKEN,bob=TOKEN (environment or .env), "
@@ -177,6 +178,7 @@ def create_app(
         app.state.agents = support_agents()
         app.state.turns_at_once = asyncio.Semaphore(TURNS_AT_ONCE)
         app.state.run_config = RunConfig(model=model or resolve_model(None, config, announce=False))
+        app.state.summaries = summaries_from(config)  # SUMMARY_WINDOW: long conversations stay short
         try:
             yield
         finally:
@@ -282,7 +284,13 @@ async def post_message(name: str, request: Request, who: Caller) -> Response:
     session = store.open(session_id)
     try:
         async with request.app.state.turns_at_once:
-            result = await run_turn(agent, session, message, run_config=request.app.state.run_config)
+            result = await run_turn(
+                agent,
+                session,
+                message,
+                run_config=request.app.state.run_config,
+                summaries=request.app.state.summaries,
+            )
     except TurnFailed as failed:
         raise turn_failure(failed) from None
     finally:
@@ -317,7 +325,9 @@ async def streamed_turn(
     try:
         async with (
             request.app.state.turns_at_once,
-            stream_turn(agent, session, message, run_config=run_config) as result,
+            stream_turn(
+                agent, session, message, run_config=run_config, summaries=request.app.state.summaries
+            ) as result,
         ):
             async for event in result.stream_events():
                 if await request.is_disconnected():
@@ -428,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--store", help="redis://... or postgresql://... (default: SESSION_STORE_URL)")
     args = parser.parse_args(argv)
     try:
-        settings = load_settings()
+        settings = load_settings(serving=True)
     except MultiSessionsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

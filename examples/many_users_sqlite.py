@@ -1,6 +1,12 @@
 """Many users on one SQLite file in bounded resources (docs/stores.md: "Many users on one machine")."""
 
 import asyncio
+import sys
+from pathlib import Path
+
+# Run as a file from the project folder (`python examples/NAME.py`), the package is found beside
+# this folder; installed (`pip install .`), it is found anyway.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents import Agent, RunConfig, RunResult
 

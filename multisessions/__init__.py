@@ -27,6 +27,7 @@ from multisessions.inventory import (
 )
 from multisessions.items import ALL_ITEMS, history_lines, item_summary, message_text, read_all
 from multisessions.locks import held_locks, hold_session
+from multisessions.memory import remember, with_memory
 from multisessions.models import ModelLike, describe_model, resolve_model
 from multisessions.naming import (
     ParsedSessionId,
@@ -34,8 +35,10 @@ from multisessions.naming import (
     dated_session_id,
     feature_session_id,
     make_session_id,
+    memory_scope,
     parse_session_id,
     thread_session_id,
+    user_scope,
     user_session_id,
 )
 from multisessions.offline_model import OfflineModel
@@ -122,6 +125,10 @@ __all__ = [
     "stream_turn",
     "thread_session_id",
     "user_session_id",
+    "memory_scope",
+    "remember",
+    "user_scope",
+    "with_memory",
     "Forgotten",
     "export_user",
     "forget_user",

@@ -13,6 +13,8 @@ A store that fails outside a turn (reading or saving the last agent, ``/history`
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sys
 from datetime import UTC, date, datetime
 from typing import Any, TextIO
@@ -28,6 +30,7 @@ from multisessions.inventory import format_listing, list_sessions
 from multisessions.items import history_lines, read_all
 from multisessions.naming import dated_session_id, feature_session_id, thread_session_id, user_session_id
 from multisessions.stores import SessionStore, close_session, driver_errors, scrub
+from multisessions.summaries import Summaries
 from multisessions.turns import stream_turn, why_it_failed
 
 
@@ -58,6 +61,7 @@ async def chat(
     tenant: str | None = None,
     stdin: TextIO | None = None,
     store_url: str | None = None,
+    summaries: Summaries | None = None,
 ) -> int:
     """Read messages from ``stdin`` until ``/quit`` or end of input; returns the exit code.
 
@@ -75,13 +79,15 @@ async def chat(
         return store.open(session_id)
 
     session = open_for(user)
+    lines = _Lines(stdin)
 
     async def _loop() -> int:
         nonlocal session, user
         while True:
             if interactive:
                 print(f"{user}> ", end="", flush=True)
-            line = stdin.readline()
+            lines.answering = ""
+            line = await lines.next()
             if not line:
                 return 0
             text = line.strip()
@@ -109,13 +115,13 @@ async def chat(
             elif text.startswith("/"):
                 print("unknown command; try /user NAME, /history, /sessions or /quit")
             else:
+                lines.answering = text
                 try:
-                    await _streamed_answer(agents_by_name[first_agent], session, text, run_config)
+                    await _streamed_answer(agents_by_name[first_agent], session, text, run_config, summaries)
                 except TurnFailed as exc:
                     where = getattr(store, "db_path", store.name)
-                    print(
-                        f"error: {why_it_failed(exc, where=where, store_url=store_url)} (nothing was saved)"
-                    )
+                    outcome = "nothing was saved" if exc.saved is False else "it may have been saved"
+                    print(f"error: {why_it_failed(exc, where=where, store_url=store_url)} ({outcome})")
                     continue
                 except ValueError as exc:
                     print(f"error: {exc}")
@@ -124,6 +130,15 @@ async def chat(
     store_failures: tuple[type[BaseException], ...] = (StoreError, *driver_errors())
     try:
         return await _loop()
+    except asyncio.CancelledError:
+        # Ctrl-C: leave at once; say what was typed and never sent (a running turn saves nothing).
+        unsent = [text for text in (lines.answering, lines.unsent()) if text]
+        if interactive or unsent:
+            said = "; ".join(repr(text) for text in unsent)
+            print(
+                f"\n[{session.session_id}] not sent: {said} (nothing saved)" if said else "", file=sys.stderr
+            )
+        raise
     except store_failures as exc:
         text = str(exc).strip()
         reason = scrub(text.splitlines()[0] if text else type(exc).__name__, store_url)
@@ -133,14 +148,16 @@ async def chat(
         await close_session(session)
 
 
-async def _streamed_answer(agent: Agent[Any], session: Session, text: str, run_config: RunConfig) -> None:
+async def _streamed_answer(
+    agent: Agent[Any], session: Session, text: str, run_config: RunConfig, summaries: Summaries | None = None
+) -> None:
     """Print the answer as it streams, prefixed with the session and the agent that answers (the
     session's current agent, or the one a handoff leads to). A turn paused for a supervisor's
     approval prints what waits."""
     prefix = f"[{session.session_id}]"
     speaking: str | None = None
     current = agent.name
-    async with stream_turn(agent, session, text, run_config=run_config) as result:
+    async with stream_turn(agent, session, text, run_config=run_config, summaries=summaries) as result:
         async for event in result.stream_events():
             if isinstance(event, AgentUpdatedStreamEvent):
                 current = event.new_agent.name
@@ -162,3 +179,56 @@ async def _streamed_answer(agent: Agent[Any], session: Session, text: str, run_c
     if speaking is None:  # a model that does not stream text: print the whole answer
         print(f"{prefix} {result.last_agent.name}: {result.final_output}", end="")
     print()
+
+
+class _Lines:
+    """The chat's input, a line at a time, read without blocking the event loop.
+
+    A blocking ``readline`` would hold the loop until Enter: Ctrl-C could not stop the chat, and
+    the line typed meanwhile was thrown away. From a terminal or a pipe the loop waits for the
+    descriptor to be readable instead, so Ctrl-C ends the chat at once; anything else (a file,
+    an in-memory stream) is read as it is, since it never blocks.
+    """
+
+    def __init__(self, stdin: TextIO) -> None:
+        self.stdin = stdin
+        self.buffer = b""
+        self.answering = ""
+        """The message being answered now: unsaved until its turn ends."""
+        self.encoding = getattr(stdin, "encoding", None) or "utf-8"
+        try:
+            self.fd: int | None = stdin.fileno()
+        except (AttributeError, OSError, ValueError):  # no descriptor (io.StringIO)
+            self.fd = None
+
+    async def next(self) -> str:
+        """The next line with its newline; "" at end of input."""
+        if self.fd is None:
+            return self.stdin.readline()
+        loop = asyncio.get_running_loop()
+        while b"\n" not in self.buffer:
+            readable = loop.create_future()
+            try:
+                loop.add_reader(self.fd, _wake, readable)
+            except (OSError, ValueError, NotImplementedError):  # a regular file: reading never blocks
+                return self.stdin.readline()
+            try:
+                await readable
+            finally:
+                loop.remove_reader(self.fd)
+            chunk = os.read(self.fd, 65536)
+            if not chunk:  # end of input: a last line without its newline still counts
+                line, self.buffer = self.buffer, b""
+                return line.decode(self.encoding, errors="replace")
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line.decode(self.encoding, errors="replace") + "\n"
+
+    def unsent(self) -> str:
+        """What was read and not yet handed to the chat."""
+        return self.buffer.decode(self.encoding, errors="replace").strip()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -61,6 +61,7 @@ from multisessions.stores import (
     open_store,
     scrub,
 )
+from multisessions.summaries import summaries_from
 from multisessions.turns import resume_turn, why_it_failed
 from multisessions.users import export_user, forget_user
 
@@ -75,6 +76,10 @@ class Lesson:
     extras: Mapping[str, Demo] = field(default_factory=dict)
     agents: Callable[[], dict[str, Agent[Any]]] | None = None
     first_agent: str = ""
+    program: str = "python agent.py"
+    """How the user runs this command line, for its help (the installed command: ``multisessions``)."""
+    demo_tenant: str | None = "demo"
+    """The tenant the demos keep their sessions in: an empty listing points there when it holds some."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -118,11 +123,12 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _demo_parser(lesson: Lesson) -> argparse.ArgumentParser:
+    program = lesson.program
     parser = _Parser(
-        prog="python agent.py",
+        prog=program,
         description="Run the multi-session demos (the four main ones when no DEMO is named).",
-        epilog="also: 'python agent.py sessions --help' (inventory), 'python agent.py chat --help', "
-        "'python agent.py approvals --help', 'python agent.py users --help' (a user's data)",
+        epilog=f"also: '{program} sessions --help' (inventory), '{program} chat --help', "
+        f"'{program} approvals --help', '{program} users --help' (a user's data)",
     )
     names = ", ".join([*lesson.demos, *lesson.extras])
     parser.add_argument("demo", nargs="*", metavar="DEMO", help=f"one of: {names}")
@@ -131,8 +137,8 @@ def _demo_parser(lesson: Lesson) -> argparse.ArgumentParser:
     return parser
 
 
-def _sessions_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python agent.py sessions", description="List, show, delete and expire sessions.")
+def _sessions_parser(program: str) -> argparse.ArgumentParser:
+    parser = _Parser(prog=f"{program} sessions", description="List, show, delete and expire sessions.")
     sub = parser.add_subparsers(dest="action", required=True, parser_class=_Parser)
     listing = sub.add_parser("list", help="sessions, most recently active first")
     listing.add_argument("--user", help="only this user's sessions (in the tenant)")
@@ -156,9 +162,9 @@ def _sessions_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _approvals_parser() -> argparse.ArgumentParser:
+def _approvals_parser(program: str) -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="python agent.py approvals",
+        prog=f"{program} approvals",
         description="Tool calls waiting for a supervisor: list them, approve or reject (from any process).",
     )
     sub = parser.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -175,9 +181,9 @@ def _approvals_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _users_parser() -> argparse.ArgumentParser:
+def _users_parser(program: str) -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="python agent.py users",
+        prog=f"{program} users",
         description="A user's data on request: export everything kept for them, or forget it all.",
     )
     sub = parser.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -192,8 +198,8 @@ def _users_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _chat_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python agent.py chat", description="Chat with the support agents yourself.")
+def _chat_parser(program: str) -> argparse.ArgumentParser:
+    parser = _Parser(prog=f"{program} chat", description="Chat with the support agents yourself.")
     parser.add_argument("--user", required=True)
     _tenant_option(parser)
     kind = parser.add_mutually_exclusive_group()
@@ -257,18 +263,33 @@ def _fail(line: str, code: int, store_url: str | None) -> int:
     return code
 
 
+_COMMANDS = """usage: {program} sessions|approvals|chat|users ...
+
+  {program} sessions list [--tenant T | --all-tenants]   the sessions in a store
+  {program} approvals list | approve ID | reject ID        tool calls waiting for a supervisor
+  {program} chat --user NAME                               chat with the support agents
+  {program} users export|forget --user NAME                a user's data on request
+
+'{program} COMMAND --help' for each command's options."""
+
+
 Command = Callable[[argparse.Namespace, Lesson, Settings], Coroutine[Any, Any, int]]
 
 
 def _parse(argv: list[str], lesson: Lesson) -> tuple[Command, argparse.Namespace]:
     if argv[:1] == ["sessions"]:
-        return _sessions, _sessions_parser().parse_args(argv[1:])
+        return _sessions, _sessions_parser(lesson.program).parse_args(argv[1:])
     if argv[:1] == ["chat"]:
-        return _chat, _chat_parser().parse_args(argv[1:])
+        return _chat, _chat_parser(lesson.program).parse_args(argv[1:])
     if argv[:1] == ["approvals"]:
-        return _approvals, _approvals_parser().parse_args(argv[1:])
+        return _approvals, _approvals_parser(lesson.program).parse_args(argv[1:])
     if argv[:1] == ["users"]:
-        return _users, _users_parser().parse_args(argv[1:])
+        return _users, _users_parser(lesson.program).parse_args(argv[1:])
+    if not lesson.demos and not lesson.extras:
+        if argv[:1] in (["-h"], ["--help"]):
+            print(_COMMANDS.format(program=lesson.program))
+            raise SystemExit(0)
+        raise UsageError(f"choose a command: {lesson.program} sessions | approvals | chat | users")
     args = _demo_parser(lesson).parse_args(argv)
     known = {**lesson.demos, **lesson.extras}
     unknown = [name for name in args.demo if name not in known]
@@ -349,6 +370,7 @@ async def _chat(args: argparse.Namespace, lesson: Lesson, settings: Settings) ->
             day=args.day,
             tenant=args.tenant,
             store_url=settings.store_url,
+            summaries=summaries_from(settings),
         )
     finally:
         await store.close()
@@ -366,7 +388,7 @@ async def _approvals(args: argparse.Namespace, lesson: Lesson, settings: Setting
         session_id = check_session_id(args.session_id)
         if await store.load_pending(session_id) is None:
             raise StoreError(
-                f"no call waits for approval on {session_id!r}; see: python agent.py approvals list"
+                f"no call waits for approval on {session_id!r}; see: {lesson.program} approvals list"
             )
         agents = lesson.agents() if lesson.agents is not None else {}
         if lesson.first_agent not in agents:
@@ -396,7 +418,7 @@ async def _approvals(args: argparse.Namespace, lesson: Lesson, settings: Setting
 async def _sessions(args: argparse.Namespace, lesson: Lesson, settings: Settings) -> int:
     store = await _open_store(args, settings, must_exist=True, writable=args.action in ("delete", "expire"))
     try:
-        return await _inventory(args, store)
+        return await _inventory(args, store, lesson.demo_tenant)
     finally:
         await store.close()
 
@@ -437,7 +459,7 @@ def _full_id(args: argparse.Namespace) -> str:
     return check_session_id(f"{tenant_prefix(check_tenant(args.tenant))}{args.session_id}")
 
 
-async def _inventory(args: argparse.Namespace, store: SessionStore) -> int:
+async def _inventory(args: argparse.Namespace, store: SessionStore, demo_tenant: str | None = None) -> int:
     tenant = getattr(args, "tenant", None)
     where = f"tenant {tenant!r}" if tenant is not None else "no tenant"
     if getattr(args, "all_tenants", False):
@@ -448,6 +470,12 @@ async def _inventory(args: argparse.Namespace, store: SessionStore) -> int:
         )
         for line in format_listing(rows):
             print(line)
+        if not rows and tenant is None and not args.all_tenants and demo_tenant is not None:
+            # Right after the demos: theirs are in a tenant of their own, never beside a user's.
+            if await list_sessions(store, tenant=demo_tenant, user=args.user, prefix=args.prefix):
+                hint = f"the demos keep theirs in tenant {demo_tenant}: --tenant {demo_tenant}"
+                print(f"0 sessions in {store.name} ({hint})")
+                return 0
         print(f"{len(rows)} session(s) in {store.name}" + (f", {where}" if where != "no tenant" else ""))
         return 0
     if args.action == "show":

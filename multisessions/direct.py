@@ -2,8 +2,8 @@
 
 Given a session, ``Runner.run`` reads the history through it, prepares the model's input, and
 then fingerprints and writes every step's items back through it. Measured on the offline
-model (tools/bench.py), that bookkeeping costs 10-15% of a turn's CPU: ``run_turn`` on a session
-in a Python list ran at 0.83-0.89 of ``Runner.run`` with the history passed by hand.
+model (tools/bench.py), that bookkeeping is a noticeable share of a turn's CPU (the benchmarks
+page has the figures).
 
 A turn that cannot pause and that no session hook can change can skip it: ``run_turn`` reads
 the history itself (one read, or none when the store read it while taking the lease), passes
@@ -22,21 +22,12 @@ from agents import Agent, FunctionTool, Handoff, RunConfig, RunResult, RunResult
 from agents.items import ItemHelpers, TResponseInputItem
 from agents.memory import OpenAIConversationsSession, Session, SessionSettings
 from agents.memory import is_openai_responses_compaction_aware_session as _compacts
-from agents.run_internal.items import (
-    deduplicate_input_items_preferring_latest,
-    drop_orphan_function_calls,
-    ensure_input_item_format,
-    normalize_input_items_for_api,
-    run_items_to_input_items,
-    strip_internal_input_item_metadata,
-)
+
+from multisessions import sdk_private
 
 # What ``Runner.run`` may be given beside the input for the history to be passed by hand;
 # anything else (a conversation id, a previous response id...) takes the session path.
 _PLAIN_RUN_ARGUMENTS = frozenset({"run_config", "context", "max_turns", "hooks"})
-
-# Session hooks the SDK calls only when it holds the session itself.
-_SESSION_HOOKS = ("_get_items_with_generation", "_add_items_with_generation")
 
 
 def can_pass_history(agent: Agent[Any], session: Session, runner_kwargs: dict[str, Any]) -> bool:
@@ -46,7 +37,10 @@ def can_pass_history(agent: Agent[Any], session: Session, runner_kwargs: dict[st
     for approval (every tool, across handoffs, is a plain function tool that never asks), no
     handoff rewrites the history, the run config has no session callback or reasoning-id
     policy, and the session is a plain one (no run context, compaction or server conversation).
+    Never when the SDK lacks a private helper this path is built from (sdk_private.py).
     """
+    if not sdk_private.direct_path_available():
+        return False
     if not _PLAIN_RUN_ARGUMENTS.issuperset(runner_kwargs):
         return False
     config = runner_kwargs.get("run_config")
@@ -54,7 +48,7 @@ def can_pass_history(agent: Agent[Any], session: Session, runner_kwargs: dict[st
         return False
     if isinstance(session, OpenAIConversationsSession) or _compacts(session):
         return False
-    if any(getattr(session, hook, None) is not None for hook in _SESSION_HOOKS):
+    if any(getattr(session, hook, None) is not None for hook in sdk_private.SESSION_HOOKS):
         return False
     return _cannot_pause(agent)
 
@@ -84,7 +78,7 @@ def _cannot_pause(agent: Agent[Any]) -> bool:
             if (
                 not isinstance(tool, FunctionTool)
                 or tool.needs_approval is not False
-                or getattr(tool, "_is_agent_tool", False)  # an agent as a tool may pause inside
+                or sdk_private.may_run_an_agent(tool)  # an agent as a tool may pause inside
             ):
                 return False
         for handoff in current.handoffs:
@@ -102,14 +96,12 @@ def _target(handoff: object) -> Agent[Any] | None:
     """The agent a plain ``Handoff`` leads to; None if it filters the history or cannot be told."""
     if not isinstance(handoff, Handoff) or handoff.input_filter is not None or handoff.nest_handoff_history:
         return None
-    return handoff_target(handoff)
+    return sdk_private.handoff_target(handoff)
 
 
 def handoff_target(handoff: object) -> Agent[Any] | None:
     """The agent a ``Handoff`` made by ``handoff(agent)`` leads to; None if it cannot be told."""
-    reference = getattr(handoff, "_agent_ref", None) if isinstance(handoff, Handoff) else None
-    target = reference() if reference is not None else None
-    return target if isinstance(target, Agent) else None
+    return sdk_private.handoff_target(handoff) if isinstance(handoff, Handoff) else None
 
 
 def history_limit(session: Session, runner_kwargs: dict[str, Any]) -> int | None:
@@ -130,13 +122,14 @@ def model_input(
     The steps of the SDK's ``prepare_input_with_session`` with no callback: history items are
     normalised, a tool call without its output is dropped (with ``limited``, a cut-off history,
     an output without its call too), and items sharing an id keep their latest value."""
-    new = normalize_input_items_for_api(
-        [ensure_input_item_format(item) for item in ItemHelpers.input_to_new_input_list(message)]
+    sdk = _sdk()
+    new = sdk.normalize_input_items_for_api(
+        [sdk.ensure_input_item_format(item) for item in ItemHelpers.input_to_new_input_list(message)]
     )
     if all(_is_message(item) for item in history):  # ``new`` is the user's message
         # Only messages: no call can be an orphan and no message has an id to deduplicate by,
         # so the SDK's steps reduce to dropping its internal keys (tests compare both ways).
-        return [*(strip_internal_input_item_metadata(item) for item in history), *new], new
+        return [*(sdk.strip_internal_input_item_metadata(item) for item in history), *new], new
     return _prepared(history, new, limited=limited), new
 
 
@@ -150,14 +143,18 @@ def _prepared(
     history: list[TResponseInputItem], new: list[TResponseInputItem], *, limited: bool
 ) -> list[TResponseInputItem]:
     """Every step of the SDK's preparation, in its order."""
-    stored = [strip_internal_input_item_metadata(ensure_input_item_format(item)) for item in history]
+    sdk = _sdk()
+    stored = [sdk.strip_internal_input_item_metadata(sdk.ensure_input_item_format(item)) for item in history]
     old = set(range(len(stored)))
-    kept = drop_orphan_function_calls(
-        [ensure_input_item_format(item) for item in stored + new],
+    kept = sdk.drop_orphan_function_calls(
+        [sdk.ensure_input_item_format(item) for item in stored + new],
         pruning_indexes=old,
         output_pruning_indexes=old if limited else None,
     )
-    return deduplicate_input_items_preferring_latest(normalize_input_items_for_api(kept))
+    prepared: list[TResponseInputItem] = sdk.deduplicate_input_items_preferring_latest(
+        sdk.normalize_input_items_for_api(kept)
+    )
+    return prepared
 
 
 def turn_items(
@@ -165,5 +162,12 @@ def turn_items(
 ) -> list[TResponseInputItem]:
     """What the SDK's session path would have stored for this turn: its input, then every
     item the run produced, as input items (approval placeholders skipped, as it does)."""
-    produced = [ensure_input_item_format(item) for item in run_items_to_input_items(result.new_items)]
+    sdk = _sdk()
+    produced = [sdk.ensure_input_item_format(item) for item in sdk.run_items_to_input_items(result.new_items)]
     return [*new_input, *produced]
+
+
+def _sdk() -> sdk_private.RunItems:
+    """The SDK's input helpers; only reached once ``can_pass_history`` said they are there."""
+    assert sdk_private.RUN_ITEMS is not None
+    return sdk_private.RUN_ITEMS

@@ -17,17 +17,19 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 from agents import ModelSettings, OpenAIChatCompletionsModel, OpenAIResponsesModel, set_tracing_disabled
 from agents.items import ModelResponse, TResponseStreamEvent
 from agents.models.interface import Model
 from openai import APIResponseValidationError, AsyncOpenAI, DefaultAsyncHttpxClient
-from openai._models import FinalRequestOptions
 
 from multisessions.offline_model import OfflineModel
 from multisessions.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from multisessions.sdk_private import FinalRequestOptions
 
 ModelLike = Model | str | None
 

@@ -223,3 +223,25 @@ def tenant_label(session_id: str) -> str | None:
     """The tenant field of an id as written (``acme`` in ``acme:user_1``), or None without one."""
     prefix, sep, _ = session_id.partition(":")
     return prefix if sep else None
+
+
+_SCOPE_SEP = "\x1f"  # never in a tenant or user name (they are printable)
+
+
+def memory_scope(session_id: str) -> str | None:
+    """Whose memory a session reads and writes: its tenant and user; None if the id names no user."""
+    parsed = parse_session_id(session_id)
+    if parsed.user is None:
+        return None
+    return user_scope(parsed.user, parsed.tenant)
+
+
+def user_scope(user: str, tenant: str | None = None) -> str:
+    """The memory scope of ``user`` in ``tenant`` (None: no tenant), as ``memory_scope`` gives it."""
+    return f"{tenant or ''}{_SCOPE_SEP}{user}"
+
+
+def scope_parts(scope: str) -> tuple[str | None, str]:
+    """The tenant (None: no tenant) and user a memory scope stands for."""
+    tenant, _, user = scope.partition(_SCOPE_SEP)
+    return tenant or None, user

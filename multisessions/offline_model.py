@@ -207,6 +207,8 @@ class _Conversation:
     """What the model was sent, sorted into the parts the rules need."""
 
     user_texts: list[str] = field(default_factory=list)
+    system_texts: list[str] = field(default_factory=list)
+    """System messages in the input (a summary of older items, say)."""
     last_user_text: str = ""
     handed_off_this_turn: bool = False
     tool_called_this_turn: bool = False
@@ -222,7 +224,9 @@ class _Conversation:
         for item in input:
             if not isinstance(item, dict):
                 continue
-            if item.get("role") == "user":
+            if item.get("role") in ("system", "developer"):
+                conv.system_texts.append(message_text(item))
+            elif item.get("role") == "user":
                 text = message_text(item)
                 conv.user_texts.append(text)
                 conv.last_user_text = text
@@ -259,7 +263,7 @@ class OfflineModel(Model):
         conversation_id: str | None = None,
         prompt: Any = None,
     ) -> ModelResponse:
-        output = self._decide(input, handoffs, tools)
+        output = self._decide(input, handoffs, tools, system_instructions)
         input_tokens = estimate_tokens((system_instructions or "") + json.dumps(input, default=str))
         output_tokens = estimate_tokens(json.dumps([o.model_dump() for o in output]))
         usage = Usage(
@@ -302,31 +306,36 @@ class OfflineModel(Model):
             yield event
 
     def _decide(
-        self, input: str | list[TResponseInputItem], handoffs: list[Any], tools: list[Any] | None = None
+        self,
+        input: str | list[TResponseInputItem],
+        handoffs: list[Any],
+        tools: list[Any] | None = None,
+        system_instructions: str | None = None,
     ) -> list[Any]:
         conv = _Conversation.from_input(input)
+        if "summarize the conversation" in (system_instructions or "").lower():
+            return [_message(input, summarize(conv.last_user_text))]
         if handoffs and not conv.handed_off_this_turn:
             target = choose_handoff(conv.last_user_text, handoffs)
             if target is not None:
                 return [_call(input, target.tool_name, {})]
         if tools and not conv.tool_called_this_turn:
+            to_remember = facts_to_remember(conv.last_user_text, tools)
+            if to_remember:
+                return [
+                    _call([input, fact], "remember", {"fact": fact, "value": value})
+                    for fact, value in to_remember.items()
+                ]
             chosen = choose_tool(conv.last_user_text, extract_facts(conv.user_texts), tools)
             if chosen is not None:
                 return [_call(input, *chosen)]
-        if conv.tool_output_this_turn is not None:
+        if conv.tool_output_this_turn is not None and conv.tool_output_this_turn[0] != "remember":
             tool, output = conv.tool_output_this_turn
             text = f"{tool}: {output}"
         else:
-            text = answer(conv.user_texts[:-1], conv.last_user_text)
-        return [
-            ResponseOutputMessage(
-                id=_digest(input, "msg"),
-                type="message",
-                role="assistant",
-                status="completed",
-                content=[ResponseOutputText(type="output_text", text=text, annotations=[])],
-            )
-        ]
+            memory = remembered_facts("\n".join([system_instructions or "", *conv.system_texts]))
+            text = answer(conv.user_texts[:-1], conv.last_user_text, memory)
+        return [_message(input, text)]
 
 
 # Word by word, keeping each word's trailing space, so the deltas join back to the exact text.
@@ -524,9 +533,10 @@ def _keywords(text: str) -> set[str]:
     return {w.rstrip("s") for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
 
 
-def answer(earlier_user_texts: list[str], message: str) -> str:
-    """The reply to ``message``, given what the user said earlier in this conversation."""
-    known = extract_facts([*earlier_user_texts, message])
+def answer(earlier_user_texts: list[str], message: str, memory: dict[str, str] | None = None) -> str:
+    """The reply to ``message``, given what the user said earlier in this conversation (and what
+    is remembered about them from their other conversations, ``memory``)."""
+    known = {**(memory or {}), **extract_facts([*earlier_user_texts, message])}
     reading = _read(message)
     if reading.asks_everything:
         if not known:
@@ -549,6 +559,44 @@ def answer(earlier_user_texts: list[str], message: str) -> str:
         noted = ", ".join(f"{_LABELS[k]} ({v})" for k, v in new.items() if k != "name")
         return f"{greeting} I've noted {noted}." if noted else f"{greeting} How can I help?"
     return "Understood. What else can I help you with?"
+
+
+# Facts about the user, worth keeping for their other conversations (an order or a ticket
+# belongs to the conversation it was given in).
+_USER_FACTS = ("name", "email", "preference")
+# "- email: alice@example.com" under a heading about the user (memory.with_memory writes them).
+_MEMORY_LINE = re.compile(r"^- ([a-z][a-z _-]{0,63}): (.{1,500})$", re.M)
+
+
+def facts_to_remember(text: str, tools: list[Any]) -> dict[str, str]:
+    """The user facts ``text`` states, if the agent has a ``remember`` tool to keep them with."""
+    if not any(getattr(tool, "name", None) == "remember" for tool in tools):
+        return {}
+    return {kind: value for kind, value in _read(text).facts if kind in _USER_FACTS}
+
+
+def remembered_facts(text: str) -> dict[str, str]:
+    """The facts listed as ``- fact: value`` lines (a user's memory, a summary), known kinds only."""
+    return {fact: value.strip() for fact, value in _MEMORY_LINE.findall(text) if fact in _LABELS}
+
+
+def summarize(transcript: str) -> str:
+    """A summary as ``- fact: value`` lines: the earlier summary's facts, then what the user said
+    in the transcript (``user: ...`` lines), a later statement replacing an earlier one."""
+    facts = remembered_facts(transcript)
+    said = [line[len("user: ") :] for line in transcript.splitlines() if line.startswith("user: ")]
+    facts.update(extract_facts(said))
+    return "\n".join(f"- {fact}: {value}" for fact, value in facts.items()) or "- nothing: no facts yet"
+
+
+def _message(input: Any, text: str) -> ResponseOutputMessage:
+    return ResponseOutputMessage(
+        id=_digest(input, "msg"),
+        type="message",
+        role="assistant",
+        status="completed",
+        content=[ResponseOutputText(type="output_text", text=text, annotations=[])],
+    )
 
 
 def _digest(input: Any, prefix: str) -> str:

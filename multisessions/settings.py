@@ -58,6 +58,12 @@ class Settings:
     """``SESSION_ENCRYPTION_KEY``: when set, every session is encrypted at rest (a key per tenant)."""
     offline: bool = False
     """``--offline``: the built-in model even when a key is set."""
+    summary_window: int | None = None
+    """``SUMMARY_WINDOW``: with it, turns send a summary of older items and this many newest ones."""
+    summary_threshold: int | None = None
+    """``SUMMARY_THRESHOLD``: items past the window before they are folded in (default: the window)."""
+    summary_prompt: str = ""
+    """``SUMMARY_PROMPT``: the summarizer's instructions (default: summaries.DEFAULT_PROMPT)."""
     serve_tokens: tuple[ServeToken, ...] = field(default=(), repr=False)
     """``SERVE_TOKENS`` (``alice=TOKEN,acme/bob=TOKEN``): the users serve.py lets in."""
     serve_rate: int = DEFAULT_SERVE_RATE
@@ -67,10 +73,14 @@ class Settings:
         return self.offline or not self.api_key
 
 
-def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None = None) -> Settings:
+def load_settings(
+    environ: Mapping[str, str] | None = None, dotenv: Path | None = None, *, serving: bool = False
+) -> Settings:
     """Settings from ``environ`` (default ``os.environ``) over ``dotenv`` (default ``./.env``).
 
-    Raises ``ConfigError`` naming the variable when a value cannot work.
+    Raises ``ConfigError`` naming the variable when a value cannot work. A program checks only
+    what it reads: ``SERVE_TOKENS`` and ``SERVE_RATE`` are read with ``serving`` (serve.py), so a
+    bad one never stops ``python agent.py``.
     """
     environ = os.environ if environ is None else environ
     path = Path(".env") if dotenv is None else dotenv
@@ -87,6 +97,11 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
             value = from_file.get(name) or ""
         return value.strip()
 
+    serve_tokens: tuple[ServeToken, ...] = ()
+    serve_rate = DEFAULT_SERVE_RATE
+    if serving:
+        serve_tokens = parse_tokens(get("SERVE_TOKENS"))
+        serve_rate = parse_count(get("SERVE_RATE"), "SERVE_RATE", DEFAULT_SERVE_RATE, low=0) or 0
     return Settings(
         api_key=get("OPENAI_API_KEY"),
         model=get("OPENAI_MODEL") or DEFAULT_MODEL,
@@ -98,9 +113,12 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         ),
         max_tokens=parse_count(get("OPENAI_MAX_TOKENS"), "OPENAI_MAX_TOKENS", None, low=1),
         store_url=get("SESSION_STORE_URL") or None,
+        summary_window=parse_count(get("SUMMARY_WINDOW"), "SUMMARY_WINDOW", None, low=1),
+        summary_threshold=parse_count(get("SUMMARY_THRESHOLD"), "SUMMARY_THRESHOLD", None, low=1),
+        summary_prompt=get("SUMMARY_PROMPT"),
         encryption_key=get("SESSION_ENCRYPTION_KEY"),
-        serve_tokens=parse_tokens(get("SERVE_TOKENS")),
-        serve_rate=parse_count(get("SERVE_RATE"), "SERVE_RATE", DEFAULT_SERVE_RATE, low=0) or 0,
+        serve_tokens=serve_tokens,
+        serve_rate=serve_rate,
     )
 
 

@@ -25,7 +25,7 @@ import functools
 import inspect
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -42,6 +42,7 @@ from agents.memory.session_settings import resolve_session_limit
 from agents.run_context import RunContextWrapper
 from agents.stream_events import StreamEvent
 
+from multisessions import sdk_private
 from multisessions.approvals import PausedTurn, paused_turn
 from multisessions.direct import can_pass_history, handoff_target, history_limit, model_input, turn_items
 from multisessions.errors import (
@@ -52,11 +53,15 @@ from multisessions.errors import (
     TurnFailed,
 )
 from multisessions.failures import describe_failure
+from multisessions.items import read_all
 from multisessions.locks import Lease, hold_session
 from multisessions.locks import held_locks as held_locks  # re-exported for callers and tests
+from multisessions.memory import running_turn
+from multisessions.naming import memory_scope
 from multisessions.stores import (
     KEEP,
     SessionStore,
+    Summary,
     TurnIO,
     TurnStart,
     TurnWrite,
@@ -66,6 +71,7 @@ from multisessions.stores import (
     scrub,
     store_of,
 )
+from multisessions.summaries import Summaries, due, fold, summary_message
 
 logger = logging.getLogger(__name__)
 _Context = RunContextWrapper[Any] | None  # the SDK's run context, as it passes it to sessions
@@ -126,6 +132,18 @@ class PendingTurn:
         """The SDK's latest compaction request during this turn, run by ``compact_after_commit``."""
         self.deferred_compaction: tuple[str, bool | None, _Context] | None = None
         self.current_agent: Agent[Any] | None = None
+        self.scope = memory_scope(self.session_id) if isinstance(self.session_id, str) else None
+        """Whose memory the turn reads and writes (its tenant and user); None if the id names no user."""
+        self.memory: dict[str, str] = dict(start.memory) if start is not None else {}
+        """The user's memory as the turn sees it (with what it remembered so far)."""
+        self.memory_writes: dict[str, str] = {}
+        """What the turn remembered: written with its items, in its one write."""
+        self.window: int | None = None
+        """With summaries: the newest items sent as they are (``summaries.Summaries``)."""
+        self.summary: Summary | None = None
+        self.total = 0
+        """With summaries: how many items the session held when the turn started."""
+        self.new_summary: Summary | None = None
         self.finish: Callable[[RunResult | RunResultStreaming], Awaitable[None]] | None = None
         self.kept: RunResult | RunResultStreaming | None = None
 
@@ -140,15 +158,24 @@ class PendingTurn:
     @property
     def _ignore_ids_for_matching(self) -> bool:
         # The SDK compares items without their ids for stores that say so; keep the store's answer.
-        return bool(getattr(self.session, "_ignore_ids_for_matching", False))
+        return sdk_private.ignores_ids(self.session)
 
     def _context(self) -> dict[str, Any]:
         """Keyword arguments passing the run context on to ``session``, when it takes it."""
         return {"wrapper": self.wrapper} if self.wrapper is not None else {}
 
     async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
-        """The stored history followed by this turn's unsaved items, newest ``limit`` of them."""
+        """The stored history followed by this turn's unsaved items, newest ``limit`` of them; with
+        summaries, at most the window, after the summary of what is older."""
         limit = resolve_session_limit(limit, self.session_settings)
+        if self.window is None:
+            return await self._history(limit)
+        if limit is None or limit > self.window:
+            limit = self.window
+        items = _without_leading_orphans(await self._history(limit))
+        return [summary_message(self.summary), *items] if self.summary is not None else items
+
+    async def _history(self, limit: int | None) -> list[TResponseInputItem]:
         if limit is None:
             stored = self._read_ahead(None)
             if stored is None:
@@ -254,8 +281,8 @@ class PendingTurn:
                 args, wrapper = compaction
                 await _run_compaction(self.session, args, wrapper)
             elif deferred is not None:
-                defer = getattr(self.session, "_defer_compaction", None)
-                if callable(defer):
+                defer = sdk_private.deferred_compaction(self.session)
+                if defer is not None:
                     response_id, store, wrapper = deferred
                     await defer(response_id, store, **_context_for(defer, wrapper))
         except Exception as exc:
@@ -314,7 +341,7 @@ def _takes_the_run_context(session: Session) -> bool:
 
 @functools.cache
 def _class_takes_the_run_context(cls: type) -> bool:
-    # Reading four signatures cost ~5% of a turn; a class's methods do not change.
+    # Reading four signatures costs a measurable share of a turn; a class's methods do not change.
     return all(_takes_wrapper(getattr(cls, name, None)) for name in _HISTORY_METHODS)
 
 
@@ -332,15 +359,17 @@ async def _run_compaction(
         return
     # The SDK marks its own post-write call automatic; without the mark the session would
     # compact its whole history instead of only what the model just saw.
-    wrapper._session_compaction_is_automatic = True  # type: ignore[attr-defined]
-    try:
+    with sdk_private.automatic_compaction(wrapper):
         await session.run_compaction(args, **_context_for(session.run_compaction, wrapper))
-    finally:
-        wrapper._session_compaction_is_automatic = False  # type: ignore[attr-defined]
 
 
 async def run_turn(
-    starting_agent: Agent[Any], session: Session, user_input: str, **runner_kwargs: Any
+    starting_agent: Agent[Any],
+    session: Session,
+    user_input: str,
+    *,
+    summaries: Summaries | None = None,
+    **runner_kwargs: Any,
 ) -> RunResult:
     """Run one turn on ``session``: never two at once on one session id, all or nothing.
 
@@ -349,24 +378,26 @@ async def run_turn(
     session). Everything the turn changes (its items, the agent that answered, a paused tool call)
     reaches the store in one write, only if the whole turn succeeds; a failed or cancelled turn
     leaves the session exactly as it was and raises ``TurnFailed`` (or the cancellation). An
-    empty, over-long or non-text message raises ``ValueError`` before anything runs.
+    empty, over-long or non-text message raises ``ValueError`` before anything runs. With
+    ``summaries``, the turn sends a summary and the newest items only (``summaries.py``).
     """
     user_input = check_message(user_input)
     store = store_of(session)
     io = _turn_io(session, store)
-    limit = history_limit(session, runner_kwargs)
+    limit = summaries.window if summaries is not None else history_limit(session, runner_kwargs)
     async with _turn_on(session, store, io, limit) as lease:
         turn = PendingTurn(session, lease.start)
         try:
-            await _refuse_if_waiting(session, store, lease.start)
-            agent = await _current_agent(starting_agent, session, store, lease.start)
+            agent = await _where_it_stands(turn, starting_agent, store, summaries)
             by_hand = await _input_by_hand(agent, turn, user_input, limit, runner_kwargs)
-            if by_hand is not None:  # the SDK's session bookkeeping skipped: same input, same items
-                prepared, new_input = by_hand
-                result = await Runner.run(agent, prepared, **runner_kwargs)
-                turn.pending = turn_items(new_input, result)
-            else:
-                result = await Runner.run(agent, user_input, session=turn, **runner_kwargs)
+            with _running(turn):
+                if by_hand is not None:  # the SDK's session bookkeeping skipped: same input, same items
+                    prepared, new_input = by_hand
+                    result = await Runner.run(agent, prepared, **runner_kwargs)
+                    turn.pending = turn_items(new_input, result)
+                else:
+                    result = await Runner.run(agent, user_input, session=turn, **runner_kwargs)
+            await _fold_if_due(turn, summaries, result, runner_kwargs)
             await _finish(agent, session, store, turn, result, lease, io)
         except Exception as exc:
             raise TurnFailed(session.session_id, exc, saved=_saved(exc)) from exc
@@ -418,9 +449,11 @@ async def resume_turn(
                     state.approve(item)
                 else:
                     state.reject(item, rejection_message=reason)
-            turn = PendingTurn(session)
+            turn = PendingTurn(session, lease.start)
+            await _load_memory(turn, store, lease.start)
             turn.pending = list(paused.items)  # the paused part, as if the SDK had just written it
-            result = await Runner.run(agent, state, session=turn, **runner_kwargs)
+            with _running(turn):
+                result = await Runner.run(agent, state, session=turn, **runner_kwargs)
             await _finish(agent, session, store, turn, result, lease, io, decided=True)
         except Exception as exc:
             raise TurnFailed(session.session_id, exc, saved=_saved(exc)) from exc
@@ -471,6 +504,89 @@ async def _current_agent(
     return found
 
 
+async def _where_it_stands(
+    turn: PendingTurn, starting_agent: Agent[Any], store: SessionStore | None, summaries: Summaries | None
+) -> Agent[Any]:
+    """Where the session stands as the turn starts: no paused turn waiting, its current agent
+    (returned, and kept as ``turn.agent``), its user's memory and, with summaries, its summary."""
+    start = turn.start
+    await _refuse_if_waiting(turn.session, store, start)
+    turn.current_agent = await _current_agent(starting_agent, turn.session, store, start)
+    await _load_memory(turn, store, start)
+    await _load_summary(turn, store, summaries)
+    return turn.current_agent
+
+
+async def _load_summary(turn: PendingTurn, store: SessionStore | None, settings: Summaries | None) -> None:
+    """With summaries: the session's summary and size, and the window its turns send."""
+    if settings is None:
+        return
+    if store is None:
+        raise StoreError("summaries are kept in a store; this session has none (an in-memory session?)")
+    turn.window = settings.window
+    turn.summary, turn.total = await store.summary_state(turn.session_id)
+
+
+async def _fold_if_due(
+    turn: PendingTurn,
+    settings: Summaries | None,
+    result: RunResult | RunResultStreaming,
+    kwargs: dict[str, Any],
+) -> None:
+    """Fold what passed out of the window into the summary, once ``threshold`` items have.
+
+    A summarizer that fails leaves the summary as it was (the turn is kept; a later turn folds)."""
+    if settings is None or result.interruptions:
+        return
+    covered = due(settings, turn.summary, turn.total + len(turn.pending))
+    if covered is None:
+        return
+    start = turn.summary.covered if turn.summary is not None else 0
+    try:
+        everything = [*await read_all(turn.session), *turn.pending]
+        turn.new_summary = await fold(
+            settings, turn.summary, everything[start:covered], covered, kwargs.get("run_config")
+        )
+    except Exception as exc:
+        logger.warning(
+            "session %r: summarizing older items failed (%s); kept the last summary", turn.session_id, exc
+        )
+
+
+def _without_leading_orphans(items: list[TResponseInputItem]) -> list[TResponseInputItem]:
+    """A window that starts after a tool call still holds its output: drop such outputs."""
+    calls = {
+        item.get("call_id")
+        for item in items
+        if isinstance(item, dict) and item.get("type") == "function_call"
+    }
+    first = 0
+    while (
+        first < len(items)
+        and isinstance(items[first], dict)
+        and items[first].get("type") == "function_call_output"
+        and items[first].get("call_id") not in calls
+    ):
+        first += 1
+    return items[first:]
+
+
+async def _load_memory(turn: PendingTurn, store: SessionStore | None, start: TurnStart | None) -> None:
+    """The user's memory, when the store's start did not read it already."""
+    if start is None and store is not None and turn.scope is not None:
+        turn.memory = await store.load_memory(turn.scope)
+
+
+@contextlib.contextmanager
+def _running(turn: PendingTurn) -> Iterator[None]:
+    """``turn`` is the running turn for the runs (and the tasks they make) started in this block."""
+    token = running_turn.set(turn)
+    try:
+        yield
+    finally:
+        running_turn.reset(token)
+
+
 def _saved(exc: BaseException) -> bool | None:
     """False: nothing of the turn was written. None: the store did not confirm a write it may have
     made (the connection was lost while the turn was being committed)."""
@@ -478,7 +594,9 @@ def _saved(exc: BaseException) -> bool | None:
 
 
 @asynccontextmanager
-async def one_turn(session: Session, starting_agent: Agent[Any]) -> AsyncIterator[PendingTurn]:
+async def one_turn(
+    session: Session, starting_agent: Agent[Any], *, summaries: Summaries | None = None
+) -> AsyncIterator[PendingTurn]:
     """One turn on ``session``, one at a time and all or nothing, around the SDK's own run::
 
         async with one_turn(session, triage) as turn:
@@ -491,23 +609,25 @@ async def one_turn(session: Session, starting_agent: Agent[Any]) -> AsyncIterato
     ``turn`` is the session for ``Runner.run``: reads go through, writes wait in memory. When the
     block ends after ``turn.commit(result)``, the run's items and the agent that answered (or the
     paused tool call) are written in one write; if the block raises, or never commits, nothing
-    is. Failures raise ``TurnFailed``.
+    is. Failures raise ``TurnFailed``. With ``summaries``, ``turn`` reads a summary and the newest
+    items only, and the summary is brought up to date with the commit (by ``summaries.model``).
     """
     store = store_of(session)
     io = _turn_io(session, store)
-    async with _turn_on(session, store, io, history_limit(session, {})) as lease:
+    limit = summaries.window if summaries is not None else history_limit(session, {})
+    async with _turn_on(session, store, io, limit) as lease:
         turn = PendingTurn(session, lease.start)
         try:
-            await _refuse_if_waiting(session, store, lease.start)
-            agent = await _current_agent(starting_agent, session, store, lease.start)
+            agent = await _where_it_stands(turn, starting_agent, store, summaries)
         except Exception as exc:
             raise TurnFailed(session.session_id, exc) from exc
-        turn.current_agent = agent
 
         async def finish(result: RunResult | RunResultStreaming) -> None:
+            await _fold_if_due(turn, summaries, result, {})
             await _finish(agent, session, store, turn, result, lease, io)
 
         turn.finish = finish
+        running = running_turn.set(turn)  # the caller's runs see the turn's memory (memory.py)
         try:
             yield turn
             if turn.kept is not None:
@@ -518,6 +638,7 @@ async def one_turn(session: Session, starting_agent: Agent[Any]) -> AsyncIterato
             raise TurnFailed(session.session_id, exc, saved=_saved(exc)) from exc
         finally:
             turn.finish = None
+            running_turn.reset(running)
 
 
 def why_it_failed(
@@ -580,12 +701,14 @@ async def _finish(
         if store is None:
             raise StoreError("a turn paused for approval needs a store to wait in (not an in-memory session)")
         paused = paused_turn(session.session_id, agent.name, result, turn.pending)  # RunState's start
-        write = TurnWrite([], agent=result.last_agent.name, pending=paused.dumps())
+        write = TurnWrite([], agent=result.last_agent.name, pending=paused.dumps(), memory=turn.memory_writes)
     else:
         write = TurnWrite(
             list(turn.pending),
             agent=result.last_agent.name if store is not None else None,
             pending=None if decided else KEEP,
+            memory=turn.memory_writes,
+            summary=turn.new_summary,
         )
     if io is not None:
         # The store checks the lease, writes the whole turn and frees the session in one step.
@@ -612,6 +735,10 @@ async def _finish(
             await store.save_last_agent(session.session_id, write.agent)
         if write.changes_pending:
             await store.save_pending(session.session_id, write.pending)
+        if write.memory and turn.scope is not None:
+            await store.save_memory(turn.scope, write.memory)
+        if write.summary is not None:
+            await store.save_summary(session.session_id, write.summary)
     if write.items:
         await turn.compact_after_commit()  # a compacting session compacts what is now whole
 
@@ -664,7 +791,12 @@ async def _turn_on(
 
 @asynccontextmanager
 async def stream_turn(
-    starting_agent: Agent[Any], session: Session, user_input: str, **runner_kwargs: Any
+    starting_agent: Agent[Any],
+    session: Session,
+    user_input: str,
+    *,
+    summaries: Summaries | None = None,
+    **runner_kwargs: Any,
 ) -> AsyncIterator[RunResultStreaming]:
     """One streamed turn, whole or not at all: ``async with stream_turn(...) as result:``.
 
@@ -677,19 +809,19 @@ async def stream_turn(
     user_input = check_message(user_input)
     store = store_of(session)
     io = _turn_io(session, store)
-    limit = history_limit(session, runner_kwargs)
+    limit = summaries.window if summaries is not None else history_limit(session, runner_kwargs)
     async with _turn_on(session, store, io, limit) as lease:
         turn = PendingTurn(session, lease.start)
         try:
-            await _refuse_if_waiting(session, store, lease.start)
-            agent = await _current_agent(starting_agent, session, store, lease.start)
+            agent = await _where_it_stands(turn, starting_agent, store, summaries)
             by_hand = await _input_by_hand(agent, turn, user_input, limit, runner_kwargs)  # as in run_turn
         except Exception as exc:
             raise TurnFailed(session.session_id, exc) from exc
-        if by_hand is None:
-            result = Runner.run_streamed(agent, user_input, session=turn, **runner_kwargs)
-        else:
-            result = Runner.run_streamed(agent, by_hand[0], **runner_kwargs)
+        with _running(turn):  # the run's task is made here and keeps the turn as its context
+            if by_hand is None:
+                result = Runner.run_streamed(agent, user_input, session=turn, **runner_kwargs)
+            else:
+                result = Runner.run_streamed(agent, by_hand[0], **runner_kwargs)
         read_to_the_end = _watch_the_end(result)
         try:
             yield result
@@ -704,6 +836,7 @@ async def stream_turn(
         try:
             if by_hand is not None:
                 turn.pending = turn_items(by_hand[1], result)
+            await _fold_if_due(turn, summaries, result, runner_kwargs)
             await _finish(agent, session, store, turn, result, lease, io)
         except Exception as exc:
             raise TurnFailed(session.session_id, exc, saved=_saved(exc)) from exc

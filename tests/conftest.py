@@ -44,6 +44,7 @@ SETTINGS_VARIABLES = (
     "SESSION_STORE_URL",
     "SESSION_ENCRYPTION_KEY",
     "SERVE_TOKENS",
+    "SERVE_RATE",
 )
 """Everything the project (or a developer's shell) may set that would change what a test sees."""
 
@@ -106,6 +107,7 @@ SLOWEST_FILES_FIRST = (
     "test_scripts.py",
     "test_serve_workers.py",
     "test_standin_server.py",
+    "test_packaging.py",
     "test_reliability.py",
     "test_bench.py",
     "test_cross_process.py",
@@ -123,6 +125,31 @@ pytest-xdist gives each worker whole files in the order they were collected (``-
 in pyproject.toml): the long files start first and the short ones fill in after, so both workers
 finish together. Only the order changes; a file not named here runs after these, as collected.
 """
+
+
+HIDE_SDK_PRIVATE = "MULTISESSIONS_HIDE_SDK_PRIVATE"
+"""Set to 1, the package behaves as on an SDK without the private names it uses (sdk_private.py)."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--hide-sdk-private",
+        action="store_true",
+        help="run as on an SDK without the private names the package uses (turns take the session path)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before the package is first imported (sdk_private.py reads it once), and inherited by the
+    # xdist workers and every child process the tests start.
+    if config.getoption("--hide-sdk-private"):
+        os.environ[HIDE_SDK_PRIVATE] = "1"
+
+
+def needs_sdk_private() -> pytest.MarkDecorator:
+    """Mark for tests of what the SDK's private names make possible: skipped when they are hidden."""
+    hidden = os.environ.get(HIDE_SDK_PRIVATE) == "1"
+    return pytest.mark.skipif(hidden, reason="needs the SDK's private names, hidden in this run")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

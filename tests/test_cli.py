@@ -29,8 +29,8 @@ def test_unknown_demo_lists_the_valid_ones_and_exits_2(cli: Cli):
     result = cli("nope")
     assert result.code == 2
     assert result.err_lines == [
-        "error: unknown demo 'nope'; choose from: multi-user, context, shared, naming, history-cap, refund"
-        " (see --help)"
+        "error: unknown demo 'nope'; choose from: multi-user, context, shared, naming, history-cap, refund, "
+        "memory (see --help)"
     ]
 
 

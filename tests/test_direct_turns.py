@@ -20,9 +20,14 @@ from agents.handoffs import Handoff, HandoffInputData
 from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
 
 import multisessions.turns as turns
+from conftest import needs_sdk_private
 from multisessions import read_all
 from multisessions.direct import can_pass_history
 from multisessions.turns import run_turn, stream_turn
+
+# History passed by hand is built from the SDK's private helpers; without them (as on a future SDK,
+# or with --hide-sdk-private) every turn takes the session path, tested by tests/test_sdk_private.py.
+pytestmark = needs_sdk_private()
 
 
 @function_tool

@@ -34,6 +34,7 @@ DEMO_SECTIONS = {
     "refund": "async def approval_demo(",
     "history_cap": "async def history_cap_demo(",
     "one_turn": "async with one_turn(",
+    "memory": "async def memory_demo(",
 }
 """agent.py's snippet sections, and what each must hold (a demo function, or the turn's block)."""
 

@@ -177,6 +177,10 @@ def rows_by_table(db, *, without: str) -> dict[str, list[tuple]]:
         for table in tables:
             if table == "sqlite_sequence":
                 continue
+            columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+            if "session_id" not in columns:  # a user's memory, the side effects: nothing of one session
+                dump[table] = conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+                continue
             dump[table] = conn.execute(
                 f"SELECT * FROM {table} WHERE session_id != ? ORDER BY 1", (without,)
             ).fetchall()

@@ -291,7 +291,9 @@ async def test_a_store_failure_is_503_in_one_line_and_the_session_is_unchanged(d
 
 
 def test_serve_tokens_are_read_with_tenants_and_never_shown(tmp_path):
-    settings = load_settings({"SERVE_TOKENS": "alice=a-secret-token-123456, acme/bob=b-secret-token-123456"})
+    settings = load_settings(
+        {"SERVE_TOKENS": "alice=a-secret-token-123456, acme/bob=b-secret-token-123456"}, serving=True
+    )
     assert [(t.user, t.tenant) for t in settings.serve_tokens] == [("alice", None), ("bob", "acme")]
     assert "secret" not in repr(settings) and "secret" not in repr(settings.serve_tokens)
     for bad in (

@@ -16,12 +16,17 @@ from agents import Agent, RunConfig, SessionSettings
 from agents.extensions.memory import SQLAlchemySession
 from agents.testing import ModelStep, ScriptedModel, assistant_message
 
+from conftest import needs_sdk_private
 from helpers import cancel_a_start_in_flight, reply, user_texts
 from multisessions import AwaitingApproval, LeaseLost, StoreError, TurnFailed, open_store, run_turn
 from multisessions.stores import SQLStore, TurnStart, TurnWrite, sql_store
 from multisessions.stores.base import remember_store
 from multisessions.stores.pg_turns import COMMIT, POOL_SIZE, PostgresTurns
 from stores_fixture import POSTGRES_SERVER, database_name, empty_postgres_database, postgres_url, unavailable
+
+# The short path is taken only for the SDK's own session objects, told by their private fields;
+# without them (--hide-sdk-private) turns go through the session, as tests/test_sdk_private.py shows.
+pytestmark = needs_sdk_private()
 
 SERVER = urlsplit(POSTGRES_SERVER)
 HOST, PORT = SERVER.hostname or "127.0.0.1", SERVER.port or 5432
@@ -316,13 +321,17 @@ async def test_begin_sees_a_turn_that_committed_while_it_waited_for_the_lease(pg
         await tx.start()
         item = json.dumps({"role": "user", "content": "committed meanwhile"}, separators=(",", ":"))
         assert await conn.fetchval(
-            f"SELECT {COMMIT}($1, $2, $3, $4, $5, $6, $7)",
+            f"SELECT {COMMIT}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             [session.session_id],
             ["first"],
             [1],
             [item],
             ["Bot"],
             ["keep"],
+            [None],
+            [None],
+            [None],
+            [None],
             [None],
         ) == [True]
         waiting = asyncio.create_task(io.begin(session.session_id, "second", 30, None))
@@ -417,7 +426,7 @@ async def test_sessions_a_sqlalchemy_store_opens_are_the_sdks_class_each_with_it
             "user_b": 1,
         }
         # An SDK whose session keeps other fields: built by its constructor, as before.
-        monkeypatch.setattr(sql_store, "_SESSION_FIELDS", {"session_id"})
+        monkeypatch.setattr(sql_store, "sqlalchemy_session_fields", lambda: frozenset({"session_id"}))
         third = store.open("user_c")
         assert third.session_id == "user_c" and third._metadata is not first._metadata
     finally:

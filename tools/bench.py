@@ -64,6 +64,7 @@ from multisessions import (
     run_turn,
     user_session_id,
 )
+from multisessions.summaries import Summaries
 from tools import charts
 from tools.workload import LeakWatch, ListSession, Turn, converse, plain_turn, turn_by_hand
 
@@ -201,23 +202,32 @@ def store_label(pattern: str, store_name: str | None, db: Path) -> str:
     return store_name.split(" (")[0].replace(str(db.parent) + "/", "")
 
 
-async def history_cost(db: Path, users: int, turns: int, cap: int | None) -> dict[str, Any]:
-    """Turn latency against history length, with or without a history cap.
+async def history_cost(
+    db: Path, users: int, turns: int, cap: int | None, *, summarized: bool = False
+) -> dict[str, Any]:
+    """Turn latency against history length: no cap, a history cap, or a summary before a window
+    of ``cap`` items (``summarized``; the turns that fold the summary are timed too).
 
     Sessions run one after another (so a turn's latency is its own cost, not a queue), and the
-    p99 "at turn N" is taken over turns N-9..N of every session, 10 samples per session.
+    p99 "at turn N" is taken over turns N-9..N of every session, 10 samples per session. Turn 1
+    gives a name; after the last turn each session is asked for it (not timed): ``recalled``.
     """
     set_tracing_disabled(True)
-    settings = SessionSettings(limit=cap) if cap else None
+    settings = SessionSettings(limit=cap) if cap and not summarized else None
     config = RunConfig(model=OfflineModel(), session_settings=settings)
+    summaries = Summaries(window=cap, threshold=cap) if summarized and cap else None
     agent = Agent(name="Assistant")
     by_turn: dict[int, list[float]] = {}
+    recalled = 0
     for u in range(users):
-        session = SQLiteSession(f"thread_history{u}_{cap}", db)
+        session = SQLiteSession(f"thread_history{u}_{cap}_{summarized}", db)
         for t in range(1, turns + 1):
+            message = "Hi, my name is Kai." if t == 1 else f"Note {t}: my order number is {t}."
             started = time.perf_counter()
-            await run_turn(agent, session, f"Note {t}: my order number is {t}.", run_config=config)
+            await run_turn(agent, session, message, run_config=config, summaries=summaries)
             by_turn.setdefault(t, []).append(time.perf_counter() - started)
+        answer = await run_turn(agent, session, "What's my name?", run_config=config, summaries=summaries)
+        recalled += "Kai" in str(answer.final_output)
         session.close()
 
     def p99_at(turn: int) -> float:
@@ -228,7 +238,8 @@ async def history_cost(db: Path, users: int, turns: int, cap: int | None) -> dic
     p99 = {t: p99_at(t) for t in marks}
     series = sorted({*range(10, turns + 1, 10), turns}) if turns >= 10 else [turns]
     return {
-        "cap": cap or "none",
+        "cap": f"summary, window {cap}" if summaries else cap or "none",
+        "recalled_turn1": f"{recalled}/{users}",
         "p99_ms_by_turn": {t: round(p99_at(t), 2) for t in series},  # for the chart
         **{f"p99_ms_turn{t}": round(p99[t], 1) for t in marks},
         f"p99_turn{turns}_over_turn10": round(p99[turns] / p99[10], 2) if 10 in p99 else None,
@@ -239,7 +250,15 @@ def _child(kind: str, args: argparse.Namespace, job: dict[str, Any], write_fd: i
     """One measurement in a fresh (forked) process; sends its figures as one JSON line."""
     try:
         if kind == "history":
-            figures = asyncio.run(history_cost(job["db"], args.history_users, args.history_turns, job["cap"]))
+            figures = asyncio.run(
+                history_cost(
+                    job["db"],
+                    args.history_users,
+                    args.history_turns,
+                    job["cap"],
+                    summarized=job["summarized"],
+                )
+            )
         else:
             figures = asyncio.run(
                 run_users(kind, job["users"], args.turns, job["db"], job["store"], args.gate)
@@ -259,6 +278,7 @@ def measure(
     users: int | None = None,
     store: str | None = None,
     cap: int | None = None,
+    summarized: bool = False,
 ) -> dict[str, Any]:
     """Run one measurement in a fresh child process: its own descriptors, memory and limits.
 
@@ -267,7 +287,7 @@ def measure(
     measurement gets a new SQLite file, so a repeated round does not start on the last one's rows.
     """
     db = Path(tempfile.mkdtemp(dir=folder)) / (f"{kind}-cap{cap}.db" if cap else f"{kind}.db")
-    job = {"db": db, "users": users or args.users, "store": store, "cap": cap}
+    job = {"db": db, "users": users or args.users, "store": store, "cap": cap, "summarized": summarized}
     read_fd, write_fd = os.pipe()
     process = multiprocessing.get_context("fork").Process(
         target=_child, args=(kind, args, job, write_fd), daemon=True
@@ -433,13 +453,14 @@ def main(argv: list[str] | None = None) -> int:
         for users in sorted(set(args.plot_users)) if args.plot else [args.users]:
             by_users[users] = run_patterns(jobs, args, Path(tmp), users)
         if args.history_turns:
-            for cap in (None, args.cap):
+            for cap, summarized in ((None, False), (args.cap, False), (args.cap, True)):
+                how = f"summary before a window of {cap}" if summarized else f"cap {cap}"
                 print(
-                    f"history: {args.history_users} sessions x {args.history_turns} turns, cap {cap} "
+                    f"history: {args.history_users} sessions x {args.history_turns} turns, {how} "
                     f"(load {load()}) ...",
                     flush=True,
                 )
-                history.append(measure("history", args, Path(tmp), cap=cap or None))
+                history.append(measure("history", args, Path(tmp), cap=cap or None, summarized=summarized))
                 print("  " + json.dumps(history[-1]), flush=True)
 
     startup: dict[str, Any] = {}

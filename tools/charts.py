@@ -83,7 +83,13 @@ def write_charts(
         for row in history:
             series = {int(t): float(v) for t, v in row.get("p99_ms_by_turn", {}).items()}
             cap = row.get("cap", "none")
-            name = "no history cap" if cap == "none" else f"history cap: {cap} items"
+            name = (
+                "no history cap"
+                if cap == "none"
+                else str(cap)
+                if str(cap).startswith("summary")
+                else f"history cap: {cap} items"
+            )
             ax.plot(list(series), list(series.values()), marker=".", label=name)
         ax.set_ylim(bottom=0)
         ax.set_xlabel("turn number (the history grows by 2 items a turn)")

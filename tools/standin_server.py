@@ -26,6 +26,7 @@ import asyncio
 import json
 import re
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -34,13 +35,19 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Literal, get_args
 
-import uvicorn
 from agents.model_settings import ModelSettings
 from agents.models.interface import ModelTracing
 from agents.usage import Usage
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage
+
+try:
+    import uvicorn
+    from fastapi import FastAPI, Request
+    from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+except ImportError as missing:  # the serving packages are optional: as a command, one line naming them
+    if __name__ != "__main__":
+        raise
+    sys.exit(f"error: the stand-in server needs {missing.name}; pip install -r requirements-serve.txt")
 
 from multisessions.offline_model import OfflineModel
 

@@ -20,6 +20,7 @@ from multisessions.stores.base import (
     KEEP,
     SessionInfo,
     SessionStore,
+    Summary,
     TurnIO,
     TurnStart,
     TurnWrite,
@@ -42,6 +43,7 @@ from multisessions.stores.urls import redact_url, scrub
 __all__ = [
     "DEFAULT_DB",
     "KEEP",
+    "Summary",
     "TurnWrite",
     "commit_outcome_unknown",
     "driver_errors",

@@ -11,7 +11,7 @@ import inspect
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -48,6 +48,8 @@ class TurnStart:
     """Whether a turn on this session waits for approval (then no new turn may run)."""
     agent: str | None = None
     """The session's current agent: the one that answered (or paused) its last turn."""
+    memory: dict[str, str] = field(default_factory=dict)
+    """The facts remembered for the session's user (``memory.memory_scope``), by name."""
 
 
 class _Keep:
@@ -66,15 +68,27 @@ class TurnWrite:
 
     ``items`` are appended to the history; ``agent`` becomes the session's current agent (None:
     unchanged); ``pending`` is the paused-turn record: ``KEEP`` leaves it, ``None`` consumes it,
-    text replaces it."""
+    text replaces it; ``memory`` is written to the session's user's memory."""
 
     items: list[Any]
     agent: str | None = None
     pending: Any = KEEP
+    memory: dict[str, str] = field(default_factory=dict)
+    """Facts to remember for the session's user (new or replacing a fact of the same name)."""
+    summary: Summary | None = None
+    """A new summary of the session's older items (None: unchanged)."""
 
     @property
     def changes_pending(self) -> bool:
         return self.pending is not KEEP
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What the session's first ``covered`` items said, folded into ``text`` (the items stay stored)."""
+
+    text: str
+    covered: int
 
 
 class TurnIO(LeaseBackend, Protocol):
@@ -154,6 +168,30 @@ class SessionStore(Protocol):
 
     async def forget_effects(self, prefix: str) -> int:
         """Remove what ``record_once`` recorded under keys starting with ``prefix``; returns how many."""
+        ...
+
+    async def load_memory(self, scope: str) -> dict[str, str]:
+        """The facts remembered for ``scope`` (a tenant and user: ``naming.user_scope``), by name."""
+        ...
+
+    async def summary_state(self, session_id: str) -> tuple[Summary | None, int]:
+        """The session's summary, if any, and how many items it holds (one read)."""
+        ...
+
+    async def save_summary(self, session_id: str, summary: Summary) -> None:
+        """Keep a summary outside a turn (turns write theirs in their own write)."""
+        ...
+
+    async def save_memory(self, scope: str, facts: dict[str, str]) -> None:
+        """Write ``facts`` to ``scope``'s memory outside a turn (turns write theirs in their own write)."""
+        ...
+
+    async def forget_memory(self, scope: str) -> int:
+        """Remove everything remembered for ``scope``; returns how many facts."""
+        ...
+
+    async def memory_scopes(self) -> dict[str, int]:
+        """Every scope with remembered facts, and how many."""
         ...
 
     async def close(self) -> None:

@@ -2,8 +2,8 @@
 
 Many turns at once each start and commit with a short call to the store. Each call has a fixed
 cost on the client (the driver's pool, the protocol, a socket write that wakes the server) that
-outweighs its own work: at 1,000 users on PostgreSQL the socket write alone was a third of the
-short path's time, and redis-py spent ~70 us of CPU per command. ``Batches`` queues the calls
+outweighs its own work when many users are served (profiles on the benchmarks page).
+``Batches`` queues the calls
 made while the event loop runs its ready tasks and sends them as one batch when they are done:
 no timer and no added wait (the batch goes out in the loop's next pass), and a quiet store gets
 batches of one. A call whose caller was cancelled before its batch left is not sent.

@@ -24,8 +24,17 @@ from agents.memory import Session
 
 from multisessions.errors import ConfigError, StoreError
 from multisessions.locks import LeaseBackend
-from multisessions.naming import tenant_label
-from multisessions.stores.base import SessionInfo, SessionStore, TurnIO, TurnStart, TurnWrite, remember_store
+from multisessions.naming import memory_scope, scope_parts, tenant_label
+from multisessions.sdk_private import encrypted_envelopes
+from multisessions.stores.base import (
+    SessionInfo,
+    SessionStore,
+    Summary,
+    TurnIO,
+    TurnStart,
+    TurnWrite,
+    remember_store,
+)
 
 try:
     from agents.extensions.memory import EncryptedSession
@@ -51,7 +60,11 @@ def check_secret(secret: str) -> str:
 
 def tenant_key(secret: str, session_id: str) -> str:
     """The Fernet key of the tenant ``session_id`` belongs to (no tenant: a label of its own)."""
-    tenant = tenant_label(session_id)
+    return key_of_tenant(secret, tenant_label(session_id))
+
+
+def key_of_tenant(secret: str, tenant: str | None) -> str:
+    """The Fernet key of ``tenant`` (None: the ids with no tenant)."""
     label = b"no-tenant" if tenant is None else b"tenant:" + tenant.encode("utf-8")
     digest = hmac.new(secret.encode("utf-8"), _CONTEXT + label, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).decode("ascii")
@@ -82,13 +95,18 @@ class EncryptedStore:
         for a session this store opened: a turn's items, agent and paused turn land in one write."""
         if EncryptedSession is None or type(session) is not EncryptedSession:
             return None
-        wrap, unwrap = getattr(session, "_wrap", None), getattr(session, "_unwrap", None)
-        if not callable(wrap) or not callable(unwrap):
+        envelopes = encrypted_envelopes(session)
+        if envelopes is None:
             return None  # an SDK without these: turns take the session's own writes
+        wrap, unwrap = envelopes
         inner = self.store.turn_io(session.underlying_session)
         if inner is None:
             return None
-        return EncryptedTurnIO(inner, wrap, unwrap, self._fernet(session.session_id), session.session_id)
+        scope = memory_scope(session.session_id)
+        memory_fernet = None if scope is None else self._scope_fernet(scope)
+        return EncryptedTurnIO(
+            inner, wrap, unwrap, self._fernet(session.session_id), session.session_id, memory_fernet
+        )
 
     def _fernet(self, session_id: str) -> Any:
         return Fernet(tenant_key(self._secret, session_id).encode("ascii"))
@@ -136,6 +154,32 @@ class EncryptedStore:
     async def save_last_agent(self, session_id: str, agent_name: str) -> None:
         await self.store.save_last_agent(session_id, agent_name)
 
+    def _scope_fernet(self, scope: str) -> Any:
+        return Fernet(key_of_tenant(self._secret, scope_parts(scope)[0]).encode("ascii"))
+
+    async def load_memory(self, scope: str) -> dict[str, str]:
+        sealed = await self.store.load_memory(scope)
+        return open_memory(self._scope_fernet(scope), sealed, scope_parts(scope)[1])
+
+    async def save_memory(self, scope: str, facts: dict[str, str]) -> None:
+        await self.store.save_memory(scope, seal_memory(self._scope_fernet(scope), facts))
+
+    async def forget_memory(self, scope: str) -> int:
+        return await self.store.forget_memory(scope)
+
+    async def summary_state(self, session_id: str) -> tuple[Summary | None, int]:
+        sealed, count = await self.store.summary_state(session_id)
+        if sealed is None:
+            return None, count
+        return Summary(open_text(self._fernet(session_id), sealed.text, session_id), sealed.covered), count
+
+    async def save_summary(self, session_id: str, summary: Summary) -> None:
+        sealed = self._fernet(session_id).encrypt(summary.text.encode("utf-8")).decode("ascii")
+        await self.store.save_summary(session_id, Summary(sealed, summary.covered))
+
+    async def memory_scopes(self) -> dict[str, int]:
+        return await self.store.memory_scopes()
+
     async def close(self) -> None:
         await self.store.close()
 
@@ -154,8 +198,10 @@ class EncryptedTurnIO:
         unwrap: Callable[[Any], Any],
         fernet: Any,
         session_id: str,
+        memory_fernet: Any = None,
     ) -> None:
         self.inner = inner
+        self._memory_fernet = memory_fernet
         self._wrap = wrap
         self._unwrap = unwrap
         self._fernet = fernet
@@ -189,11 +235,53 @@ class EncryptedTurnIO:
                 f"session {session_id!r} holds items this SESSION_ENCRYPTION_KEY cannot decrypt; "
                 "use the key they were written with"
             )
-        return replace(start, history=history)
+        memory = start.memory
+        if memory and self._memory_fernet is not None:
+            try:
+                memory = open_memory(self._memory_fernet, memory, session_id)
+            except StoreError:
+                await self.inner.release(session_id, owner)
+                raise
+        return replace(start, history=history, memory=memory)
 
     async def commit(self, session_id: str, owner: str, write: TurnWrite) -> bool:
         pending = write.pending
         if isinstance(pending, str):
             pending = self._fernet.encrypt(pending.encode("utf-8")).decode()
-        sealed = TurnWrite([self._wrap(item) for item in write.items], write.agent, pending)
+        memory = write.memory
+        if memory and self._memory_fernet is not None:
+            memory = seal_memory(self._memory_fernet, memory)
+        summary = write.summary
+        if summary is not None:
+            summary = Summary(
+                self._fernet.encrypt(summary.text.encode("utf-8")).decode("ascii"), summary.covered
+            )
+        sealed = TurnWrite([self._wrap(item) for item in write.items], write.agent, pending, memory, summary)
         return await self.inner.commit(session_id, owner, sealed)
+
+
+def seal_memory(fernet: Any, facts: dict[str, str]) -> dict[str, str]:
+    """Each fact's value encrypted (the fact names stay readable, as the inventory lists them)."""
+    return {fact: fernet.encrypt(value.encode("utf-8")).decode("ascii") for fact, value in facts.items()}
+
+
+def open_memory(fernet: Any, sealed: dict[str, str], whose: str) -> dict[str, str]:
+    """The values ``seal_memory`` encrypted; ``StoreError`` (one line) if this key cannot read them."""
+    try:
+        return {fact: fernet.decrypt(token.encode("ascii")).decode("utf-8") for fact, token in sealed.items()}
+    except (InvalidToken, UnicodeError, ValueError):
+        raise StoreError(
+            f"the memory of {whose!r} cannot be decrypted with this SESSION_ENCRYPTION_KEY; "
+            "use the key it was written with"
+        ) from None
+
+
+def open_text(fernet: Any, token: str, whose: str) -> str:
+    """Text encrypted with ``fernet``; ``StoreError`` (one line) if this key cannot read it."""
+    try:
+        return str(fernet.decrypt(token.encode("ascii")).decode("utf-8"))
+    except (InvalidToken, UnicodeError, ValueError):
+        raise StoreError(
+            f"{whose!r} holds data this SESSION_ENCRYPTION_KEY cannot decrypt; "
+            "use the key it was written with"
+        ) from None

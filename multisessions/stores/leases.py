@@ -16,7 +16,7 @@ from multisessions.locks import LEASE_SECONDS
 
 def text(sql: str) -> Any:
     """SQLAlchemy's ``text(sql)``. SQLAlchemy is loaded by then (``SQLStore`` imported it to make
-    its engine), so no command pays its ~200 ms import at start-up, the SQLite default included."""
+    its engine), so no command pays its slow import at start-up, the SQLite default included."""
     return sys.modules["sqlalchemy"].text(sql)
 
 

@@ -2,22 +2,23 @@
 
 Through ``SQLAlchemySession`` and ``SQLLeases`` a turn took 21 round trips (counted through a
 relay: lease, paused check, history, renewal, the SDK's locked insert and touch, release, each
-with its BEGIN and COMMIT), each through SQLAlchemy's layers: PostgreSQL reached 0.14 of the
-no-session floor at 1,000 users. Here two server-side
-functions do the same work, on one small asyncpg pool of our own, in the SDK's own tables and
-formats, so that ``SQLAlchemySession.get_items()`` reads back exactly what it would have written:
+with its BEGIN and COMMIT), each through SQLAlchemy's layers: far slower than the no-session
+floor with many users. Here two server-side functions do the same work, on one small asyncpg
+pool of our own, in the SDK's own tables and formats, so that ``SQLAlchemySession.get_items()``
+reads back exactly what it would have written:
 
-- ``multisessions_turn_begin_many_v2`` takes each turn's lease and, if it got it, reads the
-  paused flag, the current agent and the newest ``limit`` items. It is a VOLATILE plpgsql
+- ``multisessions_turn_begin_many_v3`` takes each turn's lease and, if it got it, reads the
+  paused flag, the current agent, the user's memory and the newest ``limit`` items. It is a VOLATILE plpgsql
   function so that each statement in it takes a new snapshot (READ COMMITTED): a single
   statement would keep the snapshot from before it waited on a lease row, and miss the turn
   that committed and freed the lease meanwhile.
-- ``multisessions_turn_commit_many_v2`` deletes each turn's lease if its owner holds it unexpired
+- ``multisessions_turn_commit_many_v3`` deletes each turn's lease if its owner holds it unexpired
   and, only then, appends that turn's items in order, touches ``agent_sessions.updated_at``, sets
-  the session's current agent and writes or consumes its paused turn: the whole turn or nothing.
+  the session's current agent, writes or consumes its paused turn and writes the facts the turn
+  remembered: the whole turn or nothing.
 
 Both take a batch: the turns starting (or committing) in one pass of the event loop share one
-round trip and one transaction (batches.py); at 1,000 users a turn's two calls had cost more
+round trip and one transaction (batches.py); with many users a turn's two calls had cost more
 in the client (asyncpg's pool, the protocol, the socket write) than in the server.
 """
 
@@ -29,16 +30,35 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from multisessions.locks import LeaseBackend
+from multisessions.naming import memory_scope
 from multisessions.stores.base import KEEP, TurnStart, TurnWrite, store_failures
 from multisessions.stores.batches import Batches
 from multisessions.stores.leases import LEASES_TABLE, SETUP_LOCK
-from multisessions.stores.sqlite_turns import LAST_AGENT_TABLE, MESSAGES_TABLE, PENDING_TABLE, SESSIONS_TABLE
+from multisessions.stores.sqlite_turns import (
+    LAST_AGENT_TABLE,
+    MEMORY_TABLE,
+    MESSAGES_TABLE,
+    PENDING_TABLE,
+    SESSIONS_TABLE,
+    SUMMARIES_TABLE,
+)
 
-BEGIN = "multisessions_turn_begin_many_v2"
-COMMIT = "multisessions_turn_commit_many_v2"
+BEGIN = "multisessions_turn_begin_many_v3"
+COMMIT = "multisessions_turn_commit_many_v3"
 POOL_SIZE = 8
 """Connections in the short path's pool: each call holds one for one round trip, so a few serve
 hundreds of turns at once without the descriptors (and server processes) of one per turn."""
+
+CREATE_MEMORY_TABLE_SQL = (
+    f"CREATE TABLE IF NOT EXISTS {MEMORY_TABLE} (scope VARCHAR NOT NULL, fact VARCHAR NOT NULL, "
+    "value TEXT NOT NULL, updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (scope, fact))"
+)
+"""Each user's memory (facts by tenant-and-user scope), as SQLStore and the short path create it."""
+CREATE_SUMMARIES_TABLE_SQL = (
+    f"CREATE TABLE IF NOT EXISTS {SUMMARIES_TABLE} (session_id VARCHAR PRIMARY KEY, summary TEXT NOT NULL, "
+    "covered INTEGER NOT NULL, updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
+)
+"""Each session's summary of its older items."""
 
 # Versioned names: a later change to these functions gets new names instead of replacing the
 # ones processes of this version still call. The setup runs under SETUP_LOCK: two processes
@@ -49,6 +69,8 @@ hundreds of turns at once without the descriptors (and server processes) of one 
 _SETUP = [
     f"CREATE TABLE IF NOT EXISTS {LEASES_TABLE} (session_id VARCHAR PRIMARY KEY, "
     "owner VARCHAR NOT NULL, expires TIMESTAMPTZ NOT NULL)",
+    CREATE_MEMORY_TABLE_SQL,
+    CREATE_SUMMARIES_TABLE_SQL,
     # For each turn: take the lease and, if taken, read the paused flag and the newest ``limit``
     # items (all: NULL). The lease goes first, so a busy session costs one insert. A transaction
     # that only takes leases commits asynchronously (synchronous_commit off, this transaction
@@ -56,8 +78,9 @@ _SETUP = [
     # never let two turns write.
     f"""
 CREATE OR REPLACE FUNCTION {BEGIN}(
-    p_session_ids VARCHAR[], p_owners VARCHAR[], p_seconds DOUBLE PRECISION[], p_limits INTEGER[])
-RETURNS TABLE (turn INTEGER, taken BOOLEAN, paused BOOLEAN, items TEXT[], agent VARCHAR)
+    p_session_ids VARCHAR[], p_owners VARCHAR[], p_seconds DOUBLE PRECISION[], p_limits INTEGER[],
+    p_scopes VARCHAR[])
+RETURNS TABLE (turn INTEGER, taken BOOLEAN, paused BOOLEAN, items TEXT[], agent VARCHAR, memory TEXT)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     i INTEGER;
@@ -68,6 +91,7 @@ BEGIN
         paused := NULL;
         items := NULL;
         agent := NULL;
+        memory := NULL;
         INSERT INTO {LEASES_TABLE} AS l (session_id, owner, expires)
         VALUES (p_session_ids[i], p_owners[i], now() + make_interval(secs => p_seconds[i]))
         ON CONFLICT (session_id) DO UPDATE SET owner = excluded.owner, expires = excluded.expires
@@ -76,6 +100,10 @@ BEGIN
         IF taken THEN
             paused := EXISTS (SELECT 1 FROM {PENDING_TABLE} WHERE session_id = p_session_ids[i]);
             agent := (SELECT a.agent_name FROM {LAST_AGENT_TABLE} a WHERE a.session_id = p_session_ids[i]);
+            IF p_scopes[i] IS NOT NULL THEN
+                memory := (SELECT json_object_agg(m.fact, m.value)::text FROM {MEMORY_TABLE} m
+                           WHERE m.scope = p_scopes[i]);
+            END IF;
             IF p_limits[i] IS NULL THEN
                 items := ARRAY(SELECT message_data FROM {MESSAGES_TABLE} WHERE session_id = p_session_ids[i]
                                ORDER BY created_at, id);
@@ -99,7 +127,8 @@ END $$""",
     f"""
 CREATE OR REPLACE FUNCTION {COMMIT}(
     p_session_ids VARCHAR[], p_owners VARCHAR[], p_counts INTEGER[], p_items TEXT[],
-    p_agents VARCHAR[], p_pending_ops VARCHAR[], p_pending TEXT[])
+    p_agents VARCHAR[], p_pending_ops VARCHAR[], p_pending TEXT[], p_scopes VARCHAR[], p_memory TEXT[],
+    p_summaries TEXT[], p_covered INTEGER[])
 RETURNS BOOLEAN[] LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     i INTEGER;
@@ -130,6 +159,17 @@ BEGIN
             ON CONFLICT (session_id) DO UPDATE SET agent_name = excluded.agent_name,
                 updated_at = CURRENT_TIMESTAMP;
         END IF;
+        IF p_scopes[i] IS NOT NULL AND p_memory[i] IS NOT NULL THEN
+            INSERT INTO {MEMORY_TABLE} AS m (scope, fact, value)
+            SELECT p_scopes[i], f.key, f.value FROM json_each_text(p_memory[i]::json) AS f
+            ON CONFLICT (scope, fact) DO UPDATE SET value = excluded.value, updated_at = CURRENT_TIMESTAMP;
+        END IF;
+        IF p_summaries[i] IS NOT NULL THEN
+            INSERT INTO {SUMMARIES_TABLE} AS m (session_id, summary, covered)
+            VALUES (p_session_ids[i], p_summaries[i], p_covered[i])
+            ON CONFLICT (session_id) DO UPDATE SET summary = excluded.summary, covered = excluded.covered,
+                updated_at = CURRENT_TIMESTAMP;
+        END IF;
         IF p_pending_ops[i] <> 'keep' THEN
             DELETE FROM {PENDING_TABLE} WHERE session_id = p_session_ids[i];
             IF p_pending_ops[i] = 'set' THEN
@@ -153,13 +193,17 @@ _RENEW = (
     "WHERE session_id = $1 AND owner = $2"
 )
 _RELEASE = f"DELETE FROM {LEASES_TABLE} WHERE session_id = $1 AND owner = $2"
-_BEGIN_CALL = f"SELECT turn, taken, paused, items, agent FROM {BEGIN}($1, $2, $3, $4)"
-_COMMIT_CALL = f"SELECT {COMMIT}($1, $2, $3, $4, $5, $6, $7)"
+_BEGIN_CALL = f"SELECT turn, taken, paused, items, agent, memory FROM {BEGIN}($1, $2, $3, $4, $5)"
+_COMMIT_CALL = f"SELECT {COMMIT}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 
 _Begin = tuple[str, str, float, int | None]  # session id, owner, lease seconds, limit
-_Commit = tuple[str, str, list[str], str | None, str, str | None]
-"""Session id, owner, the items as stored, the current agent, the paused-turn step and record."""
-_Started = tuple[bool, bool, list[str], str | None]  # taken, paused, the stored items, the agent
+_Commit = tuple[
+    str, str, list[str], str | None, str, str | None, str | None, str | None, str | None, int | None
+]
+"""Session id, owner, the items as stored, the current agent, the paused-turn step and record,
+the memory scope and the facts to remember (JSON), the new summary and the items it covers."""
+_Started = tuple[bool, bool, list[str], str | None, dict[str, str]]
+"""Taken, paused, the stored items, the current agent, the user's memory."""
 
 
 async def _no_reset(connection: Any) -> None:
@@ -192,7 +236,7 @@ class PostgresTurns:
         self._pool: Any = None
         self._opening = asyncio.Lock()
         # One batch per pooled connection at most: a batch runs in one server process, turn after
-        # turn; at 1,000 users, batches of 64 left the client idle 8% of the time, of 8 under 1%.
+        # turn, so larger batches left the client idle while one server process worked through them.
         self._begins: Batches[_Begin, _Started] = Batches(
             self._begin_many, refused=_refused, abandoned=self._give_back, max_batch=POOL_SIZE
         )
@@ -234,7 +278,7 @@ class PostgresTurns:
     async def begin(self, session_id: str, owner: str, seconds: float, limit: int | None) -> TurnStart | None:
         """Take the lease; if taken, also read the paused flag and the newest ``limit`` items."""
         with store_failures(self._name, self._url, "starting a turn"):
-            taken, paused, raw, agent = await self._begins.call((session_id, owner, seconds, limit))
+            taken, paused, raw, agent, memory = await self._begins.call((session_id, owner, seconds, limit))
         if not taken:
             return None
         history = _decode(raw)
@@ -243,7 +287,7 @@ class PostgresTurns:
             # items. The items read are still the newest valid ones; say only that many were read,
             # so that a read for more goes to the session itself.
             limit = len(history)
-        return TurnStart(history, limit, paused, agent)
+        return TurnStart(history, limit, paused, agent, memory)
 
     async def commit(self, session_id: str, owner: str, write: TurnWrite) -> bool:
         """Apply ``write`` (items, current agent, paused turn) and free the lease, in one
@@ -252,20 +296,28 @@ class PostgresTurns:
         payload = [json.dumps(item, ensure_ascii=True, separators=(",", ":")) for item in write.items]
         step = "keep" if write.pending is KEEP else "drop" if write.pending is None else "set"
         record = write.pending if step == "set" else None
+        scope = memory_scope(session_id)
+        facts = json.dumps(write.memory) if write.memory and scope is not None else None
         with store_failures(self._name, self._url, "saving a turn"):
-            return await self._commits.call((session_id, owner, payload, write.agent, step, record))
+            summary = write.summary
+            text, covered = (summary.text, summary.covered) if summary is not None else (None, None)
+            return await self._commits.call(
+                (session_id, owner, payload, write.agent, step, record, scope, facts, text, covered)
+            )
 
     async def _begin_many(self, turns: list[_Begin]) -> list[_Started]:
         pool = await self._connection_pool()
         ids, owners, seconds, limits = (list(column) for column in zip(*turns, strict=True))
-        rows = await pool.fetch(_BEGIN_CALL, ids, owners, seconds, limits)
-        started: list[_Started] = [(False, False, [], None)] * len(turns)
+        scopes = [memory_scope(session_id) for session_id in ids]
+        rows = await pool.fetch(_BEGIN_CALL, ids, owners, seconds, limits, scopes)
+        started: list[_Started] = [(False, False, [], None, {})] * len(turns)
         for row in rows:
             started[row["turn"] - 1] = (
                 bool(row["taken"]),
                 bool(row["paused"]),
                 row["items"] or [],
                 row["agent"],
+                json.loads(row["memory"]) if row["memory"] else {},
             )
         return started
 
@@ -273,8 +325,23 @@ class PostgresTurns:
         pool = await self._connection_pool()
         items = [item for turn in turns for item in turn[2]]
         counts = [len(turn[2]) for turn in turns]
-        ids, owners, agents, steps, records = ([turn[k] for turn in turns] for k in (0, 1, 3, 4, 5))
-        saved = await pool.fetchval(_COMMIT_CALL, ids, owners, counts, items, agents, steps, records)
+        ids, owners, agents, steps, records, scopes, facts, summaries, covered = (
+            [turn[k] for turn in turns] for k in (0, 1, 3, 4, 5, 6, 7, 8, 9)
+        )
+        saved = await pool.fetchval(
+            _COMMIT_CALL,
+            ids,
+            owners,
+            counts,
+            items,
+            agents,
+            steps,
+            records,
+            scopes,
+            facts,
+            summaries,
+            covered,
+        )
         return [bool(ok) for ok in saved]
 
     async def _give_back(self, turn: _Begin, started: _Started) -> None:

@@ -17,9 +17,11 @@ from typing import Any
 from agents.memory import Session
 
 from multisessions.errors import ConfigError, StoreError
-from multisessions.stores.base import SessionInfo, TurnIO, remember_store, store_failures
+from multisessions.sdk_private import plain_redis_session
+from multisessions.stores.base import SessionInfo, Summary, TurnIO, remember_store, store_failures
+from multisessions.stores.diagnose import describe_store_failure
 from multisessions.stores.leases import RedisLeases
-from multisessions.stores.redis_turns import RedisTurnIO
+from multisessions.stores.redis_turns import RedisTurnIO, memory_key
 from multisessions.stores.urls import INSTALL_HINT, redact_url, scrub, split_options
 
 DEFAULT_KEY_PREFIX = "multi_sessions"
@@ -61,7 +63,7 @@ class RedisStore:
         self.name = f"Redis {redact_url(url)} (prefix {self.key_prefix})"
         try:
             # A blocking pool: past 32 connections a command waits for one instead of failing
-            # with "Too many connections" (it did at 1,000 users); it also bounds descriptors.
+            # with "Too many connections" (it did under load); it also bounds descriptors.
             pool = redis.BlockingConnectionPool.from_url(driver_url, max_connections=32, timeout=30)
         except Exception as exc:
             raise ConfigError(f"{self.name}: redis-py refuses the URL ({scrub(str(exc), url)})") from None
@@ -103,15 +105,17 @@ class RedisStore:
         except StoreError:
             return None
         session_key = f"{self.key_prefix}:{session_id}"
-        plain = (
-            not self._decodes
-            and own.get("_redis") is self.client
-            and own.get("_key_prefix") == self.key_prefix
-            and own.get("_ttl") == self.ttl
-            and own.get("_closed") is False
-            and own.get("_session_key") == session_key
-            and own.get("_messages_key") == f"{session_key}:messages"
-            and own.get("_counter_key") == f"{session_key}:counter"
+        plain = not self._decodes and plain_redis_session(
+            session,
+            {
+                "_redis": self.client,
+                "_key_prefix": self.key_prefix,
+                "_ttl": self.ttl,
+                "_closed": False,
+                "_session_key": session_key,
+                "_messages_key": f"{session_key}:messages",
+                "_counter_key": f"{session_key}:counter",
+            },
         )
         return self._turn_io if plain else None
 
@@ -120,10 +124,8 @@ class RedisStore:
         try:
             await asyncio.wait_for(self.client.ping(), 5)
         except Exception as exc:
-            raise StoreError(
-                f"{self.name} is unreachable ({type(exc).__name__}: {scrub(str(exc), self._url)}); "
-                f"start Redis (see README) or fix --store / SESSION_STORE_URL{_escape_hint(self._url)}"
-            ) from None
+            line = describe_store_failure(exc, name=self.name, url=self._url, server="Redis")
+            raise StoreError(f"{line}{_escape_hint(self._url)}") from None
 
     def _last_agent_key(self, session_id: str) -> str:
         return self._turn_io.agent_key_prefix + self._checked(session_id)
@@ -151,7 +153,11 @@ class RedisStore:
         with store_failures(self.name, self._url, f"deleting {session_id!r}"):
             removed = await self.client.llen(f"{self.key_prefix}:{session_id}:messages")
             await session.clear_session()
-            await self.client.delete(self._last_agent_key(session_id), self._turn_io.receipt_key(session_id))
+            await self.client.delete(
+                self._last_agent_key(session_id),
+                self._turn_io.receipt_key(session_id),
+                self._turn_io.summary_key(session_id),
+            )
             await self.client.hdel(self._pending_key(), session_id)
         return int(removed)
 
@@ -210,8 +216,63 @@ class RedisStore:
             ]
             return int(await self.client.hdel(self._effects_key(), *keys)) if keys else 0
 
+    async def summary_state(self, session_id: str) -> tuple[Summary | None, int]:
+        """The session's summary, if any, and how many items it holds (one pipeline)."""
+        with store_failures(self.name, self._url, "reading a summary"):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hgetall(self._turn_io.summary_key(self._checked(session_id)))
+            pipe.llen(f"{self.key_prefix}:{session_id}:messages")
+            found, count = await pipe.execute()
+        if not found:
+            return None, int(count)
+        return Summary(bytes(found[b"text"]).decode(), int(found[b"covered"])), int(count)
+
+    async def save_summary(self, session_id: str, summary: Summary) -> None:
+        """Keep ``summary`` for the session (outside a turn)."""
+        with store_failures(self.name, self._url, "saving a summary"):
+            await self.client.hset(
+                self._turn_io.summary_key(self._checked(session_id)),
+                mapping={"text": summary.text, "covered": summary.covered},
+            )
+
+    async def load_memory(self, scope: str) -> dict[str, str]:
+        """The facts remembered for ``scope``, by name."""
+        with store_failures(self.name, self._url, "reading a user's memory"):
+            found = await self.client.hgetall(memory_key(self.key_prefix, scope))
+        return {bytes(k).decode(): bytes(v).decode() for k, v in sorted(found.items())}
+
+    async def save_memory(self, scope: str, facts: dict[str, str]) -> None:
+        """Write ``facts`` to ``scope``'s memory."""
+        if facts:
+            with store_failures(self.name, self._url, "writing a user's memory"):
+                await self.client.hset(memory_key(self.key_prefix, scope), mapping=facts)
+
+    async def forget_memory(self, scope: str) -> int:
+        """Remove everything remembered for ``scope``; returns how many facts."""
+        key = memory_key(self.key_prefix, scope)
+        with store_failures(self.name, self._url, "removing a user's memory"):
+            count = int(await self.client.hlen(key))
+            await self.client.delete(key)
+        return count
+
+    async def memory_scopes(self) -> dict[str, int]:
+        """Every scope with remembered facts, and how many."""
+        start = memory_key(self.key_prefix, "")
+        scopes: dict[str, int] = {}
+        with store_failures(self.name, self._url, "listing memory"):
+            async for key in self.client.scan_iter(match=_glob_literal(start) + "*", count=500, _type="hash"):
+                name = bytes(key).decode()
+                if name.startswith(start):
+                    scopes[name[len(start) :]] = int(await self.client.hlen(key))
+        return scopes
+
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _glob_literal(text: str) -> str:
+    """``text`` matched literally in a SCAN pattern (its ``*?[]\\`` escaped)."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
 def _escape_hint(url: str) -> str:

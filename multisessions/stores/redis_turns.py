@@ -3,7 +3,7 @@
 Through the session and the leases a turn costs nine round trips: ``SET NX`` for the lease,
 ``HGET`` for a paused turn, ``LRANGE`` for the history, the owner-checked renew, the SDK's
 ``add_items`` (``WATCH``, ``TYPE`` twice, then ``MULTI``/``EXEC``) and the release. Each costs
-the client ~70 us of CPU in redis-py; at 1,000 users that, not Redis, bounded the turns.
+the client CPU in redis-py; with many users that, not Redis, bounded the turns.
 
 Here two Lua scripts (sent once, then called by hash) do the same work on the server, each in one
 atomic step. ``_COMMIT`` writes exactly what ``RedisSession.add_items`` writes, key for key, so
@@ -17,18 +17,20 @@ import time
 from typing import Any
 
 from multisessions.locks import LEASE_SECONDS
+from multisessions.naming import memory_scope
 from multisessions.stores.base import KEEP, TurnStart, TurnWrite
 from multisessions.stores.batches import Batches
 from multisessions.stores.leases import RedisLeases
 
-# KEYS: lease, paused turns (a hash by session id), the session's messages, its current agent.
+# KEYS: lease, paused turns (a hash by session id), the session's messages, its current agent,
+# its user's memory (a hash by fact).
 # ARGV: owner, lease ms, session id, first index to read ('' reads nothing).
 # Reads come first, so a read that fails leaves no lease behind. Returns nil when another owner
 # holds the lease (the owner's own lease is taken again: redis-py may resend a call whose reply
 # was lost); else {paused (0/1), the items, whether the messages key is a list (0: the SDK reads),
-# the current agent ('' if none)}.
+# the current agent ('' if none), the memory as fact, value, fact, value...}.
 # The items come as one string, each as "<length in bytes>:<bytes>": redis-py parses a reply
-# element in Python (~2 us each): one string halves the client's cost of a 20-item read.
+# element in Python, one by one: one string costs the client far less for a long read.
 _BEGIN = """
 local holder = redis.call('get', KEYS[1])
 if holder and holder ~= ARGV[1] then return false end
@@ -45,15 +47,18 @@ elseif ARGV[4] ~= '' then
   end
 end
 local agent = redis.call('get', KEYS[4]) or ''
+local memory = redis.call('hgetall', KEYS[5])
 redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return {paused, table.concat(framed), readable, agent}
+return {paused, table.concat(framed), readable, agent, memory}
 """
 
 # KEYS: lease, session hash, messages, counter (the SDK's three, in its order), commit receipt,
-# the current agent, the paused turns (a hash by session id).
+# the current agent, the paused turns (a hash by session id), the user's memory, the summary.
 # ARGV: owner, session id, now in seconds ('' with a ttl: the server's clock, as the SDK reads
 # it then), ttl in seconds ('' for none), the current agent ('' leaves it), what to do with the
-# paused turn ('keep', 'drop' or 'set'), its new record, then the serialized items.
+# paused turn ('keep', 'drop' or 'set'), its new record, the facts to remember (fact, value...
+# as a JSON list, '' for none), the new summary ('' for none) and the count it covers, then the
+# serialized items.
 # The checks, the writes and their order are those of RedisSession._mutate_items for an append;
 # the agent and the paused turn are written in the same script, so the turn lands whole or not.
 # The receipt (the owner, for a minute) answers a commit redis-py resends after losing its reply
@@ -84,10 +89,10 @@ if ARGV[4] ~= '' then
   expire_at = string.format('%.0f',
     tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) + tonumber(ARGV[4]) * 1000)
 end
-if #ARGV >= 8 then
+if #ARGV >= 11 then
   redis.call('hset', KEYS[2], 'session_id', ARGV[2])
   redis.call('hsetnx', KEYS[2], 'created_at', now)
-  for first = 8, #ARGV, 1000 do
+  for first = 11, #ARGV, 1000 do
     redis.call('rpush', KEYS[3], unpack(ARGV, first, math.min(first + 999, #ARGV)))
   end
   redis.call('hset', KEYS[2], 'updated_at', now)
@@ -98,6 +103,13 @@ end
 if ARGV[5] ~= '' then
   redis.call('set', KEYS[6], ARGV[5])
   if expire_at then redis.call('pexpireat', KEYS[6], expire_at) end
+end
+if ARGV[8] ~= '' then
+  redis.call('hset', KEYS[8], unpack(cjson.decode(ARGV[8])))
+end
+if ARGV[9] ~= '' then
+  redis.call('hset', KEYS[9], 'text', ARGV[9], 'covered', ARGV[10])
+  if expire_at then redis.call('pexpireat', KEYS[9], expire_at) end
 end
 if ARGV[6] == 'drop' then
   redis.call('hdel', KEYS[7], ARGV[2])
@@ -143,6 +155,15 @@ class RedisTurnIO(RedisLeases):
             self._send, refused=lambda exc: isinstance(exc, unsendable), abandoned=self._give_back
         )
 
+    def memory_key(self, session_id: str) -> str:
+        """The hash of facts remembered for the session's user (our namespace: ``<prefix>/memory/``);
+        an id naming no user gets a key nothing ever writes."""
+        return memory_key(self.key_prefix, memory_scope(session_id) or "")
+
+    def summary_key(self, session_id: str) -> str:
+        """The session's summary of its older items: a hash (text, covered) in our namespace."""
+        return f"{self.key_prefix}/summary/{session_id}"
+
     def receipt_key(self, session_id: str) -> str:
         """Where a commit leaves its owner for a minute (our namespace, like the lease's)."""
         return f"{self.key_prefix}/committed/{session_id}"
@@ -155,25 +176,30 @@ class RedisTurnIO(RedisLeases):
             self.pending_key,
             f"{self.key_prefix}:{session_id}:messages",
             self.agent_key_prefix + session_id,
+            self.memory_key(session_id),
         ]
         reply = await self._calls.call((self._begin, keys, [owner, int(seconds * 1000), session_id, first]))
         if reply is None:
             return None
-        paused, framed, readable, stored_agent = reply
+        paused, framed, readable, stored_agent, flat_memory = reply
         agent = bytes(stored_agent).decode() or None
+        memory = {
+            bytes(flat_memory[i]).decode(): bytes(flat_memory[i + 1]).decode()
+            for i in range(0, len(flat_memory), 2)
+        }
         if not readable:
             # Not a list: reads go through the SDK's get_items, which fails the turn as it would.
-            return TurnStart([], 0, bool(paused), agent)
+            return TurnStart([], 0, bool(paused), agent, memory)
         if limit is not None and limit <= 0:
-            return TurnStart([], limit, bool(paused), agent)  # the SDK reads nothing either
+            return TurnStart([], limit, bool(paused), agent, memory)  # the SDK reads nothing either
         raw = _unframe(framed)
         history, corrupt = _decode(raw)
         if limit is None or len(raw) < limit:
             # The whole list was read: a read of any newest ``n`` is served exactly from it.
-            return TurnStart(history, None, bool(paused), agent)
+            return TurnStart(history, None, bool(paused), agent, memory)
         # The SDK skips a corrupt entry and widens its window to still return ``limit`` items;
         # the valid ones read here serve exactly that many, a longer read goes to the SDK.
-        return TurnStart(history, limit - corrupt, bool(paused), agent)
+        return TurnStart(history, limit - corrupt, bool(paused), agent, memory)
 
     async def commit(self, session_id: str, owner: str, write: TurnWrite) -> bool:
         """Append the items as ``RedisSession.add_items`` would, set the current agent and the
@@ -187,6 +213,8 @@ class RedisTurnIO(RedisLeases):
             self.receipt_key(session_id),
             self.agent_key_prefix + session_id,
             self.pending_key,
+            self.memory_key(session_id),
+            self.summary_key(session_id),
         ]
         # Without a ttl the SDK stamps the time with this machine's clock, with one the server's.
         now = "" if self.ttl is not None else str(int(time.time()))
@@ -194,7 +222,12 @@ class RedisTurnIO(RedisLeases):
         pending = "keep" if write.pending is KEEP else "drop" if write.pending is None else "set"
         record = write.pending if pending == "set" else ""
         serialized = [json.dumps(item, separators=(",", ":")) for item in write.items]
-        args = [owner, session_id, now, ttl, write.agent or "", pending, record, *serialized]
+        scope = memory_scope(session_id)
+        facts = [part for pair in write.memory.items() for part in pair] if scope is not None else []
+        memory = json.dumps(facts) if facts else ""
+        summary = write.summary
+        folded = [summary.text, str(summary.covered)] if summary is not None else ["", ""]
+        args = [owner, session_id, now, ttl, write.agent or "", pending, record, memory, *folded, *serialized]
         return bool(await self._calls.call((self._commit, keys, args)))
 
     async def _send(self, calls: list[_ScriptCall]) -> list[Any]:
@@ -202,8 +235,8 @@ class RedisTurnIO(RedisLeases):
 
         Each call is still one round trip for its turn, but the calls of concurrent turns share
         the write, the read and redis-py's per-command work (a pooled connection, timers, parsing
-        set-up: ~70 us of CPU per command, a quarter of that in a batch of 8). The pipeline is not
-        a transaction: each script stays atomic on its own, and fails alone."""
+        set-up). The pipeline is not a transaction: each script stays atomic on its own, and
+        fails alone."""
         pipe = self.client.pipeline(transaction=False)
         for script, keys, args in calls:
             pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
@@ -222,6 +255,11 @@ class RedisTurnIO(RedisLeases):
         script, _, args = call
         if script is self._begin and reply is not None:
             await self.release(args[2], args[0])
+
+
+def memory_key(key_prefix: str, scope: str) -> str:
+    """Where a scope's facts live: a hash in our own namespace."""
+    return f"{key_prefix}/memory/{scope}"
 
 
 def _unframe(framed: bytes) -> list[bytes]:

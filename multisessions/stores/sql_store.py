@@ -16,34 +16,21 @@ from agents.memory import Session
 
 from multisessions.errors import ConfigError, StoreError
 from multisessions.locks import WAIT_SECONDS
-from multisessions.stores.base import SessionInfo, TurnIO, remember_store, store_failures
+from multisessions.sdk_private import plain_sqlalchemy_session, sqlalchemy_session_fields
+from multisessions.stores.base import SessionInfo, Summary, TurnIO, remember_store, store_failures
+from multisessions.stores.diagnose import describe_store_failure
 from multisessions.stores.leases import SETUP_LOCK, SQLLeases, text
-from multisessions.stores.pg_turns import PostgresTurns
+from multisessions.stores.pg_turns import CREATE_MEMORY_TABLE_SQL, CREATE_SUMMARIES_TABLE_SQL, PostgresTurns
 from multisessions.stores.sqlite_turns import (
     EFFECTS_TABLE,
     LAST_AGENT_TABLE,
+    MEMORY_TABLE,
     MESSAGES_TABLE,
     PENDING_TABLE,
     SESSIONS_TABLE,
+    SUMMARIES_TABLE,
 )
 from multisessions.stores.urls import INSTALL_HINT, redact_url, scrub
-
-_SESSION_FIELDS = {
-    # What SQLAlchemySession (openai-agents 0.24) keeps per object: the id and the settings are the
-    # session's own; the rest describe the engine, the tables and their creation (a flag each copy
-    # rebinds for itself), the same for every session of one store and never changed in place.
-    "session_id",
-    "session_settings",
-    "_connection_lock",
-    "_create_tables",
-    "_engine",
-    "_ensure_ascii",
-    "_init_lock",
-    "_messages",
-    "_metadata",
-    "_session_factory",
-    "_sessions",
-}
 
 
 class SQLStore:
@@ -61,8 +48,8 @@ class SQLStore:
             driver_url = "postgresql+asyncpg://" + url.split("://", 1)[1]
         try:
             # A burst of session calls queues for the pool's 10 connections. SQLAlchemy's default
-            # 30 s wait failed 113 of 1,000 users' first calls in the bench under a profiler (its
-            # waits reach 7 s without one); wait as long as a turn waits for a busy session.
+            # 30 s wait failed first calls of a thousand users at once in the bench; wait as long
+            # as a turn waits for a busy session.
             self.engine: Any = create_async_engine(
                 driver_url, pool_size=5, max_overflow=5, pool_timeout=WAIT_SECONDS
             )
@@ -88,11 +75,11 @@ class SQLStore:
     def open(self, session_id: str) -> Session:
         """The SDK's ``SQLAlchemySession`` for ``session_id`` on this store's engine.
 
-        Two costs of the SDK's constructor are avoided, both measured at 1,000 sessions: with
-        create_tables=True each new object checks the catalog for the tables on its first use
-        (three queries, one object at a time behind a lock it polls every 10 ms: ~6 s), needless
-        once this store made them; and each builds its own schema objects (~210 objects the
-        garbage collector then walks, ~0.3 ms), the same for every session of this store. So a
+        Two costs of the SDK's constructor are avoided, both measured with a thousand sessions:
+        with create_tables=True each new object checks the catalog for the tables on its first use
+        (three queries, one object at a time behind a lock it polls), needless once this store
+        made them; and each builds its own schema objects (hundreds of objects the garbage
+        collector then walks), the same for every session of this store. So a
         session is a copy of a template with its own id and settings, when the SDK's session
         holds exactly the fields known to be shareable; otherwise it is built as usual.
         """
@@ -101,7 +88,8 @@ class SQLStore:
         if template is None:
             template = self._session_class("", engine=self.engine, create_tables=create)
             self._templates[create] = template
-        if set(vars(template)) != _SESSION_FIELDS:
+        shareable = sqlalchemy_session_fields()
+        if shareable is None or set(vars(template)) != shareable:
             session = self._session_class(session_id, engine=self.engine, create_tables=create)
             return remember_store(session, self)
         session = object.__new__(self._session_class)
@@ -116,15 +104,8 @@ class SQLStore:
         Anything else (a subclass, other tables, another engine, SQLite) goes through the session."""
         if self._turns is None or type(session) is not self._session_class:
             return None
-        # The SDK's own fields (openai-agents 0.24): a version without them gets no short path.
-        tables = tuple(
-            getattr(getattr(session, name, None), "name", None) for name in ("_sessions", "_messages")
-        )
-        if (
-            getattr(session, "_engine", None) is not self.engine
-            or tables != (SESSIONS_TABLE, MESSAGES_TABLE)
-            or getattr(session, "_ensure_ascii", None) is not True
-        ):
+        # The SDK's own fields: a version without them gets no short path.
+        if not plain_sqlalchemy_session(session, self.engine, (SESSIONS_TABLE, MESSAGES_TABLE)):
             return None
         return self._turns
 
@@ -135,11 +116,8 @@ class SQLStore:
             async with asyncio.timeout(10), self.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
         except Exception as exc:
-            reason = scrub(str(exc).splitlines()[0], self._url) if str(exc) else type(exc).__name__
-            raise StoreError(
-                f"{self.name} is unreachable ({reason}); start the server (see README) "
-                "or fix --store / SESSION_STORE_URL"
-            ) from None
+            line = describe_store_failure(exc, name=self.name, url=self._url, server="the server")
+            raise StoreError(line) from None
         with store_failures(self.name, self._url, "creating its tables"):
             await self._ready()
 
@@ -187,6 +165,8 @@ class SQLStore:
                     "value TEXT NOT NULL, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
                 )
             )
+            await conn.execute(text(CREATE_MEMORY_TABLE_SQL))
+            await conn.execute(text(CREATE_SUMMARIES_TABLE_SQL))
 
     async def list_sessions(self) -> list[SessionInfo]:
         with store_failures(self.name, self._url, "listing sessions"):
@@ -220,7 +200,7 @@ class SQLStore:
             ).scalar_one()
         await self.open(session_id).clear_session()
         async with self.engine.begin() as conn:
-            for table in (LAST_AGENT_TABLE, PENDING_TABLE):
+            for table in (LAST_AGENT_TABLE, PENDING_TABLE, SUMMARIES_TABLE):
                 await conn.execute(text(f"DELETE FROM {table} WHERE session_id = :id"), {"id": session_id})
         return int(removed)
 
@@ -330,6 +310,88 @@ class SQLStore:
                     {"n": len(prefix), "prefix": prefix},
                 )
         return int(removed.rowcount)
+
+    async def summary_state(self, session_id: str) -> tuple[Summary | None, int]:
+        """The session's summary, if any, and how many items it holds."""
+        with store_failures(self.name, self._url, "reading a summary"):
+            await self._ready()
+            async with self.engine.connect() as conn:
+                row = (
+                    await conn.execute(
+                        text(
+                            f"SELECT s.summary, s.covered, (SELECT count(*) FROM {MESSAGES_TABLE} m "
+                            "WHERE m.session_id = :id) FROM (SELECT 1) AS one "
+                            f"LEFT JOIN {SUMMARIES_TABLE} s ON s.session_id = :id"
+                        ),
+                        {"id": session_id},
+                    )
+                ).one()
+        summary = None if row[0] is None else Summary(str(row[0]), int(row[1]))
+        return summary, int(row[2])
+
+    async def save_summary(self, session_id: str, summary: Summary) -> None:
+        """Keep ``summary`` for the session (outside a turn)."""
+        with store_failures(self.name, self._url, "saving a summary"):
+            await self._ready()
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    text(
+                        f"INSERT INTO {SUMMARIES_TABLE} (session_id, summary, covered) "
+                        "VALUES (:id, :text, :n) ON CONFLICT (session_id) DO UPDATE SET "
+                        "summary = excluded.summary, covered = excluded.covered, "
+                        "updated_at = CURRENT_TIMESTAMP"
+                    ),
+                    {"id": session_id, "text": summary.text, "n": summary.covered},
+                )
+
+    async def load_memory(self, scope: str) -> dict[str, str]:
+        """The facts remembered for ``scope``, by name."""
+        with store_failures(self.name, self._url, "reading a user's memory"):
+            await self._ready()
+            async with self.engine.connect() as conn:
+                rows = (
+                    await conn.execute(
+                        text(f"SELECT fact, value FROM {MEMORY_TABLE} WHERE scope = :scope ORDER BY fact"),
+                        {"scope": scope},
+                    )
+                ).all()
+        return {str(fact): str(value) for fact, value in rows}
+
+    async def save_memory(self, scope: str, facts: dict[str, str]) -> None:
+        """Write ``facts`` to ``scope``'s memory."""
+        if not facts:
+            return
+        with store_failures(self.name, self._url, "writing a user's memory"):
+            await self._ready()
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    text(
+                        f"INSERT INTO {MEMORY_TABLE} (scope, fact, value) VALUES (:scope, :fact, :value) "
+                        "ON CONFLICT (scope, fact) DO UPDATE SET value = excluded.value, "
+                        "updated_at = CURRENT_TIMESTAMP"
+                    ),
+                    [{"scope": scope, "fact": fact, "value": value} for fact, value in facts.items()],
+                )
+
+    async def forget_memory(self, scope: str) -> int:
+        """Remove everything remembered for ``scope``; returns how many facts."""
+        with store_failures(self.name, self._url, "removing a user's memory"):
+            await self._ready()
+            async with self.engine.begin() as conn:
+                removed = await conn.execute(
+                    text(f"DELETE FROM {MEMORY_TABLE} WHERE scope = :scope"), {"scope": scope}
+                )
+        return int(removed.rowcount)
+
+    async def memory_scopes(self) -> dict[str, int]:
+        """Every scope with remembered facts, and how many."""
+        with store_failures(self.name, self._url, "listing memory"):
+            await self._ready()
+            async with self.engine.connect() as conn:
+                rows = (
+                    await conn.execute(text(f"SELECT scope, count(*) FROM {MEMORY_TABLE} GROUP BY scope"))
+                ).all()
+        return {str(scope): int(n) for scope, n in rows}
 
     async def close(self) -> None:
         if self._turns is not None:

@@ -22,16 +22,22 @@ from agents import SQLiteSession
 from agents.memory import Session, SessionSettings
 
 from multisessions.errors import StoreError
-from multisessions.stores.base import SessionInfo, TurnIO
+from multisessions.stores.base import SessionInfo, Summary, TurnIO
 from multisessions.stores.sqlite_turns import (
     CREATE_EFFECTS_TABLE,
     CREATE_LAST_AGENT_TABLE,
+    CREATE_MEMORY_TABLE,
     CREATE_PENDING_TABLE,
+    CREATE_SUMMARIES_TABLE,
     EFFECTS_TABLE,
     LAST_AGENT_TABLE,
+    MEMORY_TABLE,
     MESSAGES_TABLE,
     PENDING_TABLE,
     SESSIONS_TABLE,
+    SUMMARIES_TABLE,
+    UPSERT_MEMORY,
+    UPSERT_SUMMARY,
     SQLiteTurns,
 )
 
@@ -165,6 +171,8 @@ class SQLiteStore:
         conn = sqlite3.connect(self.db_path, timeout=30)
         conn.execute(CREATE_LAST_AGENT_TABLE)
         conn.execute(CREATE_PENDING_TABLE)
+        conn.execute(CREATE_MEMORY_TABLE)
+        conn.execute(CREATE_SUMMARIES_TABLE)
         return conn
 
     async def list_sessions(self) -> list[SessionInfo]:
@@ -191,6 +199,7 @@ class SQLiteStore:
             with closing(self._connect()) as conn, conn:
                 conn.execute(f"DELETE FROM {LAST_AGENT_TABLE} WHERE session_id = ?", (session_id,))
                 conn.execute(f"DELETE FROM {PENDING_TABLE} WHERE session_id = ?", (session_id,))
+                conn.execute(f"DELETE FROM {SUMMARIES_TABLE} WHERE session_id = ?", (session_id,))
                 return (
                     int(
                         conn.execute(
@@ -239,6 +248,7 @@ class SQLiteStore:
         def write() -> None:
             with closing(self._connect()) as conn, conn:
                 conn.execute(f"DELETE FROM {PENDING_TABLE} WHERE session_id = ?", (session_id,))
+                conn.execute(f"DELETE FROM {SUMMARIES_TABLE} WHERE session_id = ?", (session_id,))
                 if state is not None:
                     conn.execute(
                         f"INSERT INTO {PENDING_TABLE} (session_id, state) VALUES (?, ?)", (session_id, state)
@@ -317,6 +327,89 @@ class SQLiteStore:
 
         return await asyncio.to_thread(delete)
 
+    async def summary_state(self, session_id: str) -> tuple[Summary | None, int]:
+        """The session's summary, if any, and how many items it holds."""
+
+        def read() -> tuple[Summary | None, int]:
+            if not self.db_path.exists():
+                return None, 0
+            with closing(connect_read_only(self.db_path)) as conn:
+                summary = None
+                if _has_table(conn, SUMMARIES_TABLE):
+                    row = conn.execute(
+                        f"SELECT summary, covered FROM {SUMMARIES_TABLE} WHERE session_id = ?", (session_id,)
+                    ).fetchone()
+                    summary = None if row is None else Summary(str(row[0]), int(row[1]))
+                count = 0
+                if _has_table(conn, MESSAGES_TABLE):
+                    count = int(
+                        conn.execute(
+                            f"SELECT count(*) FROM {MESSAGES_TABLE} WHERE session_id = ?", (session_id,)
+                        ).fetchone()[0]
+                    )
+                return summary, count
+
+        return await asyncio.to_thread(read)
+
+    async def save_summary(self, session_id: str, summary: Summary) -> None:
+        """Keep ``summary`` for the session (outside a turn)."""
+
+        def write() -> None:
+            with closing(self._connect()) as conn, conn:
+                conn.execute(UPSERT_SUMMARY, (session_id, summary.text, summary.covered))
+
+        await asyncio.to_thread(write)
+
+    async def load_memory(self, scope: str) -> dict[str, str]:
+        """The facts remembered for ``scope`` (a tenant and user: ``naming.user_scope``), by name."""
+
+        def read() -> dict[str, str]:
+            if not self.db_path.exists():
+                return {}
+            with closing(connect_read_only(self.db_path)) as conn:
+                if not _has_table(conn, MEMORY_TABLE):
+                    return {}
+                rows = conn.execute(
+                    f"SELECT fact, value FROM {MEMORY_TABLE} WHERE scope = ? ORDER BY fact", (scope,)
+                ).fetchall()
+                return {str(fact): str(value) for fact, value in rows}
+
+        return await asyncio.to_thread(read)
+
+    async def save_memory(self, scope: str, facts: dict[str, str]) -> None:
+        """Write ``facts`` to ``scope``'s memory (each replacing a fact of the same name)."""
+
+        def write() -> None:
+            with closing(self._connect()) as conn, conn:
+                conn.executemany(UPSERT_MEMORY, [(scope, fact, value) for fact, value in facts.items()])
+
+        await asyncio.to_thread(write)
+
+    async def forget_memory(self, scope: str) -> int:
+        """Remove everything remembered for ``scope``; returns how many facts."""
+
+        def delete() -> int:
+            if not self.db_path.exists():
+                return 0
+            with closing(self._connect()) as conn, conn:
+                return int(conn.execute(f"DELETE FROM {MEMORY_TABLE} WHERE scope = ?", (scope,)).rowcount)
+
+        return await asyncio.to_thread(delete)
+
+    async def memory_scopes(self) -> dict[str, int]:
+        """Every scope with remembered facts, and how many."""
+
+        def read() -> dict[str, int]:
+            if not self.db_path.exists():
+                return {}
+            with closing(connect_read_only(self.db_path)) as conn:
+                if not _has_table(conn, MEMORY_TABLE):
+                    return {}
+                rows = conn.execute(f"SELECT scope, count(*) FROM {MEMORY_TABLE} GROUP BY scope").fetchall()
+                return {str(scope): int(n) for scope, n in rows}
+
+        return await asyncio.to_thread(read)
+
     async def close(self) -> None:
         """Close this process's lease connection to the file (the next turn opens it again).
 
@@ -353,7 +446,7 @@ class SQLitePool:
     """Many users on one SQLite file in bounded resources: the recommended pattern on one machine.
 
     A plain ``SQLiteSession`` keeps a connection per executor thread that touched it, for as long
-    as it is open: 1,000 open sessions held about 11,700 file descriptors here. Sessions from a
+    as it is open: thousands of descriptors for a thousand open sessions. Sessions from a
     pool hold nothing between operations: each read or write opens a ``SQLiteSession`` (off the
     event loop), runs, and closes it, and at most ``max_open`` are open at once. The model call
     in between holds no connection, so slow model calls do not hold the pool up.

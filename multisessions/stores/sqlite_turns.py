@@ -26,12 +26,15 @@ from typing import Any, TypeVar
 from agents import SQLiteSession
 
 from multisessions.locks import LEASE_SECONDS
-from multisessions.stores.base import KEEP, TurnStart, TurnWrite
+from multisessions.naming import memory_scope
+from multisessions.stores.base import KEEP, Summary, TurnStart, TurnWrite
 from multisessions.stores.leases import LEASES_TABLE
 
 PENDING_TABLE = "agent_session_pending"
 LAST_AGENT_TABLE = "agent_session_last_agent"
 EFFECTS_TABLE = "multisessions_effects"
+MEMORY_TABLE = "multisessions_memory"
+SUMMARIES_TABLE = "multisessions_summaries"
 SESSIONS_TABLE = "agent_sessions"
 MESSAGES_TABLE = "agent_messages"
 CREATE_PENDING_TABLE = (
@@ -49,6 +52,24 @@ CREATE_EFFECTS_TABLE = (
     "value TEXT NOT NULL, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
 )
 """Side effects done once per key (a tool call's id): the ledger ``record_once`` writes."""
+CREATE_MEMORY_TABLE = (
+    f"CREATE TABLE IF NOT EXISTS {MEMORY_TABLE} (scope TEXT NOT NULL, fact TEXT NOT NULL, "
+    "value TEXT NOT NULL, updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (scope, fact))"
+)
+"""What a user's conversations share: facts by (tenant and user) scope (``naming.memory_scope``)."""
+CREATE_SUMMARIES_TABLE = (
+    f"CREATE TABLE IF NOT EXISTS {SUMMARIES_TABLE} (session_id TEXT PRIMARY KEY, summary TEXT NOT NULL, "
+    "covered INTEGER NOT NULL, updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
+)
+"""Each session's summary of its older items (the items themselves stay in the SDK's table)."""
+UPSERT_SUMMARY = (
+    f"INSERT INTO {SUMMARIES_TABLE} (session_id, summary, covered) VALUES (?, ?, ?) ON CONFLICT(session_id) "
+    "DO UPDATE SET summary = excluded.summary, covered = excluded.covered, updated_at = CURRENT_TIMESTAMP"
+)
+UPSERT_MEMORY = (
+    f"INSERT INTO {MEMORY_TABLE} (scope, fact, value) VALUES (?, ?, ?) ON CONFLICT(scope, fact) "
+    "DO UPDATE SET value = excluded.value, updated_at = CURRENT_TIMESTAMP"
+)
 
 T = TypeVar("T")
 _inherited: list[object] = []  # a parent's connections and threads, never used in this process
@@ -98,6 +119,8 @@ class SQLiteTurns:
         )
         conn.execute(CREATE_PENDING_TABLE)
         conn.execute(CREATE_LAST_AGENT_TABLE)
+        conn.execute(CREATE_MEMORY_TABLE)
+        conn.execute(CREATE_SUMMARIES_TABLE)
         return conn
 
     async def try_acquire(self, session_id: str, owner: str, seconds: float) -> bool:
@@ -164,7 +187,19 @@ class SQLiteTurns:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bool] = loop.create_future()
         with self._queue_guard:
-            self._queued.append(_Commit(session_id, owner, rows, write.agent, write.pending, done, loop))
+            self._queued.append(
+                _Commit(
+                    session_id,
+                    owner,
+                    rows,
+                    write.agent,
+                    write.pending,
+                    dict(write.memory),
+                    write.summary,
+                    done,
+                    loop,
+                )
+            )
         await self._call(self._write_queued)  # writes ours, unless an earlier call took it along
         return await done
 
@@ -224,6 +259,8 @@ class _Commit:
     rows: list[tuple[str, str]]
     agent: str | None
     pending: Any
+    memory: dict[str, str]
+    summary: Summary | None
     done: asyncio.Future[bool]
     loop: asyncio.AbstractEventLoop
 
@@ -250,6 +287,11 @@ def _write_turn(conn: sqlite3.Connection, turn: _Commit) -> bool:
             "updated_at = CURRENT_TIMESTAMP",
             (turn.session_id, turn.agent),
         )
+    scope = memory_scope(turn.session_id)
+    if turn.memory and scope is not None:
+        conn.executemany(UPSERT_MEMORY, [(scope, fact, value) for fact, value in turn.memory.items()])
+    if turn.summary is not None:
+        conn.execute(UPSERT_SUMMARY, (turn.session_id, turn.summary.text, turn.summary.covered))
     if turn.pending is not KEEP:
         conn.execute(f"DELETE FROM {PENDING_TABLE} WHERE session_id = ?", (turn.session_id,))
         if turn.pending is not None:
@@ -275,8 +317,13 @@ def _start(conn: sqlite3.Connection, session_id: str, limit: int | None) -> Turn
     paused = waiting.fetchone() is not None
     row = conn.execute(f"SELECT agent_name FROM {LAST_AGENT_TABLE} WHERE session_id = ?", (session_id,))
     agent = row.fetchone()
+    scope = memory_scope(session_id)
+    memory: dict[str, str] = {}
+    if scope is not None:
+        facts = conn.execute(f"SELECT fact, value FROM {MEMORY_TABLE} WHERE scope = ?", (scope,))
+        memory = {str(fact): str(value) for fact, value in facts.fetchall()}
     return TurnStart(
-        _read_history(conn, session_id, limit), limit, paused, None if agent is None else agent[0]
+        _read_history(conn, session_id, limit), limit, paused, None if agent is None else agent[0], memory
     )
 
 

@@ -42,7 +42,7 @@ _SHORT = 4
 def _sqlalchemy_password(url: str) -> str:
     """The password as SQLAlchemy reads ``url``, or '' (no SQLAlchemy, or not a URL it reads).
 
-    Imported here, on an error path, rather than at start-up: SQLAlchemy takes ~180 ms to import,
+    Imported here, on an error path, rather than at start-up: SQLAlchemy is slow to import,
     and every command (the SQLite default included) would pay it.
     """
     try:
