@@ -22,6 +22,8 @@ The API (JSON; ``Authorization: Bearer TOKEN`` on every call):
     POST   /api/conversations/NAME/messages    one turn ({"message": ...}); SSE with Accept: text/event-stream
     GET    /api/conversations/NAME/messages    the history: role, text, agent
     DELETE /api/conversations/NAME             remove it, and the last agent kept beside it
+    GET    /api/me/export                      everything kept for the caller, as one document
+    DELETE /api/me                             forget the caller: everything kept for them
 """
 
 from __future__ import annotations
@@ -70,7 +72,9 @@ from multisessions import (
     close_session,
     describe_failure,
     describe_model,
+    export_user,
     feature_session_id,
+    forget_user,
     hold_session,
     list_sessions,
     load_settings,
@@ -213,6 +217,8 @@ def create_app(
     )
     app.add_api_route("/api/conversations/{name}/messages", history, methods=["GET"])
     app.add_api_route("/api/conversations/{name}", delete_conversation, methods=["DELETE"])
+    app.add_api_route("/api/me/export", export_me, methods=["GET"])
+    app.add_api_route("/api/me", forget_me, methods=["DELETE"])
     return app
 
 
@@ -261,6 +267,23 @@ async def delete_conversation(name: str, request: Request, who: Caller) -> dict[
     async with hold_session(session_id, store.leases):
         removed = await store_call(store.delete(session_id))
     return {"name": name, "session_id": session_id, "removed_items": removed}
+
+
+# --- The caller's data on request: only ever their own -------------------------------------
+
+
+async def export_me(request: Request, who: Caller) -> dict[str, Any]:
+    """Everything kept for the caller (sessions, items, paused turns, side effects) in one document."""
+    document: dict[str, Any] = await store_call(
+        export_user(request.app.state.store, who.user, tenant=who.tenant)
+    )
+    return document
+
+
+async def forget_me(request: Request, who: Caller) -> dict[str, Any]:
+    """Remove everything kept for the caller, waiting for their running turns; says what went."""
+    removed = await store_call(forget_user(request.app.state.store, who.user, tenant=who.tenant))
+    return {"user": who.user, "tenant": who.tenant, "removed": removed.as_dict()}
 
 
 # --- One turn ---------------------------------------------------------------------------------

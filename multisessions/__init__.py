@@ -68,6 +68,7 @@ from multisessions.turns import (
     run_turn,
     stream_turn,
 )
+from multisessions.users import Forgotten, export_user, forget_user
 
 __all__ = [
     "Approval",
@@ -136,4 +137,7 @@ __all__ = [
     "remember",
     "user_scope",
     "with_memory",
+    "Forgotten",
+    "export_user",
+    "forget_user",
 ]

@@ -6,6 +6,7 @@
     python agent.py chat --user NAME [--tenant T] [--feature F | --thread ID | --date today|YYYYMMDD]
                          [--on-busy wait|reject|interrupt]
     python agent.py approvals list | approve ID | reject ID [--reason TEXT]
+    python agent.py users export --user U [--tenant T] [--output FILE] | forget --user U [--dry-run]
 
 Every sessions command and the chat work in one tenant: ``--tenant T`` (ids ``T:...``), or
 without it the sessions with no tenant. ``--user`` never reaches another tenant; only
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import math
 import os
@@ -37,7 +39,7 @@ from agents.models.interface import Model
 from multisessions.approvals import pending_approvals
 from multisessions.chat import chat
 from multisessions.effects import Ledger
-from multisessions.errors import ConfigError, StoreError, TurnFailed, UsageError
+from multisessions.errors import ConfigError, SessionBusy, StoreError, TurnFailed, UsageError
 from multisessions.inventory import (
     delete_sessions,
     expire_sessions,
@@ -64,6 +66,7 @@ from multisessions.stores import (
 )
 from multisessions.summaries import summaries_from
 from multisessions.turns import resume_turn, why_it_failed
+from multisessions.users import export_user, forget_user
 
 Demo = Callable[..., Coroutine[Any, Any, Mapping[str, Session]]]
 
@@ -128,7 +131,7 @@ def _demo_parser(lesson: Lesson) -> argparse.ArgumentParser:
         prog=program,
         description="Run the multi-session demos (the four main ones when no DEMO is named).",
         epilog=f"also: '{program} sessions --help' (inventory), '{program} chat --help', "
-        f"'{program} approvals --help'",
+        f"'{program} approvals --help', '{program} users --help' (a user's data)",
     )
     names = ", ".join([*lesson.demos, *lesson.extras])
     parser.add_argument("demo", nargs="*", metavar="DEMO", help=f"one of: {names}")
@@ -178,6 +181,23 @@ def _approvals_parser(program: str) -> argparse.ArgumentParser:
         _store_options(command)
     for command in (approve, reject):
         _model_options(command)
+    return parser
+
+
+def _users_parser(program: str) -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=f"{program} users",
+        description="A user's data on request: export everything kept for them, or forget it all.",
+    )
+    sub = parser.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    export = sub.add_parser("export", help="every session of the user, as one JSON document")
+    export.add_argument("--output", metavar="FILE", help="write it to FILE (default: standard output)")
+    forget = sub.add_parser("forget", help="remove everything kept for the user, nothing of anyone else")
+    forget.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    for command in (export, forget):
+        command.add_argument("--user", required=True, help="the user (in the tenant)")
+        _tenant_option(command)
+        _store_options(command)
     return parser
 
 
@@ -253,11 +273,12 @@ def _fail(line: str, code: int, store_url: str | None) -> int:
     return code
 
 
-_COMMANDS = """usage: {program} sessions|approvals|chat ...
+_COMMANDS = """usage: {program} sessions|approvals|chat|users ...
 
   {program} sessions list [--tenant T | --all-tenants]   the sessions in a store
   {program} approvals list | approve ID | reject ID        tool calls waiting for a supervisor
   {program} chat --user NAME                               chat with the support agents
+  {program} users export|forget --user NAME                a user's data on request
 
 '{program} COMMAND --help' for each command's options."""
 
@@ -272,11 +293,13 @@ def _parse(argv: list[str], lesson: Lesson) -> tuple[Command, argparse.Namespace
         return _chat, _chat_parser(lesson.program).parse_args(argv[1:])
     if argv[:1] == ["approvals"]:
         return _approvals, _approvals_parser(lesson.program).parse_args(argv[1:])
+    if argv[:1] == ["users"]:
+        return _users, _users_parser(lesson.program).parse_args(argv[1:])
     if not lesson.demos and not lesson.extras:
         if argv[:1] in (["-h"], ["--help"]):
             print(_COMMANDS.format(program=lesson.program))
             raise SystemExit(0)
-        raise UsageError(f"choose a command: {lesson.program} sessions | approvals | chat")
+        raise UsageError(f"choose a command: {lesson.program} sessions | approvals | chat | users")
     args = _demo_parser(lesson).parse_args(argv)
     known = {**lesson.demos, **lesson.extras}
     unknown = [name for name in args.demo if name not in known]
@@ -408,6 +431,35 @@ async def _sessions(args: argparse.Namespace, lesson: Lesson, settings: Settings
     store = await _open_store(args, settings, must_exist=True, writable=args.action in ("delete", "expire"))
     try:
         return await _inventory(args, store, lesson.demo_tenant)
+    finally:
+        await store.close()
+
+
+async def _users(args: argparse.Namespace, lesson: Lesson, settings: Settings) -> int:
+    # Both take leases (a turn running on a session finishes first): both write the file.
+    store = await _open_store(args, settings, must_exist=True)
+    try:
+        who = f"user {args.user!r}" + (f" (tenant {args.tenant!r})" if args.tenant is not None else "")
+        try:
+            if args.action == "forget":
+                removed = await forget_user(store, args.user, tenant=args.tenant, dry_run=args.dry_run)
+                print(f"{'would remove' if args.dry_run else 'removed'} {who}: {removed.describe()}")
+                return 0
+            exported = await export_user(store, args.user, tenant=args.tenant)
+        except SessionBusy as exc:  # a turn of the user's held a session for longer than we wait
+            raise StoreError(str(exc)) from None
+        document = json.dumps(exported, indent=2)
+        if args.output is None:
+            print(document)
+            return 0
+        try:
+            with open(args.output, "w", encoding="utf-8") as out:
+                out.write(document + "\n")
+        except OSError as exc:
+            reason = f"cannot write {args.output} ({exc.strerror}); choose another --output"
+            raise StoreError(reason) from None
+        print(f"exported {who}: {len(exported['sessions'])} session(s) to {args.output}")
+        return 0
     finally:
         await store.close()
 

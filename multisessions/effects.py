@@ -24,6 +24,13 @@ def session_prefix(session_id: str) -> str:
     return f"{session_id}{_SEP}"
 
 
+def effect_parts(key: str) -> tuple[str, str, str]:
+    """The session id, kind and tool call id a side effect's key was made of (``Ledger``'s keys)."""
+    session_id, _, rest = key.partition(_SEP)
+    kind, _, call_id = rest.partition(_SEP)
+    return session_id, kind, call_id
+
+
 class Ledger:
     """One session's record of side effects, each kept once per tool call id."""
 

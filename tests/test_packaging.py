@@ -139,7 +139,7 @@ def test_the_installed_package_imports_from_another_folder_and_its_command_chats
     code, out, err = finish(bare)
     assert code == 2
     assert err.strip().splitlines() == [
-        "error: choose a command: multisessions sessions | approvals | chat (see --help)"
+        "error: choose a command: multisessions sessions | approvals | chat | users (see --help)"
     ]
 
 

@@ -92,6 +92,8 @@ def attacks(victim: str, attacker: str) -> list[tuple[str, str, dict[str, Any]]]
     for name in [*raw_ids, *tricks]:
         found.append(("DELETE", f"/api/conversations/{name}", {"headers": mine, "params": every_field}))
     found.append(("GET", "/api/conversations", {"headers": mine, "params": every_field}))
+    for headers in [mine, *planted]:  # the export is the caller's, whatever else the request names
+        found.append(("GET", "/api/me/export", {"headers": headers, "params": every_field}))
     found.append(
         (
             "POST",
@@ -115,6 +117,8 @@ def attacks(victim: str, attacker: str) -> list[tuple[str, str, dict[str, Any]]]
                 ("DELETE", f"/api/conversations/{name}", {"headers": headers}),
             ]
         found.append(("GET", "/api/conversations", {"headers": headers}))
+        found.append(("GET", "/api/me/export", {"headers": headers, "params": every_field}))
+        found.append(("DELETE", "/api/me", {"headers": headers, "params": every_field}))
     return found
 
 
