@@ -26,7 +26,7 @@ from multisessions.errors import StoreError
 from multisessions.inventory import list_sessions
 from multisessions.items import read_all
 from multisessions.locks import hold_session
-from multisessions.naming import in_tenant, parse_session_id
+from multisessions.naming import in_tenant, parse_session_id, user_scope
 from multisessions.stores import SessionInfo, SessionStore, close_session
 
 MAX_PASSES = 10
@@ -48,6 +48,8 @@ class Forgotten:
     current_agents: int = _count("current agent(s)")
     paused_turns: int = _count("paused turn(s)")
     side_effects: int = _count("side effect(s)")
+    summaries: int = _count("summary(ies)")
+    memory_facts: int = _count("memory fact(s)")
 
     def add(self, other: Forgotten) -> None:
         """Count ``other`` in too (another pass, another session)."""
@@ -130,6 +132,7 @@ async def _export_session(store: SessionStore, session_id: str, info: SessionInf
         _, kind, call_id = effect_parts(key)
         effects.append({"kind": kind, "call_id": call_id, "value": value})
     parsed = parse_session_id(session_id)
+    summary, _ = await store.summary_state(session_id)
     return {
         "session_id": session_id,
         "kind": parsed.kind,
@@ -139,6 +142,7 @@ async def _export_session(store: SessionStore, session_id: str, info: SessionInf
         "items": items,
         "paused_turn": paused,
         "side_effects": effects,
+        "summary": None if summary is None else {"text": summary.text, "covered_items": summary.covered},
     }
 
 
@@ -152,7 +156,14 @@ async def export_user(store: SessionStore, user: str, *, tenant: str | None = No
     exported_at = datetime.now(UTC).isoformat()
     async with _holding_sessions(store, user, tenant) as found:
         sessions = [await _export_session(store, sid, info) for sid, info in found.items()]
-    return {"user": user, "tenant": tenant, "exported_at": exported_at, "sessions": sessions}
+        memory = await store.load_memory(user_scope(user, tenant))
+    return {
+        "user": user,
+        "tenant": tenant,
+        "exported_at": exported_at,
+        "memory": memory,
+        "sessions": sessions,
+    }
 
 
 async def _forget_session(
@@ -160,15 +171,21 @@ async def _forget_session(
 ) -> Forgotten:
     """Remove one session and everything beside it (its lease is held); counts what the store held."""
     agent = await store.load_last_agent(session_id) is not None
+    summary, _ = await store.summary_state(session_id)
     prefix = session_prefix(session_id)
     if dry_run:
         items = info.items if info else 0
         effects = len(await store.list_effects(prefix))
     else:
         effects = await store.forget_effects(prefix)
-        items = await store.delete(session_id)  # items, session row, current agent, paused turn, receipt
+        items = await store.delete(session_id)  # items, row, current agent, paused turn, summary, receipt
     return Forgotten(
-        sessions=1, items=items, current_agents=int(agent), paused_turns=int(paused), side_effects=effects
+        sessions=1,
+        items=items,
+        current_agents=int(agent),
+        paused_turns=int(paused),
+        side_effects=effects,
+        summaries=int(summary is not None),
     )
 
 
@@ -182,8 +199,14 @@ async def forget_user(
     removed as well. Returns what was removed, counted in the store; ``dry_run`` removes nothing
     and counts what would go. ``StoreError`` if turns keep creating sessions for ``MAX_PASSES``."""
     total = Forgotten()
+    scope = user_scope(user, tenant)
     for _ in range(MAX_PASSES):
         async with _holding_sessions(store, user, tenant) as found:
+            # The memory goes while no turn of the user runs (a turn writes it with its items).
+            if dry_run:
+                total.memory_facts += len(await store.load_memory(scope))
+            else:
+                total.memory_facts += await store.forget_memory(scope)
             if not found:
                 return total
             waiting = set(await store.list_pending())

@@ -36,6 +36,8 @@ from multisessions import (
 )
 from multisessions.approvals import Approval, PausedTurn
 from multisessions.effects import session_prefix
+from multisessions.naming import memory_scope, user_scope
+from multisessions.stores import Summary
 from serve_fixture import auth, serving
 from stores_fixture import postgres_url
 
@@ -88,13 +90,24 @@ async def fill(store: Any, people: list[tuple[str | None, str]] = PEOPLE) -> Non
             await store.save_pending(ids[name], paused(ids[name]))
         await Ledger(store, ids["refunds"]).once("refund", "call-1", "5512")
         await Ledger(store, ids["user"]).once("email", "call-2", f"{user}@example.com")
+        await store.save_memory(user_scope(user, tenant), {"email": f"{user}@example.com"})
+        await store.save_summary(ids["user"], Summary(f"- name: {user}", 0))
     await store.open(thread_session_id("t1")).add_items([{"role": "user", "content": "a shared thread"}])
 
 
 ALICE = ids_of(None, "alice")
-EXPECTED = {"sessions": 4, "items": 4, "current_agents": 2, "paused_turns": 2, "side_effects": 2}
+EXPECTED = {
+    "sessions": 4,
+    "items": 4,
+    "current_agents": 2,
+    "paused_turns": 2,
+    "side_effects": 2,
+    "summaries": 1,
+    "memory_facts": 1,
+}
 """What ``fill`` keeps for Alice: a turn of 2 items and two single items; an agent on the user
-and the support sessions; paused turns on support and refunds; one effect on user and refunds."""
+and the support sessions; paused turns on support and refunds; one effect on user and refunds;
+a summary of the user session; one remembered fact."""
 
 
 def base_of(store: Any) -> Any:
@@ -134,7 +147,12 @@ async def dump(store: Any) -> Counter[tuple[Any, ...]]:
             "agent_session_pending",
         ):
             entries.update((table, *row) for row in await conn.fetch(f"SELECT * FROM {table}"))
-        for table in ("multisessions_effects", "multisessions_leases"):
+        for table in (
+            "multisessions_effects",
+            "multisessions_leases",
+            "multisessions_memory",
+            "multisessions_summaries",
+        ):
             if await conn.fetchval("SELECT to_regclass($1)", table):
                 entries.update((table, *row) for row in await conn.fetch(f"SELECT * FROM {table}"))
         await conn.close()
@@ -146,7 +164,10 @@ def belongs(entry: tuple[Any, ...], session_ids: list[str], prefix: str) -> bool
     names = set()
     for sid in session_ids:
         names |= {sid, f"{prefix}:{sid}", f"{prefix}:{sid}:messages", f"{prefix}:{sid}:counter"}
-        names |= {f"{prefix}/{space}/{sid}" for space in ("last_agent", "committed", "lease")}
+        names |= {f"{prefix}/{space}/{sid}" for space in ("last_agent", "committed", "lease", "summary")}
+    scope = memory_scope(session_ids[0]) if session_ids else None  # a user's ids share one scope
+    if scope is not None:
+        names |= {scope, f"{prefix}/memory/{scope}"}
     for value in entry:
         text = value.decode() if isinstance(value, bytes) else value
         if isinstance(text, str) and (
@@ -200,6 +221,8 @@ def check_alice_export(document: dict[str, Any]) -> None:
     assert refunds["paused_turn"]["items"] == [{"role": "user", "content": "refund order 5512"}]
     assert sessions[ALICE["support"]]["current_agent"] == "Billing Agent"
     assert sessions[ALICE["dated"]]["kind"] == "dated"
+    assert document["memory"] == {"email": "alice@example.com"}
+    assert user["summary"] == {"text": "- name: alice", "covered_items": 0}
     assert "alice2" not in json.dumps(document) and "acme" not in json.dumps(document)
 
 
@@ -309,7 +332,10 @@ def test_users_export_prints_one_json_document_or_writes_it_to_a_file(cli: Cli, 
 
 def test_users_forget_says_what_it_removed_and_a_dry_run_removes_nothing(cli: Cli, db: Path):
     filled(db)
-    line = "user 'alice': 4 session(s), 4 items, 2 current agent(s), 2 paused turn(s), 2 side effect(s)\n"
+    line = (
+        "user 'alice': 4 session(s), 4 items, 2 current agent(s), 2 paused turn(s), 2 side effect(s), "
+        "1 summary(ies), 1 memory fact(s)\n"
+    )
     dry = cli("users", "forget", "--user", "alice", "--db", str(db), "--dry-run")
     assert (dry.code, dry.out) == (0, "would remove " + line)
     done = cli("users", "forget", "--user", "alice", "--db", str(db))
@@ -365,6 +391,8 @@ async def test_a_caller_exports_and_forgets_only_themselves_over_http(db):
             "current_agents": 2,
             "paused_turns": 0,
             "side_effects": 0,
+            "summaries": 0,
+            "memory_facts": 0,
         }
         assert (await client.get("/api/me/export", headers=auth("alice"))).json()["sessions"] == []
         for who in ("bob", "acme/alice"):
