@@ -408,13 +408,14 @@ async def memory_demo(
     run_config = RunConfig(model=resolve_model(model))
     # with_memory: the instructions, then what is remembered about this user; remember: the tool
     # that adds to it. A fact remembered in a turn is written with that turn, or not at all.
+    # Features of their own (not demo 2's support and sales sessions): each demo starts afresh.
     agents = {
-        "support": Agent(
+        "helpdesk": Agent(
             name="Support Agent",
             instructions=with_memory("You resolve support tickets. Remember the customer's details."),
             tools=[remember],
         ),
-        "sales": Agent(
+        "shop": Agent(
             name="Sales Agent",
             instructions=with_memory("You answer questions about plans. Greet customers by name."),
             tools=[remember],
@@ -422,7 +423,7 @@ async def memory_demo(
     }
     sessions = {
         (user, context): open_session(feature_session_id(context, user, tenant=DEMO_TENANT), store or db_path)
-        for user, context in (("alice", "support"), ("alice", "sales"), ("bob", "sales"))
+        for user, context in (("alice", "helpdesk"), ("alice", "shop"), ("bob", "shop"))
     }
     inventory = store or SQLiteStore(db_path)
     await start_fresh({f"{u}/{c}": session for (u, c), session in sessions.items()}, store, db_path)
@@ -430,11 +431,11 @@ async def memory_demo(
         await inventory.forget_memory(user_scope(user, DEMO_TENANT))
 
     script = [
-        ("alice", "support", "Hi, my name is Alice and my email is alice@example.com."),
-        ("alice", "support", "The export button gives an error."),
-        ("alice", "sales", "I'm interested in the Enterprise plan for my team."),
-        ("alice", "sales", "What's my name and my email?"),
-        ("bob", "sales", "What's my name and my email?"),
+        ("alice", "helpdesk", "Hi, my name is Alice and my email is alice@example.com."),
+        ("alice", "helpdesk", "The export button gives an error."),
+        ("alice", "shop", "I'm interested in the Enterprise plan for my team."),
+        ("alice", "shop", "What's my name and my email?"),
+        ("bob", "shop", "What's my name and my email?"),
     ]
     for user, context, message in script:
         async with one_turn(sessions[user, context], agents[context]) as turn:
@@ -515,18 +516,19 @@ async def history_cap_demo(
             if message == "What's my name?":
                 answers[label] = str(result.final_output)
 
-    print(f"{'turn':>5} | {'items sent':>10} | {f'cap {cap}':>8} | {'summary':>8} | input tokens, each way")
+    print("items sent to the model per turn (the new message included), and input tokens:")
+    print(f"{'turn':>5} | {'no cap':>8} | {f'cap {cap}':>8} | {'summary':>8} | input tokens, each way")
     for turn_number in sorted({t for t in (1, 2, 5, 10, 20, 30, 40) if t < turns} | {turns}):
         i = turn_number - 1
         sent = [counters[label].sent[i] for label in configs]
         spent = " / ".join(f"{tokens[label][i]}" for label in configs)
-        print(f"{turn_number:>5} | {sent[0]:>10} | {sent[1]:>8} | {sent[2]:>8} | {spent}")
+        print(f"{turn_number:>5} | {sent[0]:>8} | {sent[1]:>8} | {sent[2]:>8} | {spent}")
 
     print(f'\nAsked after turn {turns}, "What\'s my name?" (given at turn 1):')
     for label, reply in answers.items():
         print(f"  {label:>10}: {reply}")
 
-    print("\nUsage per session, summed from the run results:")
+    print("\nUsage per session, summed from the run results (the summarizer's own calls not included):")
     for label, session in sessions.items():
         u = usage[label]
         stored = len(await read_all(session))

@@ -24,6 +24,8 @@ The API (JSON; ``Authorization: Bearer TOKEN`` on every call):
     DELETE /api/conversations/NAME             remove it, and the last agent kept beside it
     GET    /api/me/export                      everything kept for the caller, as one document
     DELETE /api/me                             forget the caller: everything kept for them
+    GET    /api/me/memory                      what the caller's conversations share (user memory)
+    DELETE /api/me/memory                      forget that memory (the conversations stay)
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ from multisessions import (
     run_turn,
     store_for,
     stream_turn,
+    user_scope,
 )
 from multisessions.models import turn_deadline
 from multisessions.settings import ServeToken
@@ -219,6 +222,8 @@ def create_app(
     app.add_api_route("/api/conversations/{name}", delete_conversation, methods=["DELETE"])
     app.add_api_route("/api/me/export", export_me, methods=["GET"])
     app.add_api_route("/api/me", forget_me, methods=["DELETE"])
+    app.add_api_route("/api/me/memory", my_memory, methods=["GET"])
+    app.add_api_route("/api/me/memory", forget_my_memory, methods=["DELETE"])
     return app
 
 
@@ -284,6 +289,18 @@ async def forget_me(request: Request, who: Caller) -> dict[str, Any]:
     """Remove everything kept for the caller, waiting for their running turns; says what went."""
     removed = await store_call(forget_user(request.app.state.store, who.user, tenant=who.tenant))
     return {"user": who.user, "tenant": who.tenant, "removed": removed.as_dict()}
+
+
+async def my_memory(request: Request, who: Caller) -> dict[str, Any]:
+    """The facts remembered for the caller, shared by all of their conversations."""
+    facts = await store_call(request.app.state.store.load_memory(user_scope(who.user, who.tenant)))
+    return {"user": who.user, "tenant": who.tenant, "memory": facts}
+
+
+async def forget_my_memory(request: Request, who: Caller) -> dict[str, Any]:
+    """Forget what is remembered for the caller; their conversations stay."""
+    removed = await store_call(request.app.state.store.forget_memory(user_scope(who.user, who.tenant)))
+    return {"user": who.user, "tenant": who.tenant, "removed_facts": removed}
 
 
 # --- One turn ---------------------------------------------------------------------------------

@@ -50,7 +50,14 @@ from multisessions.inventory import (
 from multisessions.items import history_lines, read_all
 from multisessions.locks import DEFAULT_ON_BUSY, ON_BUSY
 from multisessions.models import resolve_model, turn_deadline
-from multisessions.naming import check_session_id, check_tenant, tenant_prefix
+from multisessions.naming import (
+    check_session_id,
+    check_tenant,
+    scope_parts,
+    tenant_prefix,
+    user_scope,
+    user_session_id,
+)
 from multisessions.settings import APIS, Settings, load_settings, parse_api
 from multisessions.stores import (
     DEFAULT_DB,
@@ -198,6 +205,15 @@ def _users_parser(program: str) -> argparse.ArgumentParser:
         command.add_argument("--user", required=True, help="the user (in the tenant)")
         _tenant_option(command)
         _store_options(command)
+    memory = sub.add_parser(
+        "memory", help="what is remembered for a user across their conversations (all users: no --user)"
+    )
+    memory.add_argument("--user", help="the user (in the tenant); without it, every user with memory")
+    memory.add_argument(
+        "--delete", action="store_true", help="forget the user's memory (their sessions stay)"
+    )
+    _tenant_option(memory)
+    _store_options(memory)
     return parser
 
 
@@ -286,7 +302,23 @@ _COMMANDS = """usage: {program} sessions|approvals|chat|users ...
 Command = Callable[[argparse.Namespace, Lesson, Settings], Coroutine[Any, Any, int]]
 
 
+_COMMAND_WORDS = ("sessions", "chat", "approvals", "users")
+_VALUED = ("--db", "--store", "--tenant", "--model", "--api")
+"""Options that take a value: ``--store URL sessions list`` is ``sessions list --store URL``."""
+
+
+def _command_first(argv: list[str]) -> list[str]:
+    """``argv`` with options given before a command word moved after it (the command takes them)."""
+    at = 0
+    while at < len(argv) and argv[at].startswith("-"):
+        at += 2 if argv[at] in _VALUED else 1
+    if 0 < at < len(argv) and argv[at] in _COMMAND_WORDS:
+        return [*argv[at:], *argv[:at]]
+    return argv
+
+
 def _parse(argv: list[str], lesson: Lesson) -> tuple[Command, argparse.Namespace]:
+    argv = _command_first(argv)
     if argv[:1] == ["sessions"]:
         return _sessions, _sessions_parser(lesson.program).parse_args(argv[1:])
     if argv[:1] == ["chat"]:
@@ -436,6 +468,8 @@ async def _sessions(args: argparse.Namespace, lesson: Lesson, settings: Settings
 
 
 async def _users(args: argparse.Namespace, lesson: Lesson, settings: Settings) -> int:
+    if args.action == "memory":
+        return await _memory(args, settings)
     # Both take leases (a turn running on a session finishes first): both write the file.
     store = await _open_store(args, settings, must_exist=True)
     try:
@@ -459,6 +493,40 @@ async def _users(args: argparse.Namespace, lesson: Lesson, settings: Settings) -
             reason = f"cannot write {args.output} ({exc.strerror}); choose another --output"
             raise StoreError(reason) from None
         print(f"exported {who}: {len(exported['sessions'])} session(s) to {args.output}")
+        return 0
+    finally:
+        await store.close()
+
+
+async def _memory(args: argparse.Namespace, settings: Settings) -> int:
+    """``users memory``: every user with memory in the tenant, one user's facts, or forget them."""
+    if args.delete and args.user is None:
+        raise UsageError("users memory --delete needs --user USER")
+    tenant = None if args.tenant is None else check_tenant(args.tenant)
+    where = f"tenant {tenant!r}" if tenant is not None else "no tenant"
+    store = await _open_store(args, settings, must_exist=True, writable=args.delete)
+    try:
+        if args.user is None:
+            users = sorted(
+                (scope_parts(scope)[1], facts)
+                for scope, facts in (await store.memory_scopes()).items()
+                if scope_parts(scope)[0] == tenant
+            )
+            for user, facts in users:
+                print(f"{user}  {facts} fact(s)")
+            print(f"{len(users)} user(s) with memory in {where} of {store.name}")
+            return 0
+        user_session_id(args.user)  # the same checks as the user's ids
+        scope = user_scope(args.user, tenant)
+        if args.delete:
+            print(
+                f"removed {await store.forget_memory(scope)} memory fact(s) of user {args.user!r} in {where}"
+            )
+            return 0
+        remembered = await store.load_memory(scope)
+        for fact, value in remembered.items():
+            print(f"{fact}: {value}")
+        print(f"{len(remembered)} fact(s) remembered for user {args.user!r} in {where}")
         return 0
     finally:
         await store.close()

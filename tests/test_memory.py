@@ -50,13 +50,13 @@ async def test_the_memory_demo_shares_alices_email_with_her_sales_conversation_o
     sessions = await agent.memory_demo(db_path=db)
     out = capsys.readouterr().out
     assert (
-        "[demo:sales_feature_user_alice] Sales Agent: Your name is Alice. Your email is alice@example.com."
+        "[demo:shop_feature_user_alice] Sales Agent: Your name is Alice. Your email is alice@example.com."
         in out
     )
     assert "alice: {'email': 'alice@example.com', 'name': 'Alice'}" in out and "bob: nothing" in out
-    bob = await read_all(sessions["bob/sales"])
+    bob = await read_all(sessions["bob/shop"])
     assert "alice" not in repr(bob).lower()
-    sales = await read_all(sessions["alice/sales"])
+    sales = await read_all(sessions["alice/shop"])
     assert not any(
         i.get("role") == "user" and "alice@example.com" in str(i) for i in sales
     )  # never said there

@@ -398,3 +398,47 @@ async def test_a_caller_exports_and_forgets_only_themselves_over_http(db):
         for who in ("bob", "acme/alice"):
             theirs = (await client.get("/api/me/export", headers=auth(who))).json()["sessions"]
             assert len(theirs) == 1 and len(theirs[0]["items"]) == 2
+
+
+async def test_a_caller_sees_and_forgets_only_their_own_memory_over_http(db):
+    store = SQLiteStore(db)
+    for tenant, user in [(None, "alice"), (None, "bob"), ("acme", "alice")]:
+        await store.save_memory(user_scope(user, tenant), {"email": f"{user}.{tenant}@example.com"})
+    async with serving(db) as client:
+        assert (await client.get("/api/me/memory")).status_code == 401
+        mine = await client.get("/api/me/memory?user=bob", headers=auth("alice"))  # no way to name another
+        assert mine.json() == {"user": "alice", "tenant": None, "memory": {"email": "alice.None@example.com"}}
+        gone = await client.delete("/api/me/memory", headers=auth("alice"))
+        assert gone.json()["removed_facts"] == 1
+        assert (await client.get("/api/me/memory", headers=auth("alice"))).json()["memory"] == {}
+    assert await store.load_memory(user_scope("bob")) == {"email": "bob.None@example.com"}
+    assert await store.load_memory(user_scope("alice", "acme")) == {"email": "alice.acme@example.com"}
+
+
+def test_users_memory_lists_shows_and_forgets_one_users_memory(cli: Cli, db: Path):
+    import asyncio
+
+    store = SQLiteStore(db)
+    for tenant, user in [(None, "alice"), (None, "alice2"), ("acme", "alice")]:
+        asyncio.run(store.save_memory(user_scope(user, tenant), {"email": f"{user}@x", "name": user}))
+    listed = cli("users", "memory", "--db", str(db))
+    assert listed.out.splitlines() == [
+        "alice  2 fact(s)",
+        "alice2  2 fact(s)",
+        f"2 user(s) with memory in no tenant of SQLite file {db}",
+    ]
+    shown = cli("users", "memory", "--user", "alice", "--tenant", "acme", "--db", str(db))
+    assert shown.out.splitlines() == [
+        "email: alice@x",
+        "name: alice",
+        "2 fact(s) remembered for user 'alice' in tenant 'acme'",
+    ]
+    gone = cli(
+        "--db", str(db), "users", "memory", "--user", "alice", "--delete"
+    )  # options before the command too
+    assert gone.code == 0 and gone.out == "removed 2 memory fact(s) of user 'alice' in no tenant\n"
+    assert asyncio.run(store.memory_scopes()) == {user_scope("alice2"): 2, user_scope("alice", "acme"): 2}
+    refused = cli("users", "memory", "--delete", "--db", str(db))
+    assert refused.code == 2 and refused.err_lines == [
+        "error: users memory --delete needs --user USER (see --help)"
+    ]

@@ -108,7 +108,10 @@ def check_db_path(db_path: str | Path, *, must_exist: bool = False, writable: bo
     if not path.parent.is_dir():
         raise StoreError(f"folder {path.parent} does not exist; create it or choose another --db")
     if must_exist and not path.exists():
-        raise StoreError(f"no database at {path}; run the demos first: python agent.py --db {path}")
+        raise StoreError(
+            f"no database at {path}; give the file your sessions are in (--db PATH) or a store "
+            "(--store URL), or run the demos first (python agent.py in the project folder)"
+        )
     if path.exists():
         try:
             # Immutable when the plain read-only open fails: a healthy file on a read-only
