@@ -75,7 +75,7 @@ async def _sessions_of(store: SessionStore, user: str, tenant: str | None) -> di
     found: dict[str, SessionInfo | None] = {
         row.session_id: row for row in await list_sessions(store, tenant=tenant, user=user)
     }
-    beside = [*await store.list_pending(), *(effect_parts(key)[0] for key in await store.list_effects())]
+    beside = [*await store.list_pending(), *(effect_parts(key)[0] for key in await store.effect_keys())]
     for session_id in beside:
         if session_id not in found and _belongs(session_id, user, tenant):
             found[session_id] = None

@@ -442,3 +442,13 @@ def test_users_memory_lists_shows_and_forgets_one_users_memory(cli: Cli, db: Pat
     assert refused.code == 2 and refused.err_lines == [
         "error: users memory --delete needs --user USER (see --help)"
     ]
+
+
+async def test_another_sessions_side_effect_under_another_key_never_stops_a_users_export(db):
+    plain = SQLiteStore(db)
+    await Ledger(plain, thread_session_id("shared")).once("refund", "call-9", "5512")  # not this key's
+    users = EncryptedStore(plain, SECRET)
+    await fill(users, [(None, "alice")])
+    assert len((await export_user(users, "alice"))["sessions"]) == 4
+    assert (await forget_user(users, "alice")).side_effects == 2
+    assert await plain.effect_keys() == [f"{session_prefix(thread_session_id('shared'))}refund\x1fcall-9"]

@@ -170,6 +170,10 @@ class SessionStore(Protocol):
         """Remove what ``record_once`` recorded under keys starting with ``prefix``; returns how many."""
         ...
 
+    async def effect_keys(self, prefix: str = "") -> list[str]:
+        """The keys ``record_once`` recorded under (those starting with ``prefix``), without values."""
+        ...
+
     async def load_memory(self, scope: str) -> dict[str, str]:
         """The facts remembered for ``scope`` (a tenant and user: ``naming.user_scope``), by name."""
         ...

@@ -221,6 +221,9 @@ class EncryptedStore:
     async def forget_effects(self, prefix: str) -> int:
         return await self.store.forget_effects(prefix)
 
+    async def effect_keys(self, prefix: str = "") -> list[str]:
+        return await self.store.effect_keys(prefix)  # keys are not sealed: nothing to decrypt
+
     async def load_last_agent(self, session_id: str) -> str | None:
         return await self.store.load_last_agent(session_id)
 

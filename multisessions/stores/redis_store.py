@@ -245,6 +245,10 @@ class RedisStore:
         effects = {bytes(k).decode(): bytes(v).decode() for k, v in found.items()}
         return {k: v for k, v in sorted(effects.items()) if k.startswith(prefix)}
 
+    async def effect_keys(self, prefix: str = "") -> list[str]:
+        """The keys ``record_once`` recorded under (those starting with ``prefix``)."""
+        return list(await self.list_effects(prefix))
+
     async def forget_effects(self, prefix: str) -> int:
         """Remove what ``record_once`` recorded under keys starting with ``prefix``."""
         with store_failures(self.name, self._url, "removing side effects"):

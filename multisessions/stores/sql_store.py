@@ -300,6 +300,10 @@ class SQLStore:
                 ).all()
         return {str(k): str(v) for k, v in rows}
 
+    async def effect_keys(self, prefix: str = "") -> list[str]:
+        """The keys ``record_once`` recorded under (those starting with ``prefix``)."""
+        return list(await self.list_effects(prefix))
+
     async def forget_effects(self, prefix: str) -> int:
         """Remove what ``record_once`` recorded under keys starting with ``prefix``."""
         with store_failures(self.name, self._url, "removing side effects"):

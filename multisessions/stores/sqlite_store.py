@@ -360,6 +360,10 @@ class SQLiteStore:
 
         return await asyncio.to_thread(read)
 
+    async def effect_keys(self, prefix: str = "") -> list[str]:
+        """The keys ``record_once`` recorded under (those starting with ``prefix``)."""
+        return list(await self.list_effects(prefix))
+
     async def forget_effects(self, prefix: str) -> int:
         """Remove what ``record_once`` recorded under keys starting with ``prefix``; returns how many."""
 
