@@ -15,6 +15,8 @@ from conftest import subprocess_env
 from multisessions import open_store, user_session_id
 from tools import bench
 
+pytestmark = pytest.mark.slow  # starts processes or servers: python -m pytest -m slow
+
 RESULT = re.compile(
     r"^RESULT users=(\d+) turns=(\d+) store=\S+ turns_per_s=[\d.]+ floor_ratio=[\d.]+ "
     r"p50_ms=[\d.]+ p99_ms=[\d.]+ "

@@ -20,6 +20,8 @@ import pytest
 
 from conftest import ROOT, subprocess_env
 
+pytestmark = pytest.mark.slow  # starts processes or servers: python -m pytest -m slow
+
 CHAT = [sys.executable, str(ROOT / "agent.py"), "chat", "--user", "alice", "--db", "chat.db"]
 
 

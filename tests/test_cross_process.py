@@ -11,6 +11,8 @@ from multisessions import StoreError, open_store
 from stores_fixture import REDIS_URL, empty_postgres_database, postgres_url
 from tools import stress
 
+pytestmark = pytest.mark.slow  # starts processes or servers: python -m pytest -m slow
+
 
 @pytest.fixture(params=["sqlite", "redis", "postgres"])
 async def url(request) -> str | None:

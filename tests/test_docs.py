@@ -114,6 +114,7 @@ def test_set_up_lines_are_run_verbatim_by_ci(page: Page):
 RUN_PAGES = [page for page in DOC_PAGES if offline_lines(page)]
 
 
+@pytest.mark.slow  # each page's commands in a fresh copy of the project: python -m pytest -m slow
 @pytest.mark.parametrize("page", RUN_PAGES, ids=lambda page: page.name)
 def test_page_commands_run_offline_and_print_the_page_excerpts(page: Page, tmp_path: Path):
     folder = project_copy(tmp_path / "reader")

@@ -34,6 +34,8 @@ from serve_fixture import auth, serve_tokens
 from stores_fixture import REDIS_URL, empty_postgres_database, postgres_url, unavailable
 from tools import stress
 
+pytestmark = pytest.mark.slow  # turns in other processes on every store: python -m pytest -m slow
+
 AGENT = Agent(name="Support Agent")
 
 

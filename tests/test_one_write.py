@@ -192,6 +192,7 @@ def _approve_with_a_fault(kind: str, tmp_path, prefix: str, session_id: str, fau
         os._exit(3)
 
 
+@pytest.mark.slow  # forks a process per case and kills it: python -m pytest -m slow
 @pytest.mark.parametrize("fault", FAULTS, ids=[f"{h} {w}" for h, w in FAULTS])
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_refund_approved_once_is_paid_once_whatever_fails(kind, fault, tmp_path):

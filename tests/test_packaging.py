@@ -23,6 +23,8 @@ import pytest
 
 from conftest import ROOT, project_copy, subprocess_env
 
+pytestmark = pytest.mark.slow  # starts processes or servers: python -m pytest -m slow
+
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 

@@ -27,6 +27,8 @@ from helpers import reply, user_texts
 from standin_fixture import model_requests, sent_text
 from tools.standin_server import StandinServer
 
+pytestmark = pytest.mark.slow  # starts processes or servers: python -m pytest -m slow
+
 PAGE = read_page(DOCS / "plain-sdk.md")
 [COMMAND] = [line for line in PAGE.lines("bash") if "examples/plain_sdk.py" in line]
 PAGE_PORT = "127.0.0.1:8089"

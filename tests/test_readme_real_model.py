@@ -32,6 +32,8 @@ from standin_fixture import (  # noqa: F401  (the fixtures)
 )
 from tools.standin_server import StandinServer
 
+pytestmark = pytest.mark.slow  # starts processes or servers: python -m pytest -m slow
+
 BASH_LINES = [line.strip() for line in SHELL_LINES]
 SETUP = "python -m tools.standin_server"
 PLAIN_SDK = "examples/plain_sdk.py"

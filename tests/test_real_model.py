@@ -44,6 +44,8 @@ from standin_fixture import (  # noqa: F401  (the fixtures)
 )
 from tools.standin_server import RecordedRequest, StandinServer
 
+pytestmark = pytest.mark.slow  # starts processes or servers: python -m pytest -m slow
+
 # -- python agent.py, end to end -----------------------------------------------------------------
 
 

@@ -23,6 +23,8 @@ from helpers import reply
 from multisessions import OfflineModel, item_summary, read_all, run_turn
 from tools import stress
 
+pytestmark = pytest.mark.slow  # starts processes or servers: python -m pytest -m slow
+
 
 async def test_50_concurrent_users_recall_their_own_fact_with_no_leak_and_no_error(db):
     figures = await stress.many_users(db, users=50, turns=4)

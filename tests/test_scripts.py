@@ -20,6 +20,8 @@ from conftest import ROOT, project_copy, subprocess_env
 from docs_pages import SHELL_LINES
 from tools import stress
 
+pytestmark = pytest.mark.slow  # starts processes or servers: python -m pytest -m slow
+
 README_PYTHON_C = next(line for line in SHELL_LINES if line.startswith("python -c"))
 BAD_INPUT = next(c for c in stress.BAD_INPUTS if c.label == "corrupt database")
 README_CHAT = next(line for line in SHELL_LINES if line.startswith("printf ") and "agent.py chat" in line)

@@ -21,6 +21,8 @@ import pytest
 from conftest import ROOT, subprocess_env
 from serve_fixture import stored
 
+pytestmark = pytest.mark.slow  # starts processes or servers: python -m pytest -m slow
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",

@@ -15,6 +15,8 @@ import pytest
 from stores_fixture import REDIS_URL, make_store, postgres_url, unavailable
 from tools.loadtest import run_load
 
+pytestmark = pytest.mark.slow  # starts processes or servers: python -m pytest -m slow
+
 
 async def test_two_workers_on_redis_and_on_postgresql_serve_every_user_apart(tmp_path):
     usable, missing = {}, {}

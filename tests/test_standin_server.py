@@ -31,6 +31,8 @@ from conftest import ROOT, subprocess_env
 from multisessions.offline_model import OfflineModel
 from tools.standin_server import StandinServer
 
+pytestmark = pytest.mark.slow  # starts processes or servers: python -m pytest -m slow
+
 set_tracing_disabled(True)
 
 APIS = ["responses", "chat_completions"]
