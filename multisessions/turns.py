@@ -53,7 +53,6 @@ from multisessions.errors import (
     TurnFailed,
 )
 from multisessions.failures import describe_failure
-from multisessions.items import read_all
 from multisessions.locks import DEFAULT_ON_BUSY, Lease, OnBusy, check_on_busy, hold_session
 from multisessions.locks import held_locks as held_locks  # re-exported for callers and tests
 from multisessions.memory import running_turn
@@ -551,10 +550,11 @@ async def _fold_if_due(
         return
     start = turn.summary.covered if turn.summary is not None else 0
     try:
-        everything = [*await read_all(turn.session), *turn.pending]
-        turn.new_summary = await fold(
-            settings, turn.summary, everything[start:covered], covered, kwargs.get("run_config")
-        )
+        # Only what the summary does not cover yet: a read of about window + threshold items,
+        # however long the session (the SDK's newest-``limit`` read, oldest first).
+        stored = await turn.session.get_items(turn.total - start) if turn.total > start else []
+        older = [*stored, *turn.pending][: covered - start]
+        turn.new_summary = await fold(settings, turn.summary, older, covered, kwargs.get("run_config"))
     except Exception as exc:
         logger.warning(
             "session %r: summarizing older items failed (%s); kept the last summary", turn.session_id, exc
