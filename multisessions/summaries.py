@@ -1,8 +1,9 @@
 """Summaries for any model: a long conversation's older part, folded into a few lines.
 
 A history cap (``SessionSettings(limit=...)``) keeps each turn's cost flat, but a name given at
-turn 1 falls out of the window. With ``Summaries(window=20)``, a turn sends the newest
-``window`` items and, before them, one system message with a summary of everything older.
+turn 1 falls out of the window. With ``Summaries(window=20)``, a turn sends one system message
+with the summary and, after it, every item the summary does not cover yet: at least the newest
+``window`` items, at most ``window + threshold``.
 When ``threshold`` more items have passed out of the window, the turn folds them into the
 summary: it asks the turn's own model (the offline model, a local server over Chat
 Completions, or OpenAI) with ``prompt``, and writes the new summary in the turn's one write.
@@ -42,10 +43,14 @@ class Summaries:
     """The summarizer's instructions."""
     model: Model | str | None = None
     """Who writes the summary; None: the turn's own model (its ``run_config.model``)."""
+    timeout: float = 30.0
+    """Seconds the summarizer may take; past them the turn is kept without a new summary."""
 
     def __post_init__(self) -> None:
         if self.window < 1 or self.threshold < 1:
             raise ValueError("a summary window and threshold are whole numbers of items, 1 or more")
+        if not self.timeout > 0:
+            raise ValueError("a summarizer's timeout is a number of seconds above 0")
 
 
 def summary_message(summary: Summary) -> Any:

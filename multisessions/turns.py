@@ -169,8 +169,11 @@ class PendingTurn:
         limit = resolve_session_limit(limit, self.session_settings)
         if self.window is None:
             return await self._history(limit)
-        if limit is None or limit > self.window:
-            limit = self.window
+        # Every item the summary does not cover yet: at least the window, at most window + threshold
+        # (more only while a summarizer keeps failing). Nothing falls between the two.
+        unfolded = max(self.window, self.total - (self.summary.covered if self.summary is not None else 0))
+        if limit is None or limit > unfolded:
+            limit = unfolded
         items = _without_leading_orphans(await self._history(limit))
         return [summary_message(self.summary), *items] if self.summary is not None else items
 
@@ -554,8 +557,9 @@ async def _fold_if_due(
         # however long the session (the SDK's newest-``limit`` read, oldest first).
         stored = await turn.session.get_items(turn.total - start) if turn.total > start else []
         older = [*stored, *turn.pending][: covered - start]
-        turn.new_summary = await fold(settings, turn.summary, older, covered, kwargs.get("run_config"))
-    except Exception as exc:
+        async with asyncio.timeout(settings.timeout):  # a summarizer that hangs must not hold the turn
+            turn.new_summary = await fold(settings, turn.summary, older, covered, kwargs.get("run_config"))
+    except Exception as exc:  # TimeoutError too
         logger.warning(
             "session %r: summarizing older items failed (%s); kept the last summary", turn.session_id, exc
         )
@@ -764,7 +768,7 @@ async def _input_by_hand(
     """The model's input and the turn's own input items, if the history is passed by hand; else None."""
     if not _passes_history(agent, turn.session, runner_kwargs):
         return None
-    history = await turn.get_items(limit)
+    history = await turn.get_items(None if turn.window is not None else limit)  # summaries: all unfolded
     return model_input(history, user_input, limited=limit is not None)
 
 

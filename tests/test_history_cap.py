@@ -28,8 +28,9 @@ async def test_history_cap_demo_prints_bounded_input_and_usage(db, capsys):
     await agent.history_cap_demo(db_path=db, turns=12, cap=4)
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.strip().startswith("12 |"))
-    # Turn 12 sends every item so far; the cap, 4 and the new message; the summary, one more.
-    assert [cell.strip() for cell in row.split("|")[:4]] == ["12", "23", "5", "6"]
+    # Turn 12 sends every item so far; the cap, 4 and the new message; the summary, itself, the
+    # 6 items it does not cover yet (under window 4 + threshold 4) and the new message.
+    assert [cell.strip() for cell in row.split("|")[:4]] == ["12", "23", "5", "8"]
     assert "13 requests" in out and out.count("the store holds 26 items") == 3
     assert "      capped: I don't know your name" in out  # the cap forgot turn 1
     assert "  summarized: Your name is Kai." in out  # the summary kept it

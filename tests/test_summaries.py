@@ -65,7 +65,9 @@ async def test_a_200_turn_conversation_recalls_its_first_fact_with_a_20_item_win
     session = store.open("user_long")
     last = await converse(session, 200, RunConfig(model=model), Summaries(window=20))
     assert last.final_output == "Your name is Zoe. Your email is zoe@example.com."
-    assert max(model.sizes) == 22  # the summary, 20 items, the new message: flat to turn 200
+    # The summary, the items it does not cover yet (under window + threshold), the new message:
+    # bounded whatever the length, to turn 200.
+    assert max(model.sizes) == 40
     assert model.summaries == 19  # a fold each time 20 more items passed the window: turns 20, 30 ... 200
     assert len(await read_all(session)) == 400  # the store keeps everything, for audit and export
     summary, total = await store.summary_state("user_long")
@@ -77,7 +79,7 @@ async def test_summaries_work_the_same_on_every_store(store):
     model = Counting()
     session = store.open(user_session_id(f"s{uuid.uuid4().hex[:6]}"))
     last = await converse(session, 30, RunConfig(model=model), Summaries(window=8, threshold=8))
-    assert "Zoe" in last.final_output and max(model.sizes) == 10
+    assert "Zoe" in last.final_output and max(model.sizes) == 16  # window + threshold
     summary, total = await store.summary_state(session.session_id)
     assert total == 60 and summary is not None and summary.covered == 48
 
@@ -194,3 +196,40 @@ def test_the_chat_summarizes_a_long_conversation_when_the_settings_ask(cli, db):
     assert "Your name is Zoe." in ran.out
     summary, total = asyncio.run(SQLiteStore(db).summary_state("user_zoe"))
     assert total == 16 and summary is not None and "- name: Zoe" in summary.text
+
+
+async def test_items_past_the_window_are_sent_until_the_summary_covers_them(db):
+    from multisessions import SQLiteStore
+
+    store, model = SQLiteStore(db), Counting()
+    session = store.open("user_gap")
+    config, settings = RunConfig(model=model), Summaries(window=4, threshold=4)
+    await run_turn(BOT, session, "Hi, my name is Zoe.", run_config=config, summaries=settings)
+    await run_turn(BOT, session, "My order number is 5512.", run_config=config, summaries=settings)
+    await run_turn(BOT, session, "I prefer phone.", run_config=config, summaries=settings)
+    last = await run_turn(BOT, session, "What's my name?", run_config=config, summaries=settings)
+    assert model.sizes[-1] == 7  # turn 1 is out of the window of 4 but not folded yet: it is sent
+    assert last.final_output == "Your name is Zoe."
+
+
+async def test_a_summarizer_that_hangs_is_cut_at_its_timeout_and_the_turn_is_kept(db, caplog):
+    import asyncio
+
+    from multisessions import SQLiteStore
+
+    class Hangs(OfflineModel):
+        async def get_response(self, system_instructions: Any, *args: Any, **kwargs: Any) -> Any:
+            if "summarize" in (system_instructions or "").lower():
+                await asyncio.sleep(3600)
+            return await super().get_response(system_instructions, *args, **kwargs)
+
+    store = SQLiteStore(db)
+    session = store.open("user_hang")
+    config, settings = RunConfig(model=Hangs()), Summaries(window=2, threshold=1, timeout=0.2)
+    with caplog.at_level(logging.WARNING, logger="multisessions.turns"):
+        for n in range(3):
+            await asyncio.wait_for(
+                run_turn(BOT, session, f"Note {n}: my name is Zoe.", run_config=config, summaries=settings), 5
+            )
+    assert len(await read_all(session)) == 6 and await store.summary_state("user_hang") == (None, 6)
+    assert sum("summarizing older items failed" in r.getMessage() for r in caplog.records) == 2
