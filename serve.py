@@ -48,6 +48,7 @@ try:
     import uvicorn
     from fastapi import Depends, FastAPI, Header, HTTPException, Request
     from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+    from starlette.requests import ClientDisconnect
 except ImportError as missing:  # the server's packages are optional, like the stores' drivers
     sys.exit(f"error: serve.py needs {missing.name}; pip install -r requirements-serve.txt")
 
@@ -89,7 +90,7 @@ from multisessions import (
 )
 from multisessions.models import turn_deadline
 from multisessions.settings import ServeToken
-from multisessions.stores import refuse_encrypted
+from multisessions.stores import refuse_encrypted, refuse_sealed
 from multisessions.stores.urls import redact_url
 from multisessions.summaries import summaries_from
 from multisessions.web import (
@@ -294,6 +295,10 @@ async def forget_me(request: Request, who: Caller) -> dict[str, Any]:
 async def my_memory(request: Request, who: Caller) -> dict[str, Any]:
     """The facts remembered for the caller, shared by all of their conversations."""
     facts = await store_call(request.app.state.store.load_memory(user_scope(who.user, who.tenant)))
+    try:
+        refuse_sealed("this user's memory", facts.values())  # a worker started without the key
+    except WrongKey as exc:
+        raise HTTPException(500, str(exc)) from None
     return {"user": who.user, "tenant": who.tenant, "memory": facts}
 
 
@@ -413,10 +418,13 @@ async def read_message(request: Request) -> str:
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise HTTPException(413, f"body over {MAX_BODY_BYTES // 1024} KiB")
     body = bytearray()
-    async for chunk in request.stream():  # a body without a length is counted as it arrives
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise HTTPException(413, f"body over {MAX_BODY_BYTES // 1024} KiB")
+    try:
+        async for chunk in request.stream():  # a body without a length is counted as it arrives
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                raise HTTPException(413, f"body over {MAX_BODY_BYTES // 1024} KiB")
+    except ClientDisconnect:  # the client left before sending its body: nothing to answer, nothing done
+        raise HTTPException(400, "the client went away before sending the whole body") from None
     if too_deep(bytes(body)):
         raise HTTPException(422, f'body nests deeper than {MAX_JSON_DEPTH} levels; send {{"message": "..."}}')
     try:

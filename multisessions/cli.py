@@ -68,6 +68,7 @@ from multisessions.stores import (
     describe_sqlite_failure,
     driver_errors,
     refuse_encrypted,
+    refuse_sealed,
     scrub,
     store_for,
 )
@@ -524,6 +525,7 @@ async def _memory(args: argparse.Namespace, settings: Settings) -> int:
             )
             return 0
         remembered = await store.load_memory(scope)
+        refuse_sealed(f"the memory of user {args.user!r}", remembered.values())
         for fact, value in remembered.items():
             print(f"{fact}: {value}")
         print(f"{len(remembered)} fact(s) remembered for user {args.user!r} in {where}")

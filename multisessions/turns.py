@@ -67,6 +67,7 @@ from multisessions.stores import (
     commit_outcome_unknown,
     describe_sqlite_failure,
     driver_errors,
+    refuse_sealed,
     scrub,
     store_of,
 )
@@ -524,6 +525,9 @@ async def _where_it_stands(
     turn.current_agent = await _current_agent(starting_agent, turn.session, store, start)
     await _load_memory(turn, store, start)
     await _load_summary(turn, store, summaries)
+    # Written encrypted, read without the key: never send tokens to a model as the user's data.
+    refuse_sealed(f"the memory of session {turn.session_id!r}'s user", turn.memory.values())
+    refuse_sealed(f"session {turn.session_id!r}", [turn.summary.text] if turn.summary is not None else [])
     return turn.current_agent
 
 

@@ -27,7 +27,7 @@ from multisessions.inventory import list_sessions
 from multisessions.items import read_all
 from multisessions.locks import hold_session
 from multisessions.naming import in_tenant, parse_session_id, user_scope
-from multisessions.stores import SessionInfo, SessionStore, close_session
+from multisessions.stores import SessionInfo, SessionStore, close_session, refuse_encrypted, refuse_sealed
 
 MAX_PASSES = 10
 """How many times ``forget_user`` lists the user's sessions again while turns keep creating new ones."""
@@ -118,6 +118,7 @@ async def _export_session(store: SessionStore, session_id: str, info: SessionInf
             f"session {session_id!r} holds {stored - len(items)} item(s) that cannot be read (corrupt, or "
             "encrypted with another SESSION_ENCRYPTION_KEY); nothing was exported"
         )
+    refuse_encrypted(session_id, items)  # read without the key it was written with: tokens, not data
     record = await store.load_pending(session_id)
     paused = None
     if record is not None:
@@ -133,6 +134,9 @@ async def _export_session(store: SessionStore, session_id: str, info: SessionInf
         effects.append({"kind": kind, "call_id": call_id, "value": value})
     parsed = parse_session_id(session_id)
     summary, _ = await store.summary_state(session_id)
+    refuse_sealed(
+        f"session {session_id!r}", [e["value"] for e in effects] + ([summary.text] if summary else [])
+    )
     return {
         "session_id": session_id,
         "kind": parsed.kind,
@@ -157,6 +161,7 @@ async def export_user(store: SessionStore, user: str, *, tenant: str | None = No
     async with _holding_sessions(store, user, tenant) as found:
         sessions = [await _export_session(store, sid, info) for sid, info in found.items()]
         memory = await store.load_memory(user_scope(user, tenant))
+        refuse_sealed(f"the memory of user {user!r}", memory.values())
     return {
         "user": user,
         "tenant": tenant,

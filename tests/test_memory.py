@@ -166,3 +166,25 @@ async def test_over_http_no_request_carries_another_users_memory(api, standin, t
     for request, person in zip(requests, people, strict=True):
         carried = {p for p in people if email[p] in sent_text(request)}
         assert carried == {person}  # its own user's memory, and no one else's
+
+
+def test_memory_written_encrypted_and_read_without_the_key_is_one_line_never_tokens(cli, db):
+    import asyncio
+
+    from multisessions import SQLiteStore
+    from multisessions.settings import Settings
+
+    secret = "k" * 40
+    secure = EncryptedStore(SQLiteStore(db), secret)
+    asyncio.run(secure.save_memory(user_scope("eve"), {"email": "eve@example.com"}))
+    keyed = cli("users", "memory", "--user", "eve", "--db", str(db), settings=Settings(encryption_key=secret))
+    assert keyed.out.splitlines()[0] == "email: eve@example.com"
+    for args in (("users", "memory", "--user", "eve"), ("users", "export", "--user", "eve")):
+        bare = cli(*args, "--db", str(db))  # no key: before, the tokens were shown as the values, exit 0
+        assert bare.code == 1 and bare.out == ""
+        assert bare.err_lines == [
+            "error: the memory of user 'eve' is encrypted and no SESSION_ENCRYPTION_KEY is set; set the key "
+            "it was written with. Nothing was changed"
+        ]
+    chat = cli("chat", "--user", "eve", "--db", str(db), stdin="hi\n")  # a turn never sends the tokens
+    assert chat.code == 1 and "is encrypted and no SESSION_ENCRYPTION_KEY is set" in chat.out + chat.err

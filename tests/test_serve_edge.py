@@ -235,3 +235,20 @@ async def test_a_connection_slow_to_send_its_headers_is_closed():
     finally:
         server.should_exit = True
         await serving_task
+
+
+async def test_a_client_that_leaves_before_sending_its_body_is_a_400_not_a_traceback():
+    from fastapi import HTTPException
+    from starlette.requests import Request
+
+    import serve
+
+    async def gone() -> dict:
+        return {"type": "http.disconnect"}
+
+    request = Request({"type": "http", "method": "POST", "headers": [], "path": "/"}, gone)
+    with pytest.raises(
+        HTTPException
+    ) as refused:  # before: starlette's ClientDisconnect, logged with a traceback
+        await serve.read_message(request)
+    assert refused.value.status_code == 400 and "went away" in refused.value.detail

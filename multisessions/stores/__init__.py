@@ -33,7 +33,7 @@ from multisessions.stores.base import (
     noted_store,
     store_failures,
 )
-from multisessions.stores.encrypted import EncryptedStore, refuse_encrypted, tenant_key
+from multisessions.stores.encrypted import EncryptedStore, refuse_encrypted, refuse_sealed, tenant_key
 from multisessions.stores.redis_store import RedisStore
 from multisessions.stores.sql_store import SQLStore
 from multisessions.stores.sqlite_store import (
@@ -71,6 +71,7 @@ __all__ = [
     "store_for",
     "redact_url",
     "refuse_encrypted",
+    "refuse_sealed",
     "scrub",
     "store_failures",
     "tenant_key",

@@ -16,7 +16,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -86,6 +87,20 @@ def refuse_encrypted(session_id: str, items: list[Any]) -> None:
         raise WrongKey(
             f"session {session_id!r} is encrypted and no SESSION_ENCRYPTION_KEY is set; set the key "
             "it was written with. Nothing was changed"
+        )
+
+
+_SEALED = re.compile(r"gAAAAA[0-9A-Za-z_-]{40,}={0,2}")
+"""A Fernet token (its version byte 0x80 and timestamp, in URL-safe base64): a value written encrypted."""
+
+
+def refuse_sealed(whose: str, values: Iterable[str]) -> None:
+    """``WrongKey`` if ``values`` (memory, a summary, side effects), read without a key, were written
+    encrypted: shown or sent to a model they would be tokens, not the user's data."""
+    if any(isinstance(value, str) and _SEALED.fullmatch(value) for value in values):
+        raise WrongKey(
+            f"{whose} is encrypted and no SESSION_ENCRYPTION_KEY is set; set the key it was written "
+            "with. Nothing was changed"
         )
 
 
