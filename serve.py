@@ -88,11 +88,14 @@ from multisessions import (
     stream_turn,
     user_scope,
 )
+from multisessions.metrics import METRICS, counted_stream, start_metrics
+from multisessions.metrics import allowed as metrics_allowed
 from multisessions.models import turn_deadline
 from multisessions.settings import ServeToken
 from multisessions.stores import refuse_encrypted, refuse_sealed
 from multisessions.stores.urls import redact_url
 from multisessions.summaries import summaries_from
+from multisessions.tracing import start_traces
 from multisessions.web import (
     MAX_JSON_DEPTH,
     HeaderTimeoutProtocol,
@@ -201,7 +204,15 @@ def create_app(
         app.state.on_busy = config.serve_on_busy  # a second message while a turn runs: SERVE_ON_BUSY
         app.state.agents = support_agents()
         app.state.turns_at_once = asyncio.Semaphore(TURNS_AT_ONCE)
-        app.state.run_config = RunConfig(model=model or resolve_model(None, config, announce=False))
+        # Traces go nowhere unless SERVE_TRACES says where; never with the text unless SERVE_TRACE_TEXT=1.
+        app.state.run_config = RunConfig(
+            model=model or resolve_model(None, config, announce=False),
+            tracing_disabled=config.serve_traces == "off",
+            trace_include_sensitive_data=config.serve_trace_text,
+        )
+        stop_traces = start_traces(config.serve_traces, include_text=config.serve_trace_text)
+        app.state.metrics_token = config.serve_metrics_token  # /metrics: off (404) without it
+        stop_metrics = start_metrics(config.serve_metrics_token)  # every turn counted, if kept
         app.state.turn_timeout = config.turn_timeout
         app.state.summaries = summaries_from(config)  # SUMMARY_WINDOW: long conversations stay short
         if config.serve_api_docs and app.openapi_url is None:
@@ -210,6 +221,8 @@ def create_app(
         try:
             yield
         finally:
+            stop_metrics()
+            stop_traces()
             await store.close()
 
     # The API's documentation pages map it for anyone: off, unless SERVE_API_DOCS=1 (lifespan).
@@ -225,12 +238,24 @@ def create_app(
     app.add_api_route("/api/me", forget_me, methods=["DELETE"])
     app.add_api_route("/api/me/memory", my_memory, methods=["GET"])
     app.add_api_route("/api/me/memory", forget_my_memory, methods=["DELETE"])
+    app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
     return app
 
 
 def page() -> FileResponse:
     """The page to try it in a browser: one static file, plain JavaScript, nothing from the internet."""
     return FileResponse(PAGE, media_type="text/html", headers=PAGE_HEADERS)
+
+
+def metrics(request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
+    """Prometheus metrics (multisessions/metrics.py), for whoever holds ``SERVE_METRICS_TOKEN``."""
+    token = request.app.state.metrics_token
+    if not token:
+        raise HTTPException(404, "Not Found")
+    if not metrics_allowed(authorization, token):
+        raise HTTPException(401, "missing or wrong metrics token", headers={"WWW-Authenticate": "Bearer"})
+    body, content_type = METRICS.exposition()
+    return Response(body, media_type=content_type)
 
 
 async def conversations(request: Request, who: Caller) -> dict[str, Any]:
@@ -326,7 +351,7 @@ async def post_message(name: str, request: Request, who: Caller) -> Response:
     # The turn resumes the agent that answered last by itself (it is stored with the turn).
     agent = request.app.state.agents[FIRST_AGENT]
     if "text/event-stream" in request.headers.get("accept", ""):
-        events = streamed_turn(request, store, agent, session_id, message)
+        events = counted_stream(streamed_turn(request, store, agent, session_id, message))
         return StreamingResponse(
             events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )

@@ -42,6 +42,39 @@ def describe_failure(exc: BaseException, secrets: Iterable[str] = ()) -> str:
     return redact(f"{name}: {says}{stop} Fix: {hint}.", secrets)
 
 
+FAILURE_KINDS = (
+    "timeout",
+    "too_long",
+    "rate_limited",
+    "unreachable",
+    "server_error",
+    "refused",
+    "bad_answer",
+    "max_turns",
+    "other",
+)
+"""The kinds ``failure_kind`` names: few and fixed, so they can label a metric."""
+
+
+def failure_kind(exc: BaseException) -> str:
+    """What kind of failure a model call raised, in one word of ``FAILURE_KINDS``."""
+    if isinstance(exc, ModelTimeout | openai.APITimeoutError):
+        return "timeout"
+    if isinstance(exc, AnswerTooLong):
+        return "too_long"
+    if isinstance(exc, openai.RateLimitError):
+        return "rate_limited"
+    if isinstance(exc, openai.APIConnectionError):
+        return "unreachable"
+    if isinstance(exc, openai.APIStatusError):
+        return "server_error" if exc.status_code >= 500 else "refused"
+    if isinstance(exc, openai.APIResponseValidationError | ModelBehaviorError):
+        return "bad_answer"
+    if isinstance(exc, MaxTurnsExceeded):
+        return "max_turns"
+    return "other"
+
+
 def _explain(exc: BaseException) -> tuple[str, str]:
     """(what happened, in the server's words where it said any; the fix)."""
     says = server_says(exc)

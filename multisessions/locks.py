@@ -99,6 +99,8 @@ class Lease:
         too late and is ignored, so a turn that is saved is never reported stopped."""
         self.interrupted = False
         """Set when a newer message stopped this turn."""
+        self.left = False
+        """Set by a streamed turn whose reader left before its end (nothing of it was kept)."""
         self.task: asyncio.Task[Any] | None = asyncio.current_task()
 
     def interrupt(self) -> None:

@@ -40,6 +40,11 @@ DEFAULT_MAX_ANSWER_CHARS = 100_000
 """The longest model answer a turn keeps (``MAX_ANSWER_CHARS``); a longer one fails the turn."""
 DEFAULT_SERVE_RATE = 30
 """Turns per minute per user that serve.py accepts (``SERVE_RATE``; 0 means no limit)."""
+TRACES = ("off", "console", "otlp", "openai")
+"""Where serve.py sends traces (``SERVE_TRACES``): nowhere, the console, an OpenTelemetry collector
+(``OTEL_EXPORTER_OTLP_ENDPOINT``), or the SDK's own exporter, which uploads them to OpenAI."""
+MIN_METRICS_TOKEN = 16
+"""Characters a ``SERVE_METRICS_TOKEN`` needs at least: it guards the operator's numbers."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,12 @@ class Settings:
     ``wait`` for it (the default), ``reject`` it (409), or ``interrupt`` the running turn."""
     serve_api_docs: bool = False
     """``SERVE_API_DOCS=1``: serve.py publishes /docs, /redoc and /openapi.json (off by default)."""
+    serve_metrics_token: str = field(default="", repr=False)
+    """``SERVE_METRICS_TOKEN``: the bearer token /metrics asks for; without it /metrics is off (404)."""
+    serve_traces: str = "off"
+    """``SERVE_TRACES``: ``off`` (the default), ``console``, ``otlp`` or ``openai`` (see ``TRACES``)."""
+    serve_trace_text: bool = False
+    """``SERVE_TRACE_TEXT=1``: traces carry the messages and answers (off: names, timings, ids only)."""
 
     @property
     def uses_offline_model(self) -> bool:
@@ -126,10 +137,14 @@ def load_settings(
     serve_tokens: tuple[ServeToken, ...] = ()
     serve_rate = DEFAULT_SERVE_RATE
     serve_api_docs = False
+    metrics_token, traces, trace_text = "", "off", False
     if serving:
         serve_tokens = parse_tokens(get("SERVE_TOKENS"))
         serve_rate = parse_count(get("SERVE_RATE"), "SERVE_RATE", DEFAULT_SERVE_RATE, low=0) or 0
         serve_api_docs = parse_switch(get("SERVE_API_DOCS"), "SERVE_API_DOCS")
+        metrics_token = parse_metrics_token(get("SERVE_METRICS_TOKEN"), serve_tokens)
+        traces = parse_traces(get("SERVE_TRACES") or "off")
+        trace_text = parse_switch(get("SERVE_TRACE_TEXT"), "SERVE_TRACE_TEXT")
     return Settings(
         api_key=get("OPENAI_API_KEY"),
         model=get("OPENAI_MODEL") or DEFAULT_MODEL,
@@ -150,6 +165,9 @@ def load_settings(
         serve_rate=serve_rate,
         serve_on_busy=parse_on_busy(get("SERVE_ON_BUSY") or DEFAULT_ON_BUSY, "SERVE_ON_BUSY"),
         serve_api_docs=serve_api_docs,
+        serve_metrics_token=metrics_token,
+        serve_traces=traces,
+        serve_trace_text=trace_text,
         max_answer_chars=parse_count(
             get("MAX_ANSWER_CHARS"), "MAX_ANSWER_CHARS", DEFAULT_MAX_ANSWER_CHARS, low=1
         )
@@ -166,6 +184,28 @@ def parse_api(value: str, name: str = "--api") -> Api:
     """``responses`` or ``chat_completions``."""
     if value not in APIS:
         raise ConfigError(f"{name}={value!r} must be one of: {', '.join(APIS)}")
+    return value
+
+
+def parse_traces(value: str, name: str = "SERVE_TRACES") -> str:
+    """``off``, ``console``, ``otlp`` or ``openai``."""
+    if value not in TRACES:
+        raise ConfigError(f"{name}={value!r} must be one of: {', '.join(TRACES)}")
+    return value
+
+
+def parse_metrics_token(value: str, users: tuple[ServeToken, ...], name: str = "SERVE_METRICS_TOKEN") -> str:
+    """A token for /metrics: empty (metrics off), or at least ``MIN_METRICS_TOKEN`` characters and
+    not a user's token (a user must not read the operator's numbers)."""
+    if not value:
+        return ""
+    if len(value) < MIN_METRICS_TOKEN or not value.isprintable() or " " in value:
+        raise ConfigError(
+            f"{name} must be at least {MIN_METRICS_TOKEN} printable characters without spaces "
+            '(python -c "import secrets; print(secrets.token_urlsafe(24))" makes one)'
+        )
+    if any(value == entry.token for entry in users):
+        raise ConfigError(f"{name} must differ from every SERVE_TOKENS token")
     return value
 
 

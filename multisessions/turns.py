@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import functools
 import inspect
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from agents import Agent, Runner, RunResult, RunResultStreaming, RunState
+from agents import Agent, RunConfig, Runner, RunResult, RunResultStreaming, RunState
 from agents.items import TResponseInputItem
 from agents.memory import (
     OpenAIConversationsSession,
@@ -42,7 +44,7 @@ from agents.memory.session_settings import resolve_session_limit
 from agents.run_context import RunContextWrapper
 from agents.stream_events import StreamEvent
 
-from multisessions import sdk_private
+from multisessions import observers, sdk_private
 from multisessions.approvals import PausedTurn, paused_turn
 from multisessions.direct import can_pass_history, handoff_target, history_limit, model_input, turn_items
 from multisessions.errors import (
@@ -57,6 +59,7 @@ from multisessions.locks import DEFAULT_ON_BUSY, Lease, OnBusy, check_on_busy, h
 from multisessions.locks import held_locks as held_locks  # re-exported for callers and tests
 from multisessions.memory import running_turn
 from multisessions.naming import memory_scope
+from multisessions.observers import outcome_of
 from multisessions.stores import (
     KEEP,
     SessionStore,
@@ -390,6 +393,7 @@ async def run_turn(
     ``SessionBusy``), ``"interrupt"`` stops it (its caller gets ``TurnInterrupted``) and runs this one.
     """
     user_input = check_message(user_input)
+    runner_kwargs = _grouped(session.session_id, runner_kwargs)
     store = store_of(session)
     io = _turn_io(session, store)
     limit = summaries.window if summaries is not None else history_limit(session, runner_kwargs)
@@ -434,6 +438,7 @@ async def resume_turn(
     fails after the tool ran runs it again when the decision is retried. ``on_busy`` and
     ``on_wait`` as for ``run_turn``.
     """
+    runner_kwargs = _grouped(session.session_id, runner_kwargs)
     store = store_of(session)
     io = _turn_io(session, store)
     limit = history_limit(session, runner_kwargs)
@@ -776,6 +781,17 @@ async def _input_by_hand(
     return model_input(history, user_input, limited=limit is not None)
 
 
+def _grouped(session_id: str, runner_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``runner_kwargs`` with the run's trace grouped by ``session_id`` (the SDK's ``group_id``),
+    when traces are kept (``observers.group_traces``); as given otherwise, at no cost."""
+    if not observers.grouping:
+        return runner_kwargs
+    config = runner_kwargs.get("run_config") or RunConfig()
+    if config.group_id is not None:  # the caller grouped it already
+        return runner_kwargs
+    return {**runner_kwargs, "run_config": dataclasses.replace(config, group_id=session_id)}
+
+
 def _turn_io(session: Session, store: SessionStore | None) -> TurnIO | None:
     """The store's short turn path for ``session``, if it has one that serves it exactly."""
     return None if store is None else store.turn_io(session)
@@ -783,6 +799,57 @@ def _turn_io(session: Session, store: SessionStore | None) -> TurnIO | None:
 
 @asynccontextmanager
 async def _turn_on(
+    session: Session,
+    store: SessionStore | None,
+    io: TurnIO | None,
+    limit: int | None = None,
+    *,
+    on_busy: OnBusy = DEFAULT_ON_BUSY,
+    on_wait: Callable[[str], object] | None = None,
+) -> AsyncIterator[Lease]:
+    """``_held``, told to the observers (``observers.py``): how the turn ended and how long it
+    took, how long it waited for a busy session, and the leases held."""
+    watching = observers.observers
+    if not watching:  # nobody watches: nothing more than holding the session
+        async with _held(session, store, io, limit, on_busy=on_busy, on_wait=on_wait) as lease:
+            yield lease
+        return
+    started = time.perf_counter()
+    waiting_since = 0.0
+
+    def noting(line: str) -> None:
+        nonlocal waiting_since
+        waiting_since = time.perf_counter()
+        if on_wait is not None:
+            on_wait(line)
+
+    outcome: tuple[str, str | None] = ("ok", None)
+    try:
+        async with _held(session, store, io, limit, on_busy=on_busy, on_wait=noting) as lease:
+            if waiting_since:
+                waited = time.perf_counter() - waiting_since
+                for observer in watching:
+                    observer.turn_waited(waited)
+            for observer in watching:
+                observer.leases_changed(1)
+            try:
+                yield lease
+            finally:
+                for observer in watching:
+                    observer.leases_changed(-1)
+            if lease.left:
+                outcome = ("left", None)
+    except BaseException as exc:
+        outcome = outcome_of(exc)
+        raise
+    finally:
+        seconds = time.perf_counter() - started
+        for observer in watching:
+            observer.turn_ended(outcome[0], outcome[1], seconds)
+
+
+@asynccontextmanager
+async def _held(
     session: Session,
     store: SessionStore | None,
     io: TurnIO | None,
@@ -837,6 +904,7 @@ async def stream_turn(
     ``on_wait`` as for ``run_turn``.
     """
     user_input = check_message(user_input)
+    runner_kwargs = _grouped(session.session_id, runner_kwargs)
     store = store_of(session)
     io = _turn_io(session, store)
     limit = summaries.window if summaries is not None else history_limit(session, runner_kwargs)
@@ -862,6 +930,7 @@ async def stream_turn(
             raise
         if not read_to_the_end():
             await _abandon(result)  # the reader left early: nothing of this turn is kept
+            lease.left = True
             return
         try:
             if by_hand is not None:

@@ -15,7 +15,6 @@ import hashlib
 import json
 import math
 import re
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -23,8 +22,9 @@ from typing import Any
 
 import openai
 
-from multisessions.errors import AnswerTooLong, AwaitingApproval, ModelTimeout, StoreError
+from multisessions.errors import AnswerTooLong, AwaitingApproval, ModelTimeout
 from multisessions.items import handoff_target, message_text
+from multisessions.observers import is_store_failure as is_store_failure  # re-exported for serve.py
 
 try:
     from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -101,16 +101,6 @@ def history_entries(items: list[Any], first_agent: str) -> list[dict[str, str | 
         elif item.get("role") == "assistant":
             rows.append({"role": "assistant", "text": message_text(item), "agent": agent})
     return rows
-
-
-_STORE_MODULES = ("sqlite3", "redis", "sqlalchemy", "asyncpg", "aiosqlite")
-
-
-def is_store_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` came from the store (database, Redis) rather than from the model."""
-    if isinstance(exc, StoreError | sqlite3.Error):
-        return True
-    return any(type(exc).__module__.split(".")[0] == name for name in _STORE_MODULES)
 
 
 class OneLineStartupErrors:
