@@ -48,6 +48,13 @@ SETTINGS_VARIABLES = (
     "SESSION_ENCRYPTION_KEY",
     "SERVE_TOKENS",
     "SERVE_RATE",
+    "SERVE_METRICS_TOKEN",
+    "SERVE_TRACES",
+    "SERVE_TRACE_TEXT",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_SERVICE_NAME",
 )
 """Everything the project (or a developer's shell) may set that would change what a test sees."""
 
