@@ -26,6 +26,9 @@ The API (JSON; ``Authorization: Bearer TOKEN`` on every call):
     DELETE /api/me                             forget the caller: everything kept for them
     GET    /api/me/memory                      what the caller's conversations share (user memory)
     DELETE /api/me/memory                      forget that memory (the conversations stay)
+    GET    /metrics                            Prometheus metrics, with SERVE_METRICS_TOKEN instead
+
+Traces are off unless ``SERVE_TRACES`` names where they go (docs/serving.md, "Watching it").
 """
 
 from __future__ import annotations

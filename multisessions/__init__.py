@@ -1,7 +1,8 @@
 """The machinery under the lessons (agent.py, serve.py): everything a reader need not learn first.
 
 Imports flow one way: errors, naming, items -> locks -> offline_model, settings, failures -> models ->
-stores -> inventory, turns -> chat -> cli. Nothing here imports a lesson or a tool.
+stores -> inventory, observers -> turns -> chat, web, metrics, tracing -> cli. Nothing here imports
+a lesson or a tool; metrics and tracing need the server's packages (requirements-serve.txt).
 """
 
 from multisessions.approvals import Approval, pending_approvals
@@ -18,7 +19,7 @@ from multisessions.errors import (
     UsageError,
     WrongKey,
 )
-from multisessions.failures import describe_failure
+from multisessions.failures import describe_failure, failure_kind
 from multisessions.inventory import (
     delete_sessions,
     delete_user_sessions,
@@ -43,6 +44,7 @@ from multisessions.naming import (
     user_scope,
     user_session_id,
 )
+from multisessions.observers import TurnObserver, outcome_of, watch_turns
 from multisessions.offline_model import OfflineModel
 from multisessions.settings import Settings, load_settings
 from multisessions.stores import (
@@ -106,6 +108,10 @@ __all__ = [
     "delete_sessions",
     "delete_user_sessions",
     "describe_failure",
+    "failure_kind",
+    "TurnObserver",
+    "outcome_of",
+    "watch_turns",
     "describe_model",
     "expire_sessions",
     "feature_session_id",
