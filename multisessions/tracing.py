@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -142,7 +143,7 @@ def start_traces(mode: str, *, include_text: bool = False) -> Callable[[], None]
 
         exporter = OTLPSpanExporter()  # OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_HEADERS...
     else:
-        exporter = ConsoleSpanExporter()
+        exporter = ConsoleSpanExporter(out=sys.stdout)  # the stdout of now, not of the import
     service = os.environ.get("OTEL_SERVICE_NAME") or "multisessions"
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     provider.add_span_processor(BatchSpanProcessor(exporter))

@@ -5,21 +5,25 @@ the model's own spans are there too."""
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from agents import set_trace_processors, set_tracing_disabled
+from agents import Agent, RunConfig, set_trace_processors, set_tracing_disabled
 from agents.tracing import function_span, generation_span, trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from multisessions.tracing import SESSION_ATTRIBUTE, OpenTelemetryProcessor
+from multisessions import OfflineModel, SQLiteStore, run_turn
+from multisessions.tracing import SESSION_ATTRIBUTE, OpenTelemetryProcessor, start_traces
 from serve_fixture import auth, serving
 from standin_fixture import KEY, module_standin_fixture, standin_fixture  # noqa: F401 (fixtures)
 from tools.standin_server import StandinServer
@@ -137,3 +141,23 @@ def test_the_processor_keeps_text_out_even_when_the_sdk_hands_it_over(include_te
     shown = repr(spans)
     for text in ("secret words", "secret answer", "secret query", "secret result"):
         assert (text in shown) is include_text, text
+
+
+async def test_console_traces_print_each_turn_grouped_by_its_session_without_its_text(db, capsys):
+    store = SQLiteStore(db)
+    stop = start_traces("console")
+    try:
+        for session_id in ("s-one", "s-two"):
+            session = store.open(session_id)
+            config = RunConfig(model=OfflineModel(), trace_include_sensitive_data=False)
+            message = f"secret words for {session_id}"
+            await run_turn(Agent(name="Support"), session, message, run_config=config)
+            session.close()
+    finally:
+        stop()  # sends what is batched
+        await store.close()
+    printed = capsys.readouterr().out
+    spans = [json.loads(block) for block in re.findall(r"^\{\n.*?^\}$", printed, flags=re.S | re.M)]
+    by_session = Counter(span["attributes"][SESSION_ATTRIBUTE] for span in spans)
+    assert set(by_session) == {"s-one", "s-two"} and by_session["s-one"] == by_session["s-two"] >= 2
+    assert "secret words" not in printed
