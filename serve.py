@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 try:
+    import prometheus_client  # noqa: F401  (for multisessions/metrics.py)
     import uvicorn
     from fastapi import Depends, FastAPI, Header, HTTPException, Request
     from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse

@@ -24,6 +24,7 @@ from typing import Any
 from agents import set_trace_processors, set_tracing_disabled
 from agents.tracing import Span, Trace, TracingProcessor
 
+from multisessions.errors import ConfigError
 from multisessions.observers import group_traces
 
 SESSION_ATTRIBUTE = "session.id"
@@ -133,14 +134,19 @@ def start_traces(mode: str, *, include_text: bool = False) -> Callable[[], None]
     if mode == "openai":  # the SDK's own exporter: the operator asked for it by name
         set_tracing_disabled(False)
         return _stopper(None)
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+    except ImportError as missing:
+        group_traces(False)
+        raise ConfigError(
+            f"SERVE_TRACES={mode} needs {missing.name}; pip install -r requirements-serve.txt"
+        ) from None
 
     exporter: SpanExporter
     if mode == "otlp":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
         exporter = OTLPSpanExporter()  # OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_HEADERS...
     else:
         exporter = ConsoleSpanExporter(out=sys.stdout)  # the stdout of now, not of the import
