@@ -4,15 +4,28 @@ exactly what happened (read with prometheus-client's own parser); without its to
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from typing import Any
 
 import httpx
 import openai
 import pytest
+from agents.exceptions import MaxTurnsExceeded
 from prometheus_client.parser import text_string_to_metric_families
 
 from multisessions import OfflineModel
-from multisessions.errors import ConfigError
+from multisessions.errors import (
+    AnswerTooLong,
+    AwaitingApproval,
+    ConfigError,
+    ModelTimeout,
+    SessionBusy,
+    StoreError,
+    TurnFailed,
+    TurnInterrupted,
+)
+from multisessions.failures import FAILURE_KINDS
+from multisessions.observers import outcome_of
 from multisessions.settings import load_settings
 from serve_fixture import auth, events_of, serving
 
@@ -134,22 +147,54 @@ async def test_a_busy_conversation_shows_as_a_wait_and_the_gauges_while_it_runs(
         assert 0.05 < waited < 1.0  # the rest of the first turn's 0.3 s call, roughly
 
 
-async def test_a_rejected_double_text_counts_as_busy(db):
+DOUBLE_TEXTS = [
+    ("reject", (200, 409), {"busy": 1}),
+    ("interrupt", (409, 200), {"interrupted": 1, "waited": 1}),  # the newer one waits for it to stop
+]
+
+
+@pytest.mark.parametrize(("on_busy", "statuses", "counted"), DOUBLE_TEXTS)
+async def test_a_double_text_counts_as_serve_on_busy_says(db, on_busy, statuses, counted):
     model = Steered()
     model.delay = 0.4
-    async with serving(db, model=model, serve_metrics_token=METRICS_TOKEN, serve_on_busy="reject") as client:
+    async with serving(db, model=model, serve_metrics_token=METRICS_TOKEN, serve_on_busy=on_busy) as client:
         start = await scrape(client)
-        first = asyncio.create_task(
-            client.post(URL.format("c"), json={"message": "one"}, headers=auth("bob"))
-        )
+        one, two = {"message": "one"}, {"message": "two"}
+        first = asyncio.create_task(client.post(URL.format("c"), json=one, headers=auth("bob")))
         await asyncio.sleep(0.2)
-        second = await client.post(URL.format("c"), json={"message": "two"}, headers=auth("bob"))
-        assert (second.status_code, (await first).status_code) == (409, 200)
-        assert moved(start, await scrape(client)) == {
-            turns("ok"): 1,
-            turns("busy"): 1,
-            ("multisessions_turn_seconds_count", ()): 2,
-        }
+        second = await client.post(URL.format("c"), json=two, headers=auth("bob"))
+        assert ((await first).status_code, second.status_code) == statuses
+        expected = {turns("ok"): 1, ("multisessions_turn_seconds_count", ()): 2}
+        for outcome, count in counted.items():
+            key = ("multisessions_busy_wait_seconds_count", ()) if outcome == "waited" else turns(outcome)
+            expected[key] = count
+        assert moved(start, await scrape(client)) == expected
+
+
+def test_every_way_a_turn_ends_has_its_outcome():
+    request = httpx.Request("POST", "http://127.0.0.1:9/v1")
+    response = httpx.Response(429, request=request)
+    cases = [
+        (None, ("ok", None)),
+        (TurnFailed("s", SessionBusy("busy")), ("busy", None)),
+        (TurnInterrupted("s"), ("interrupted", None)),
+        (TurnFailed("s", AwaitingApproval("s")), ("awaiting_approval", None)),
+        (TurnFailed("s", StoreError("down")), ("store_failed", None)),
+        (TurnFailed("s", sqlite3.OperationalError("locked")), ("store_failed", None)),
+        (TurnFailed("s", ConnectionError("reset"), saved=None), ("unconfirmed", None)),
+        (TurnFailed("s", ModelTimeout("late")), ("model_failed", "timeout")),
+        (TurnFailed("s", AnswerTooLong("long")), ("model_failed", "too_long")),
+        (
+            TurnFailed("s", openai.RateLimitError("slow", response=response, body=None)),
+            ("model_failed", "rate_limited"),
+        ),
+        (TurnFailed("s", MaxTurnsExceeded("loop")), ("model_failed", "max_turns")),
+        (TurnFailed("s", RuntimeError("?")), ("model_failed", "other")),
+        (asyncio.CancelledError(), ("cancelled", None)),
+    ]
+    for exc, expected in cases:
+        assert outcome_of(exc) == expected, exc
+    assert {kind for _, (_, kind) in cases if kind} <= set(FAILURE_KINDS)
 
 
 async def test_metrics_refuse_without_their_token_and_are_off_without_one(db):
