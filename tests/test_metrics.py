@@ -145,6 +145,8 @@ async def test_a_busy_conversation_shows_as_a_wait_and_the_gauges_while_it_runs(
             - start[("multisessions_busy_wait_seconds_sum", ())]
         )
         assert 0.05 < waited < 1.0  # the rest of the first turn's 0.3 s call, roughly
+        for gauge in ("multisessions_leases_held", "multisessions_streams_open"):
+            assert after[(gauge, ())] == start[(gauge, ())], gauge  # both turns over: back where they were
 
 
 DOUBLE_TEXTS = [
