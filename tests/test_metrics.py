@@ -235,3 +235,23 @@ def test_a_weak_or_shared_metrics_token_is_refused_in_one_line(tmp_path):
         False,
     )
     assert METRICS_TOKEN not in repr(settings)
+
+
+async def test_a_stream_left_early_is_no_longer_counted_open_and_its_turn_is_closed():
+    from multisessions.metrics import METRICS, counted_stream
+
+    closed = []
+
+    async def events():
+        try:
+            for i in range(10):
+                yield f"event {i}".encode()
+        finally:
+            closed.append(True)  # what serve.py's stream does here: close the session
+
+    before = METRICS.registry.get_sample_value("multisessions_streams_open")
+    stream = counted_stream(events())
+    assert await anext(stream) == b"event 0"
+    assert METRICS.registry.get_sample_value("multisessions_streams_open") == before + 1
+    await stream.aclose()  # the client went away: the server closes the response's iterator
+    assert (METRICS.registry.get_sample_value("multisessions_streams_open"), closed) == (before, [True])
