@@ -95,6 +95,7 @@ from multisessions import (
 from multisessions.metrics import METRICS, counted_stream, start_metrics
 from multisessions.metrics import allowed as metrics_allowed
 from multisessions.models import turn_deadline
+from multisessions.ratelimit import turn_budget
 from multisessions.settings import ServeToken
 from multisessions.stores import refuse_encrypted, refuse_sealed
 from multisessions.stores.urls import redact_url
@@ -104,7 +105,6 @@ from multisessions.web import (
     MAX_JSON_DEPTH,
     HeaderTimeoutProtocol,
     OneLineStartupErrors,
-    RateLimiter,
     client_failure,
     history_entries,
     is_store_failure,
@@ -204,7 +204,8 @@ def create_app(
         await store.load_last_agent("")
         app.state.store = store
         app.state.tokens = config.serve_tokens
-        app.state.limiter = RateLimiter(config.serve_rate)
+        # SERVE_RATE turns a minute per user, one budget for every worker on this store.
+        app.state.limiter = turn_budget(store, config.serve_rate)
         app.state.on_busy = config.serve_on_busy  # a second message while a turn runs: SERVE_ON_BUSY
         app.state.agents = support_agents()
         app.state.turns_at_once = asyncio.Semaphore(TURNS_AT_ONCE)
@@ -227,6 +228,7 @@ def create_app(
         finally:
             stop_metrics()
             stop_traces()
+            app.state.limiter.close()
             await store.close()
 
     # The API's documentation pages map it for anyone: off, unless SERVE_API_DOCS=1 (lifespan).
@@ -347,7 +349,7 @@ async def post_message(name: str, request: Request, who: Caller) -> Response:
     """
     session_id = conversation_session_id(who, name)
     message = await read_message(request)
-    wait = request.app.state.limiter.take((who.tenant, who.user))
+    wait = await request.app.state.limiter.take(user_scope(who.user, who.tenant))
     if wait:
         raise HTTPException(429, "too many turns; wait and retry", headers={"Retry-After": retry_after(wait)})
 

@@ -1,6 +1,6 @@
 """What serve.py needs from HTTP that a reader need not learn first.
 
-A per-user rate limit (a token bucket in each worker process), server-sent event framing, a
+Server-sent event framing, a
 session's history as rows for a page, telling store failures from model failures (and what a
 client may be told of each), a JSON nesting limit, the page's security headers, an ASGI wrapper
 that reports a failed startup in one line instead of a traceback, and uvicorn's HTTP protocol
@@ -15,9 +15,7 @@ import hashlib
 import json
 import math
 import re
-import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
 from typing import Any
 
 import openai
@@ -36,39 +34,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-@dataclass
-class _Bucket:
-    tokens: float
-    updated: float
-
-
-class RateLimiter:
-    """A token bucket per key: ``per_minute`` turns a minute, in bursts of up to ``per_minute``.
-
-    It lives in one process: with several workers each keeps its own buckets, so a user may get
-    up to ``workers x per_minute`` turns a minute. ``per_minute=0`` lets everything through.
-    """
-
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.per_minute = per_minute
-        self.clock = clock
-        self._buckets: dict[Any, _Bucket] = {}
-
-    def take(self, key: Any) -> float:
-        """Take one turn for ``key``: 0.0 if allowed, else the seconds to wait before the next."""
-        if self.per_minute <= 0:
-            return 0.0
-        now = self.clock()
-        rate = self.per_minute / 60.0
-        bucket = self._buckets.setdefault(key, _Bucket(float(self.per_minute), now))
-        bucket.tokens = min(float(self.per_minute), bucket.tokens + (now - bucket.updated) * rate)
-        bucket.updated = now
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            return 0.0
-        return (1.0 - bucket.tokens) / rate
 
 
 def retry_after(seconds: float) -> str:

@@ -14,7 +14,7 @@ from conftest import ROOT, subprocess_env
 from multisessions import MAX_MESSAGE_CHARS, ConfigError, OfflineModel, feature_session_id, load_settings
 from multisessions.settings import parse_tokens
 from multisessions.stores.sqlite_turns import SQLiteTurns
-from multisessions.web import OneLineStartupErrors, RateLimiter
+from multisessions.web import OneLineStartupErrors
 from serve_fixture import auth, events_of, serving, stored
 
 REFUND = "I was charged twice for order 5512, can I get a refund?"
@@ -225,16 +225,6 @@ async def test_too_many_turns_is_429_with_retry_after_per_user(db):
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
     assert bob.status_code == 200
     assert len((await stored(db))["c_feature_user_alice"]) == 4
-
-
-def test_the_bucket_refills_at_the_configured_rate():
-    now = [0.0]
-    limiter = RateLimiter(6, clock=lambda: now[0])  # 6 a minute: one every 10 s
-    assert [limiter.take("a") for _ in range(6)] == [0.0] * 6
-    assert limiter.take("a") == pytest.approx(10.0)
-    now[0] = 10.0
-    assert limiter.take("a") == 0.0
-    assert RateLimiter(0).take("a") == 0.0
 
 
 class ModelDown(OfflineModel):

@@ -109,11 +109,13 @@ def start_server(
     store_url: str | None,
     tokens: dict[str, str],
     healthcheck: int | None = None,
+    rate: int = 0,
 ) -> Any:
-    """``uvicorn serve:app --workers W`` in ``folder`` (where the SQLite file lives), logging to a file."""
+    """``uvicorn serve:app --workers W`` in ``folder`` (where the SQLite file lives), logging to a file;
+    ``rate``: ``SERVE_RATE`` (0, no limit, for measuring)."""
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "SESSION_STORE_URL")}
     env["SERVE_TOKENS"] = ",".join(f"{user}={token}" for user, token in tokens.items())
-    env["SERVE_RATE"] = "0"
+    env["SERVE_RATE"] = str(rate)
     if store_url:
         env["SESSION_STORE_URL"] = store_url
     command = [
