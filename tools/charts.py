@@ -112,7 +112,9 @@ def http_compare(rows: list[tuple[str, int, float]], folder: Path) -> Path:
     if plt is None:
         raise RuntimeError(f"matplotlib is needed for charts: {INSTALL_HINT}")
     labels = [
-        what if workers == 0 else f"{what}\n{workers} worker{'s' if workers > 1 else ''}"
+        (what if workers == 0 else f"{what}\n{workers} worker{'s' if workers > 1 else ''}").replace(
+            " (", "\n("
+        )
         for what, workers, _ in rows
     ]
     values = [value for _, _, value in rows]
@@ -121,7 +123,7 @@ def http_compare(rows: list[tuple[str, int, float]], folder: Path) -> Path:
     axes.bar(range(len(rows)), values, color=colors)
     axes.set_xticks(range(len(rows)), labels, fontsize=7)
     axes.set_ylabel("turns/s")
-    axes.set_title("Turns/s: the SDK in process, the HTTP floor, serve.py per store (grey: floors)")
+    axes.set_title("Turns/s: serve.py per store against the floors (grey)")
     for x, value in enumerate(values):
         axes.text(x, value, f"{value:.0f}", ha="center", va="bottom", fontsize=7)
     figure.tight_layout()

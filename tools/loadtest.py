@@ -458,7 +458,7 @@ def compare_main(args: argparse.Namespace) -> int:
         path = charts.http_compare(
             [
                 (
-                    f"{r.what} {r.result.store if r.what == 'serve.py' else ''}".strip(),
+                    f"{r.what}\n{r.result.store.split(':')[0]}" if r.what == "serve.py" else r.what,
                     r.workers,
                     r.result.turns_per_s,
                 )
