@@ -41,7 +41,7 @@ async def test_two_workers_on_redis_and_on_postgresql_serve_every_user_apart(tmp
 
 
 async def test_compare_measures_both_floors_and_serve_py_in_one_run_with_the_ratios():
-    rows = await compare(4, 2, [None], [1], progress=False)
+    rows = await compare(4, 2, [None], [1], repeat=2, progress=False)
     assert [(row.what, row.result.store, row.workers) for row in rows] == [
         ("SDK floor (in process)", "memory", 0),
         ("HTTP floor", "memory", 1),

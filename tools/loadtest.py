@@ -362,12 +362,13 @@ class Row:
     vs_http_floor: float | None = None
     vs_sdk_floor: float | None = None
     vs_one_worker: float | None = None
+    bad: int = 0
+    """Errors, leaks, interleaved and lost turns, and worker restarts, over every round."""
 
-    @property
-    def bad(self) -> int:
-        """Errors, leaks, interleaved and lost turns, and worker restarts, together."""
-        r = self.result
-        return r.errors + r.leaks + r.interleaved + r.lost + r.restarts
+
+def bad_turns(result: LoadResult) -> int:
+    """Errors, leaks, interleaved and lost turns, and worker restarts, of one run."""
+    return result.errors + result.leaks + result.interleaved + result.lost + result.restarts
 
 
 COMPARE_TARGETS = {"vs_http_floor": 0.8, "vs_sdk_floor": 0.7, "vs_one_worker": 1.6}
@@ -379,36 +380,54 @@ def ratio(a: LoadResult, b: LoadResult | None) -> float | None:
 
 
 async def compare(
-    users: int, turns: int, stores: list[str | None], workers: list[int], *, progress: bool = True
+    users: int,
+    turns: int,
+    stores: list[str | None],
+    workers: list[int],
+    *,
+    repeat: int = 1,
+    progress: bool = True,
 ) -> list[Row]:
     """The in-process SDK floor, the HTTP floor and serve.py on each store, on each worker count,
-    one after another with the same users, scripts and load generator; with the ratios."""
-    floor = await sdk_floor(users, turns)
-    rows = [Row("SDK floor (in process)", 0, floor)]
-    if progress:
-        print(f"SDK floor: {floor.turns_per_s:.1f} turns/s", flush=True)
-    http_floor: dict[int, LoadResult] = {}
-    one_worker: dict[str, LoadResult] = {}
+    one after another with the same users, scripts and load generator; with the ratios.
+
+    With ``repeat``, every row runs that many times, the rounds interleaved (so a busy moment of
+    the machine falls on every row alike), and each row keeps its fastest round; errors, leaks,
+    lost turns and restarts add up over the rounds."""
+    jobs: list[tuple[str, int, str | None]] = [("SDK floor (in process)", 0, None)]
     for count in workers:
-        for app, store_url in [(FLOOR_APP, None), *((SERVE_APP, url) for url in stores)]:
-            result = await run_load(users, turns, count, store_url, progress=False, app=app)
-            what = "HTTP floor" if app == FLOOR_APP else "serve.py"
-            row = Row(what, count, result, vs_sdk_floor=ratio(result, floor))
-            if app == FLOOR_APP:
-                http_floor[count] = result
+        jobs.append(("HTTP floor", count, None))
+        jobs += [("serve.py", count, url) for url in stores]
+    rows: dict[int, Row] = {}
+    for round_ in range(1, repeat + 1):
+        for index, (what, count, store_url) in enumerate(jobs):
+            if what == "HTTP floor":
+                result = await run_load(users, turns, count, None, progress=False, app=FLOOR_APP)
+            elif what == "serve.py":
+                result = await run_load(users, turns, count, store_url, progress=False)
             else:
-                row.vs_http_floor = ratio(result, http_floor.get(count))
-            if count == 1:
-                one_worker[result.store] = result
-            else:
-                row.vs_one_worker = ratio(result, one_worker.get(result.store))
-            rows.append(row)
+                result = await sdk_floor(users, turns)
+            row = rows.setdefault(index, Row(what, count, result))
+            row.bad += bad_turns(result)
+            if result.turns_per_s > row.result.turns_per_s:
+                row.result = result
             if progress:
                 print(
-                    f"{what} on {result.store}, {count} worker(s): {result.turns_per_s:.1f} turns/s",
+                    f"round {round_}: {what} on {result.store}, {count or 'no'} worker(s): "
+                    f"{result.turns_per_s:.1f} turns/s",
                     flush=True,
                 )
-    return rows
+    ordered = [rows[index] for index in range(len(jobs))]
+    sdk = ordered[0].result
+    http_floor = {row.workers: row.result for row in ordered if row.what == "HTTP floor"}
+    one_worker = {row.result.store: row.result for row in ordered[1:] if row.workers == 1}
+    for row in ordered[1:]:
+        row.vs_sdk_floor = ratio(row.result, sdk)
+        if row.what == "serve.py":
+            row.vs_http_floor = ratio(row.result, http_floor.get(row.workers))
+        if row.workers != 1:
+            row.vs_one_worker = ratio(row.result, one_worker.get(row.result.store))
+    return ordered
 
 
 COMPARE_COLUMNS = (
@@ -438,7 +457,7 @@ def compare_table(rows: list[Row]) -> str:
 def compare_main(args: argparse.Namespace) -> int:
     """``--compare``: every row, the table, the targets met or not, and the chart if asked."""
     stores: list[str | None] = [None if s == "sqlite" else s for s in args.stores]
-    rows = asyncio.run(compare(args.users, args.turns, stores, args.compare_workers))
+    rows = asyncio.run(compare(args.users, args.turns, stores, args.compare_workers, repeat=args.repeat))
     print(compare_table(rows))
     for key, target in COMPARE_TARGETS.items():
         values = [getattr(row, key) for row in rows if row.what == "serve.py" and getattr(row, key)]
@@ -502,6 +521,12 @@ def main(argv: list[str] | None = None) -> int:
         help="with --compare: sqlite, redis://..., postgresql://...",
     )
     parser.add_argument("--compare-workers", nargs="+", type=int, default=[1, 2], help="with --compare")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="with --compare: rounds, interleaved; each row's fastest is kept",
+    )
     parser.add_argument("--plot", metavar="DIR", help="with --compare: write the chart into DIR")
     args = parser.parse_args(argv)
     if args.users < 1 or args.turns < 2 or args.workers < 1:
