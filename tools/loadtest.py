@@ -15,6 +15,14 @@ as a person would: one turn after another in their own conversation. Each states
 - interleaved: a session whose history is not each user message followed by its own answer;
 - lost: a session holding more or fewer turns than were answered.
 
+``--compare`` measures, in one run and with these same simulated users, the in-process SDK floor
+(``Runner.run`` on a history in memory), the HTTP floor (``tools/httpfloor.py``: serve.py's app
+shape on a history in memory) and serve.py on each ``--stores`` entry and ``--compare-workers``
+count, then prints a Markdown table with the ratios between them (and a chart with ``--plot``):
+
+    python -m tools.loadtest --compare --repeat 2 --users 200 --turns 5 --plot docs \
+        --stores sqlite redis://127.0.0.1:6379/15 postgresql://postgres@127.0.0.1:5432/test
+
 The last line is machine-readable: ``RESULT users=N turns=T workers=W store=... turns_per_s=...
 p50_ms=... p99_ms=... errors=E leaks=L interleaved=I lost=M recalled=R``.
 """
@@ -391,9 +399,9 @@ async def compare(
     """The in-process SDK floor, the HTTP floor and serve.py on each store, on each worker count,
     one after another with the same users, scripts and load generator; with the ratios.
 
-    With ``repeat``, every row runs that many times, the rounds interleaved (so a busy moment of
-    the machine falls on every row alike), and each row keeps its fastest round; errors, leaks,
-    lost turns and restarts add up over the rounds."""
+    With ``repeat``, every row runs that many times, the runs interleaved (so a busy moment of
+    the machine falls on every row alike), and each row keeps its fastest run; errors, leaks,
+    lost turns and restarts add up over the runs."""
     jobs: list[tuple[str, int, str | None]] = [("SDK floor (in process)", 0, None)]
     for count in workers:
         jobs.append(("HTTP floor", count, None))
@@ -413,7 +421,7 @@ async def compare(
                 row.result = result
             if progress:
                 print(
-                    f"round {round_}: {what} on {result.store}, {count or 'no'} worker(s): "
+                    f"run {round_}: {what} on {result.store}, {count or 'no'} worker(s): "
                     f"{result.turns_per_s:.1f} turns/s",
                     flush=True,
                 )
@@ -525,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat",
         type=int,
         default=1,
-        help="with --compare: rounds, interleaved; each row's fastest is kept",
+        help="with --compare: runs of every row, interleaved; each row's fastest is kept",
     )
     parser.add_argument("--plot", metavar="DIR", help="with --compare: write the chart into DIR")
     args = parser.parse_args(argv)
