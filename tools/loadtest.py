@@ -24,7 +24,8 @@ count, then prints a Markdown table with the ratios between them (and a chart wi
         --stores sqlite redis://127.0.0.1:6379/15 postgresql://postgres@127.0.0.1:5432/test
 
 The last line is machine-readable: ``RESULT users=N turns=T workers=W store=... turns_per_s=...
-p50_ms=... p99_ms=... errors=E leaks=L interleaved=I lost=M recalled=R``.
+p50_ms=... p99_ms=... errors=E leaks=L interleaved=I lost=M recalled=R`` (with ``--compare``:
+``COMPARE rows=R bad=B``).
 """
 
 from __future__ import annotations
