@@ -161,8 +161,10 @@ def authenticate(authorization: str | None, tokens: Sequence[ServeToken]) -> Ide
     return found
 
 
-def caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Identity:
-    """The FastAPI dependency every endpoint takes: the caller's identity, or 401."""
+async def caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Identity:
+    """The FastAPI dependency every endpoint takes: the caller's identity, or 401.
+
+    ``async``: a plain ``def`` dependency runs in a thread of FastAPI's pool at every request."""
     who = authenticate(authorization, request.app.state.tokens)
     if who is None:
         raise HTTPException(401, "missing or unknown token", headers={"WWW-Authenticate": "Bearer"})

@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from stores_fixture import REDIS_URL, make_store, postgres_url, unavailable
-from tools.loadtest import run_load
+from tools.loadtest import compare, compare_table, run_load
 
 pytestmark = pytest.mark.slow  # starts processes or servers: python -m pytest -m slow
 
@@ -38,3 +38,21 @@ async def test_two_workers_on_redis_and_on_postgresql_serve_every_user_apart(tmp
         assert result.recalled == 20, kind
     if missing:
         unavailable(", ".join(missing), "; ".join(missing.values()))
+
+
+async def test_compare_measures_both_floors_and_serve_py_in_one_run_with_the_ratios():
+    rows = await compare(4, 2, [None], [1], repeat=2, progress=False)
+    assert [(row.what, row.result.store, row.workers) for row in rows] == [
+        ("SDK floor (in process)", "memory", 0),
+        ("HTTP floor", "memory", 1),
+        ("serve.py", "sqlite", 1),
+    ]
+    for row in rows:
+        assert row.result.answered == 8 and row.bad == 0, (row.what, row.result.first_errors)
+        assert row.result.recalled == 4, row.what
+    sdk, http, serve = (row.result.turns_per_s for row in rows)
+    assert rows[2].vs_http_floor == round(serve / http, 2)
+    assert rows[2].vs_sdk_floor == round(serve / sdk, 2)
+    table = compare_table(rows).splitlines()
+    assert len(table) == 2 + 3 and table[0].startswith("| what | store | workers | turns/s")
+    assert f"| {rows[2].vs_http_floor:.2f} |" in table[4]

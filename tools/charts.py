@@ -102,3 +102,32 @@ def write_charts(
         fig.savefig(written[-1])
         plt.close(fig)
     return written
+
+
+HTTP_PNG = "http_vs_floor.png"
+
+
+def http_compare(rows: list[tuple[str, int, float]], folder: Path) -> Path:
+    """``http_vs_floor.png``: turns/s of each (what, workers) row of ``loadtest --compare``."""
+    if plt is None:
+        raise RuntimeError(f"matplotlib is needed for charts: {INSTALL_HINT}")
+    labels = [
+        (what if workers == 0 else f"{what}\n{workers} worker{'s' if workers > 1 else ''}").replace(
+            " (", "\n("
+        )
+        for what, workers, _ in rows
+    ]
+    values = [value for _, _, value in rows]
+    colors = ["#888888" if "floor" in what else "#1f77b4" for what, _, _ in rows]
+    figure, axes = plt.subplots(figsize=(max(6.0, 1.1 * len(rows)), 4.0))
+    axes.bar(range(len(rows)), values, color=colors)
+    axes.set_xticks(range(len(rows)), labels, fontsize=7)
+    axes.set_ylabel("turns/s")
+    axes.set_title("Turns/s: serve.py per store against the floors (grey)")
+    for x, value in enumerate(values):
+        axes.text(x, value, f"{value:.0f}", ha="center", va="bottom", fontsize=7)
+    figure.tight_layout()
+    path = folder / HTTP_PNG
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

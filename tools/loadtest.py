@@ -15,8 +15,17 @@ as a person would: one turn after another in their own conversation. Each states
 - interleaved: a session whose history is not each user message followed by its own answer;
 - lost: a session holding more or fewer turns than were answered.
 
+``--compare`` measures, in one run and with these same simulated users, the in-process SDK floor
+(``Runner.run`` on a history in memory), the HTTP floor (``tools/httpfloor.py``: serve.py's app
+shape on a history in memory) and serve.py on each ``--stores`` entry and ``--compare-workers``
+count, then prints a Markdown table with the ratios between them (and a chart with ``--plot``):
+
+    python -m tools.loadtest --compare --repeat 2 --users 200 --turns 5 --plot docs \
+        --stores sqlite redis://127.0.0.1:6379/15 postgresql://postgres@127.0.0.1:5432/test
+
 The last line is machine-readable: ``RESULT users=N turns=T workers=W store=... turns_per_s=...
-p50_ms=... p99_ms=... errors=E leaks=L interleaved=I lost=M recalled=R``.
+p50_ms=... p99_ms=... errors=E leaks=L interleaved=I lost=M recalled=R`` (with ``--compare``:
+``COMPARE rows=R bad=B``).
 """
 
 from __future__ import annotations
@@ -38,15 +47,30 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from agents import RunConfig, set_tracing_disabled
 
-from multisessions import close_session, feature_session_id, load_settings, message_text, read_all, store_for
+from multisessions import (
+    OfflineModel,
+    close_session,
+    feature_session_id,
+    load_settings,
+    message_text,
+    read_all,
+    store_for,
+)
 from multisessions.stores.urls import redact_url
-from tools.workload import FACT, user_script
+from tools import charts
+from tools.httpfloor import triage_agent
+from tools.workload import FACT, ListSession, turn_by_hand, user_script
+from tools.workload import converse as converse_in_process
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_TLS = ssl.create_default_context()
 """One TLS context for every simulated user's client (the URLs are http://; httpx builds one per
 client otherwise, which costs milliseconds each)."""
+SERVE_APP = "serve:app"
+FLOOR_APP = "tools.httpfloor:create_app"
+"""The HTTP floor: serve.py's app shape, ``Runner.run`` on a history in memory (no store)."""
 KEEP_ALIVE = 30
 """Seconds the server keeps an idle connection (uvicorn's default is 5). A thousand simulated users
 in one busy process sometimes take longer than 5 s to send their next turn; a request sent just as
@@ -109,22 +133,27 @@ def start_server(
     store_url: str | None,
     tokens: dict[str, str],
     healthcheck: int | None = None,
+    app: str = SERVE_APP,
     rate: int = 0,
 ) -> Any:
-    """``uvicorn serve:app --workers W`` in ``folder`` (where the SQLite file lives), logging to a file;
-    ``rate``: ``SERVE_RATE`` (0, no limit, for measuring)."""
+    """``uvicorn serve:app --workers W`` in ``folder`` (where the SQLite file lives), logging to a file.
+
+    ``app`` may name the HTTP floor instead (``FLOOR_APP``, an app factory); ``rate``: ``SERVE_RATE``
+    (0, no limit, for measuring)."""
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "SESSION_STORE_URL")}
     env["SERVE_TOKENS"] = ",".join(f"{user}={token}" for user, token in tokens.items())
     env["SERVE_RATE"] = str(rate)
     if store_url:
         env["SESSION_STORE_URL"] = store_url
     command = [
-        sys.executable, "-m", "uvicorn", "serve:app", "--app-dir", str(ROOT), "--host", "127.0.0.1",
+        sys.executable, "-m", "uvicorn", app, "--app-dir", str(ROOT), "--host", "127.0.0.1",
         "--port", str(port), "--workers", str(workers), "--log-level", "info", "--no-access-log",
         "--timeout-keep-alive", str(KEEP_ALIVE),
     ]  # fmt: skip
     if healthcheck:
         command += ["--timeout-worker-healthcheck", str(healthcheck)]
+    if app == FLOOR_APP:
+        command.append("--factory")
     log = open(folder / "server.log", "w")  # noqa: SIM115 (closed with the process, in stop_server)
     # Its own process group: if it will not stop, the workers are stopped with it (stop_server).
     return subprocess.Popen(
@@ -261,16 +290,20 @@ async def run_load(
     progress: bool = True,
     keep: bool = False,
     healthcheck: int | None = None,
+    app: str = SERVE_APP,
 ) -> LoadResult:
-    """Start the server, run every user at once, check the store, stop the server."""
+    """Start the server, run every user at once, check the store, stop the server.
+
+    With ``app=FLOOR_APP`` there is no store: the replies alone are checked."""
     tokens = {f"u{i}": secrets.token_urlsafe(18) for i in range(users)}
     name = f"load-{secrets.token_hex(3)}"  # this run's conversations, apart from any other run's
-    result = LoadResult(users, turns, workers, redact_url(store_url) if store_url else "sqlite")
+    store_name = redact_url(store_url) if store_url else "sqlite"
+    result = LoadResult(users, turns, workers, "memory" if app == FLOOR_APP else store_name)
     with tempfile.TemporaryDirectory(prefix="loadtest-") as tmp:
         folder = Path(tmp)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        process = start_server(folder, port, workers, store_url, tokens, healthcheck)
+        process = start_server(folder, port, workers, store_url, tokens, healthcheck, app)
         try:
             await wait_until_ready(process, folder, workers)
             if progress:
@@ -291,7 +324,8 @@ async def run_load(
         for line in server_log.splitlines():
             if ("ERROR" in line or "died" in line) and len(result.first_errors) < 10:
                 result.first_errors.append(f"server: {line.strip()}")
-        await check_store(store_url, folder, name, dict(enumerate(counts)), result, keep=keep)
+        if app != FLOOR_APP:
+            await check_store(store_url, folder, name, dict(enumerate(counts)), result, keep=keep)
     return result
 
 
@@ -302,6 +336,170 @@ async def report_progress(result: LoadResult, total: int, started: float, enable
         print(
             f"  {result.answered}/{total} turns answered, {result.errors} errors, {elapsed:.0f} s", flush=True
         )
+
+
+async def sdk_floor(users: int, turns: int) -> LoadResult:
+    """The in-process SDK floor: the same users and scripts, each turn ``Runner.run`` on a history
+    in memory (``turn_by_hand``), no HTTP and no store, every user at once in this process."""
+    set_tracing_disabled(True)  # as serve.py's model does: nothing is exported
+    agent = triage_agent()
+    run_config = RunConfig(model=OfflineModel())
+    result = LoadResult(users, turns, 0, "memory")
+    started = time.perf_counter()
+    cpu_before = time.process_time()
+    outcomes = await asyncio.gather(
+        *(
+            converse_in_process(i, turns, agent, ListSession(f"u{i}"), run_config, turn=turn_by_hand)
+            for i in range(users)
+        )
+    )
+    result.seconds = time.perf_counter() - started
+    result.client_cpu = time.process_time() - cpu_before
+    for outcome in outcomes:
+        result.errors += outcome.errors
+        result.answered += len(outcome.latencies) - outcome.errors
+        result.latencies += outcome.latencies
+        result.recalled += outcome.recalled
+    return result
+
+
+@dataclass
+class Row:
+    """One line of the comparison: what ran, and how it went."""
+
+    what: str
+    workers: int
+    result: LoadResult
+    vs_http_floor: float | None = None
+    vs_sdk_floor: float | None = None
+    vs_one_worker: float | None = None
+    bad: int = 0
+    """Errors, leaks, interleaved and lost turns, and worker restarts, over every round."""
+
+
+def bad_turns(result: LoadResult) -> int:
+    """Errors, leaks, interleaved and lost turns, and worker restarts, of one run."""
+    return result.errors + result.leaks + result.interleaved + result.lost + result.restarts
+
+
+COMPARE_TARGETS = {"vs_http_floor": 0.8, "vs_sdk_floor": 0.7, "vs_one_worker": 1.6}
+"""serve.py / the HTTP floor, serve.py on 1 worker / the in-process SDK floor, 2 workers / 1 worker."""
+
+
+def ratio(a: LoadResult, b: LoadResult | None) -> float | None:
+    return round(a.turns_per_s / b.turns_per_s, 2) if b is not None and b.turns_per_s else None
+
+
+async def compare(
+    users: int,
+    turns: int,
+    stores: list[str | None],
+    workers: list[int],
+    *,
+    repeat: int = 1,
+    progress: bool = True,
+) -> list[Row]:
+    """The in-process SDK floor, the HTTP floor and serve.py on each store, on each worker count,
+    one after another with the same users, scripts and load generator; with the ratios.
+
+    With ``repeat``, every row runs that many times, the runs interleaved (so a busy moment of
+    the machine falls on every row alike), and each row keeps its fastest run; errors, leaks,
+    lost turns and restarts add up over the runs."""
+    jobs: list[tuple[str, int, str | None]] = [("SDK floor (in process)", 0, None)]
+    for count in workers:
+        jobs.append(("HTTP floor", count, None))
+        jobs += [("serve.py", count, url) for url in stores]
+    rows: dict[int, Row] = {}
+    for round_ in range(1, repeat + 1):
+        for index, (what, count, store_url) in enumerate(jobs):
+            if what == "HTTP floor":
+                result = await run_load(users, turns, count, None, progress=False, app=FLOOR_APP)
+            elif what == "serve.py":
+                result = await run_load(users, turns, count, store_url, progress=False)
+            else:
+                result = await sdk_floor(users, turns)
+            row = rows.setdefault(index, Row(what, count, result))
+            row.bad += bad_turns(result)
+            if result.turns_per_s > row.result.turns_per_s:
+                row.result = result
+            if progress:
+                print(
+                    f"run {round_}: {what} on {result.store}, {count or 'no'} worker(s): "
+                    f"{result.turns_per_s:.1f} turns/s",
+                    flush=True,
+                )
+    ordered = [rows[index] for index in range(len(jobs))]
+    sdk = ordered[0].result
+    http_floor = {row.workers: row.result for row in ordered if row.what == "HTTP floor"}
+    one_worker = {row.result.store: row.result for row in ordered[1:] if row.workers == 1}
+    for row in ordered[1:]:
+        row.vs_sdk_floor = ratio(row.result, sdk)
+        if row.what == "serve.py":
+            row.vs_http_floor = ratio(row.result, http_floor.get(row.workers))
+        if row.workers != 1:
+            row.vs_one_worker = ratio(row.result, one_worker.get(row.result.store))
+    return ordered
+
+
+COMPARE_COLUMNS = (
+    "what | store | workers | turns/s | p50 ms | p99 ms | errors | ÷ HTTP floor | ÷ SDK floor "
+    "| ÷ 1 worker | client CPU s"
+)
+
+
+def compare_table(rows: list[Row]) -> str:
+    """The comparison as a Markdown table (what docs/benchmarks.md shows)."""
+
+    def shown(value: float | None) -> str:
+        return "" if value is None else f"{value:.2f}"
+
+    lines = [f"| {COMPARE_COLUMNS} |", "|" + " --- |" * len(COMPARE_COLUMNS.split("|"))]
+    for row in rows:
+        r = row.result
+        lines.append(
+            f"| {row.what} | {r.store} | {row.workers or '-'} | {r.turns_per_s:.1f} | "
+            f"{r.percentile_ms(0.5):.0f} | {r.percentile_ms(0.99):.0f} | {row.bad} | "
+            f"{shown(row.vs_http_floor)} | {shown(row.vs_sdk_floor)} | {shown(row.vs_one_worker)} | "
+            f"{r.client_cpu:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def compare_main(args: argparse.Namespace) -> int:
+    """``--compare``: every row, the table, the targets met or not, and the chart if asked."""
+    stores: list[str | None] = [None if s == "sqlite" else s for s in args.stores]
+    rows = asyncio.run(compare(args.users, args.turns, stores, args.compare_workers, repeat=args.repeat))
+    print(compare_table(rows))
+    for key, target in COMPARE_TARGETS.items():
+        values = [getattr(row, key) for row in rows if row.what == "serve.py" and getattr(row, key)]
+        if key == "vs_sdk_floor":
+            values = [row.vs_sdk_floor for row in rows if row.what == "serve.py" and row.workers == 1]
+        met = bool(values) and all(v is not None and v >= target for v in values)
+        shown = ", ".join(f"{v:.2f}" for v in values if v is not None)
+        verdict = ("met" if met else "not met") if values else "not measured"
+        print(f"target {key} >= {target}: {verdict} ({shown})")
+    for row in rows:
+        for line in row.result.first_errors[:3]:
+            print(f"  {row.what} {row.result.store} {row.workers}: {line}")
+    print(
+        f"Load average (1 min) at the end: {os.getloadavg()[0]:.1f}, other processes on the machine included"
+    )
+    if args.plot:
+        path = charts.http_compare(
+            [
+                (
+                    f"{r.what}\n{r.result.store.split(':')[0]}" if r.what == "serve.py" else r.what,
+                    r.workers,
+                    r.result.turns_per_s,
+                )
+                for r in rows
+            ],
+            Path(args.plot),
+        )
+        print(f"chart: {path}")
+    bad = sum(row.bad for row in rows)
+    print(f"COMPARE rows={len(rows)} bad={bad}")
+    return 0 if bad == 0 else 1
 
 
 def machine() -> str:
@@ -321,12 +519,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--worker-healthcheck", type=int, help="uvicorn's --timeout-worker-healthcheck, seconds (default 5)"
     )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="measure the in-process SDK floor, the HTTP floor and serve.py on each --stores entry, "
+        "on each --compare-workers count, and print the table with the ratios",
+    )
+    parser.add_argument(
+        "--stores",
+        nargs="+",
+        default=["sqlite"],
+        help="with --compare: sqlite, redis://..., postgresql://...",
+    )
+    parser.add_argument("--compare-workers", nargs="+", type=int, default=[1, 2], help="with --compare")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="with --compare: runs of every row, interleaved; each row's fastest is kept",
+    )
+    parser.add_argument("--plot", metavar="DIR", help="with --compare: write the chart into DIR")
     args = parser.parse_args(argv)
     if args.users < 1 or args.turns < 2 or args.workers < 1:
         parser.error("--users and --workers must be at least 1, --turns at least 2")
     print(f"Machine: {machine()}")
     # Stopped with SIGTERM, unwind like Ctrl-C does, so the server started here is stopped too.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    if args.compare:
+        return compare_main(args)
     result = asyncio.run(run_load(args.users, args.turns, args.workers, args.store, keep=args.keep))
     print(
         f"{result.answered} turns in {result.seconds:.1f} s: {result.turns_per_s:.1f} turns/s, "
