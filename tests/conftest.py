@@ -48,6 +48,7 @@ SETTINGS_VARIABLES = (
     "SESSION_ENCRYPTION_KEY",
     "SERVE_TOKENS",
     "SERVE_RATE",
+    "SERVE_ON_DISCONNECT",
 )
 """Everything the project (or a developer's shell) may set that would change what a test sees."""
 
