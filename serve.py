@@ -20,7 +20,7 @@ The API (JSON; ``Authorization: Bearer TOKEN`` on every call):
 
     GET    /api/conversations                  the caller's conversations
     POST   /api/conversations/NAME/messages    one turn ({"message": ...}); SSE with Accept: text/event-stream
-    GET    /api/conversations/NAME/stream      rejoin the latest turn's events (SSE; Last-Event-ID: from there)
+    GET    /api/conversations/NAME/stream      the latest streamed turn's events (SSE), after Last-Event-ID
     GET    /api/conversations/NAME/turns/latest  the latest streamed turn: running, or its answer
     GET    /api/conversations/NAME/messages    the history: role, text, agent
     DELETE /api/conversations/NAME             remove it, and the last agent kept beside it
@@ -479,20 +479,24 @@ async def rejoin(
 
 
 async def latest_turn(name: str, request: Request, who: Caller) -> dict[str, Any]:
-    """The latest streamed turn: ``running`` with its text so far, ``done`` with its answer, or
-    ``error`` with why (also when the worker running it stopped)."""
+    """The latest streamed turn's ``state``: ``running`` with its text so far, ``done`` with its
+    answer, or ``error`` with why (``detail``, ``status``; also when the worker running it stopped)."""
     session_id = conversation_session_id(who, name)
     logs: TurnLogs = request.app.state.turn_logs
     turn_id = await store_call(logs.latest(session_id))
     if turn_id is None:
         raise HTTPException(404, "no streamed turn in this conversation")
-    events = await store_call(logs.so_far(session_id, turn_id))
-    last = events[-1]
-    answer: dict[str, Any] = {"name": name, "turn_id": turn_id, "last_event_id": last.event_id}
-    answer["text"] = "".join(e.data["text"] for e in events if e.name == "delta")
-    if last.name in ("done", "error"):
-        return answer | {"status": last.name} | last.data
-    return answer | {"status": "running"}
+    events: list[Event] = await store_call(logs.so_far(session_id, turn_id))
+    answer: dict[str, Any] = {
+        "name": name,
+        "turn_id": turn_id,
+        "last_event_id": events[-1].event_id if events else None,
+        "text": "".join(e.data["text"] for e in events if e.name == "delta"),
+        "state": "running",
+    }
+    if events and events[-1].name in ("done", "error"):  # an error's data has its HTTP status
+        answer |= {"state": events[-1].name} | events[-1].data
+    return answer
 
 
 # --- Refusing what cannot work, in one line -------------------------------------------------

@@ -279,7 +279,8 @@ _TABLES = (
     f"CREATE TABLE IF NOT EXISTS {TURNS_TABLE} (session_id VARCHAR NOT NULL, turn_id VARCHAR NOT NULL, "
     "started DOUBLE PRECISION NOT NULL, beat DOUBLE PRECISION NOT NULL, PRIMARY KEY (session_id, turn_id))",
     f"CREATE TABLE IF NOT EXISTS {EVENTS_TABLE} (session_id VARCHAR NOT NULL, turn_id VARCHAR NOT NULL, "
-    "seq INTEGER NOT NULL, name VARCHAR NOT NULL, data TEXT NOT NULL, PRIMARY KEY (session_id, turn_id, seq))",
+    "seq INTEGER NOT NULL, name VARCHAR NOT NULL, data TEXT NOT NULL, "
+    "PRIMARY KEY (session_id, turn_id, seq))",
 )
 _FINISHED = f"SELECT turn_id FROM {EVENTS_TABLE} WHERE session_id = :s AND name IN ('done', 'error')"
 _BEGIN = (  # the logs of the session's finished turns go; a running one stays for its readers

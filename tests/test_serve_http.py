@@ -125,7 +125,7 @@ async def test_a_client_that_leaves_mid_stream_leaves_the_turn_running_and_rejoi
     assert ids == [f"{turn_id}:{n}" for n in range(1, len(ids) + 1)]  # each event once, none missing
     deltas = [
         json.loads(line.removeprefix("data: "))["text"]
-        for line, kind in zip(seen[1:], seen)
+        for line, kind in zip(seen[1:], seen[:-1], strict=True)
         if kind == "event: delta"
     ]
     done = json.loads(seen[seen.index("event: done") + 1].removeprefix("data: "))

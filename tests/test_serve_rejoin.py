@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from multisessions import ConfigError, load_settings
-from serve_fixture import TOKENS, auth, events_of, serving
+from serve_fixture import TOKENS, auth, serving
 from stores_fixture import REDIS_URL, empty_postgres_database, postgres_url, unavailable
 
 SSE = {"Accept": "text/event-stream"}
@@ -56,7 +56,7 @@ async def test_a_streamed_turn_can_be_read_again_from_any_event_and_fetched_when
 
         latest = (await client.get("/api/conversations/support/turns/latest", headers=auth("alice"))).json()
         deltas = "".join(data["text"] for _, event, data in first if event == "delta")
-        assert (latest["status"], latest["turn_id"], latest["reply"], latest["text"]) == (
+        assert (latest["state"], latest["turn_id"], latest["reply"], latest["text"]) == (
             "done",
             turn_id,
             first[-1][2]["reply"],
@@ -228,7 +228,9 @@ def test_a_worker_killed_mid_turn_leaves_the_session_whole_and_its_readers_an_er
             latest = client.get(
                 base_two + "/api/conversations/support/turns/latest", headers=auth("alice")
             ).json()
-            assert latest["status"] == "error" and latest["turn_id"] == before[0][2]["turn_id"]
+            assert (latest["state"], latest["status"]) == ("error", 503) and latest["turn_id"] == before[0][
+                2
+            ]["turn_id"]
             assert (
                 client.get(base_two + url, headers=auth("alice")).json()["messages"] == []
             )  # nothing partial
