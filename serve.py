@@ -283,6 +283,7 @@ async def delete_conversation(name: str, request: Request, who: Caller) -> dict[
     store: SessionStore = request.app.state.store
     async with hold_session(session_id, store.leases):
         removed = await store_call(store.delete(session_id))
+        await store_call(request.app.state.turn_logs.forget(session_id))
     return {"name": name, "session_id": session_id, "removed_items": removed}
 
 
@@ -299,7 +300,11 @@ async def export_me(request: Request, who: Caller) -> dict[str, Any]:
 
 async def forget_me(request: Request, who: Caller) -> dict[str, Any]:
     """Remove everything kept for the caller, waiting for their running turns; says what went."""
-    removed = await store_call(forget_user(request.app.state.store, who.user, tenant=who.tenant))
+    store: SessionStore = request.app.state.store
+    theirs = await store_call(list_sessions(store, tenant=who.tenant, user=who.user))
+    removed = await store_call(forget_user(store, who.user, tenant=who.tenant))
+    for row in theirs:  # their streamed turns' logs too
+        await store_call(request.app.state.turn_logs.forget(row.session_id))
     return {"user": who.user, "tenant": who.tenant, "removed": removed.as_dict()}
 
 

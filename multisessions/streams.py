@@ -82,6 +82,7 @@ class LogBackend(Protocol):
     async def read(
         self, session_id: str, turn_id: str, after: int, wait: float
     ) -> list[tuple[int, str, str]]: ...
+    async def forget(self, session_id: str) -> None: ...
     async def close(self) -> None: ...
 
 
@@ -179,6 +180,10 @@ class TurnLogs:
         beat = await self.backend.beat_of(session_id, turn_id)
         return beat is None or time.time() - beat > self.stale_after
 
+    async def forget(self, session_id: str) -> None:
+        """Remove every turn log of ``session_id`` (the conversation, or its user, is deleted)."""
+        await self.backend.forget(session_id)
+
     async def close(self) -> None:
         await self.backend.close()
 
@@ -269,6 +274,12 @@ class RedisLogs:
                 rows.append((seq, values["e"], values["d"]))
         return rows
 
+    async def forget(self, session_id: str) -> None:
+        head = self._head(session_id)
+        fields = [f.decode() if isinstance(f, bytes) else str(f) for f in await self.client.hkeys(head)]
+        streams = [self._stream(session_id, turn) for turn in fields if turn != "latest"]
+        await self.client.delete(head, *streams)
+
     async def close(self) -> None:
         return None  # the store closes its client
 
@@ -292,6 +303,10 @@ _APPEND = (
     f"INSERT INTO {EVENTS_TABLE} (session_id, turn_id, seq, name, data) VALUES (:s, :t, :q, :n, :d) "
     "ON CONFLICT DO NOTHING",  # two readers noting a lost worker at once: one note
     f"UPDATE {TURNS_TABLE} SET beat = :b WHERE session_id = :s AND turn_id = :t",
+)
+_FORGET = (
+    f"DELETE FROM {EVENTS_TABLE} WHERE session_id = :s",
+    f"DELETE FROM {TURNS_TABLE} WHERE session_id = :s",
 )
 _BEAT = f"UPDATE {TURNS_TABLE} SET beat = :b WHERE session_id = :s AND turn_id = :t"
 _LATEST = f"SELECT turn_id FROM {TURNS_TABLE} WHERE session_id = :s ORDER BY started DESC LIMIT 1"
@@ -353,6 +368,9 @@ class EngineLogs:
         rows = await self._run((_READ,), {"s": session_id, "t": turn_id, "q": after})
         return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
 
+    async def forget(self, session_id: str) -> None:
+        await self._run(_FORGET, {"s": session_id})
+
     async def close(self) -> None:
         return None  # the store disposes of its engine
 
@@ -409,6 +427,9 @@ class SQLiteLogs:
     ) -> list[tuple[int, str, str]]:
         rows = await self._run((_READ,), {"s": session_id, "t": turn_id, "q": after})
         return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    async def forget(self, session_id: str) -> None:
+        await self._run(_FORGET, {"s": session_id})
 
     async def close(self) -> None:
         return None

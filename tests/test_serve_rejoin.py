@@ -245,3 +245,23 @@ def test_a_worker_killed_mid_turn_leaves_the_session_whole_and_its_readers_an_er
             if process.poll() is None:
                 process.terminate()
                 process.wait(30)
+
+
+async def test_deleting_the_conversation_or_the_user_removes_its_turn_logs(tmp_path):
+    async with serving(tmp_path / "s.db") as client:
+        url = "/api/conversations/support"
+        for conversation in ("support", "sales"):
+            await client.post(
+                f"/api/conversations/{conversation}/messages",
+                json={"message": "hi"},
+                headers=auth("alice") | SSE,
+            )
+        logs = client.app.state.turn_logs  # type: ignore[attr-defined]
+        assert await logs.latest("support_feature_user_alice") and await logs.latest(
+            "sales_feature_user_alice"
+        )
+        assert (await client.delete(url, headers=auth("alice"))).status_code == 200
+        assert await logs.latest("support_feature_user_alice") is None
+        assert (await client.get(url + "/stream", headers=auth("alice"))).status_code == 404
+        assert (await client.delete("/api/me", headers=auth("alice"))).status_code == 200
+        assert await logs.latest("sales_feature_user_alice") is None
