@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import time
 import uuid
@@ -44,6 +45,8 @@ LOST = {
     "send the message again",
     "status": 503,
 }
+TURN_ID = re.compile(r"[0-9a-f]{32}")
+"""What ``new_turn_id`` makes: nothing else is looked up."""
 EVENTS_TABLE = "multisessions_turn_events"
 TURNS_TABLE = "multisessions_turn_logs"
 
@@ -66,7 +69,7 @@ class Event:
 def parse_event_id(value: str | None) -> tuple[str | None, int]:
     """``Last-Event-ID`` as (turn id, last seq seen); anything unusable reads as (None, 0)."""
     turn_id, _, seq = (value or "").strip().partition(":")
-    if not turn_id or not seq.isdigit() or len(turn_id) > 64:
+    if not TURN_ID.fullmatch(turn_id) or not seq.isdigit() or len(seq) > 9:
         return None, 0
     return turn_id, int(seq)
 
@@ -102,6 +105,7 @@ class TurnLogs:
         self._unseal = unseal
         self.stale_after = stale_after
         self._wake: dict[str, asyncio.Event] = {}
+        self._local: set[str] = set()  # the turns this process runs
 
     def new_turn_id(self) -> str:
         return uuid.uuid4().hex
@@ -109,12 +113,15 @@ class TurnLogs:
     async def begin(self, session_id: str, turn_id: str) -> None:
         """Make ``turn_id`` the session's latest turn, with an empty log."""
         await self.backend.begin(session_id, turn_id)
+        self._local.add(turn_id)
 
     async def append(self, session_id: str, turn_id: str, seq: int, name: str, data: dict[str, Any]) -> Event:
         body = json.dumps(data, ensure_ascii=False)
         if self._seal is not None:
             body = self._seal(session_id, body)
         await self.backend.append(session_id, turn_id, seq, name, body)
+        if name in FINAL:
+            self._local.discard(turn_id)
         wake = self._wake.pop(turn_id, None)
         if wake is not None:
             wake.set()
@@ -151,12 +158,19 @@ class TurnLogs:
         return body if self._unseal is None else self._unseal(session_id, body)
 
     async def follow(self, session_id: str, turn_id: str, after: int = 0) -> AsyncIterator[Event]:
-        """The turn's events after ``after``, as they come, through ``done`` or ``error``."""
+        """The turn's events after ``after``, as they come, through ``done`` or ``error``.
+
+        A turn running in this process wakes its readers as it writes; others are read by
+        blocking (Redis) or polling (SQL), so only rejoining readers hold a connection while waiting."""
+        quiet_since = time.monotonic()
         while True:
             wake = self._wake.setdefault(turn_id, asyncio.Event())
-            rows = await self.backend.read(session_id, turn_id, after, 0 if wake.is_set() else POLL_SECONDS)
+            local = turn_id in self._local
+            rows = await self.backend.read(session_id, turn_id, after, 0 if local else POLL_SECONDS)
             if not rows:
-                if await self._abandoned(session_id, turn_id):
+                if time.monotonic() - quiet_since > HEARTBEAT_SECONDS and await self._abandoned(
+                    session_id, turn_id
+                ):
                     # Written to the log, so every reader, on any worker, ends the same way.
                     try:
                         await self.append(session_id, turn_id, after + 1, "error", LOST)
@@ -164,10 +178,11 @@ class TurnLogs:
                         pass
                     continue
                 try:
-                    await asyncio.wait_for(wake.wait(), POLL_SECONDS)
+                    await asyncio.wait_for(wake.wait(), HEARTBEAT_SECONDS if local else POLL_SECONDS)
                 except TimeoutError:
                     pass
                 continue
+            quiet_since = time.monotonic()
             for seq, name, body in rows:
                 if seq <= after:
                     continue  # never an event twice

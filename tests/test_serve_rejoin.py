@@ -65,6 +65,12 @@ async def test_a_streamed_turn_can_be_read_again_from_any_event_and_fetched_when
         history = (await client.get("/api/conversations/support/messages", headers=auth("alice"))).json()
         assert [m["text"] for m in history["messages"]] == ["my email is a@b.c", deltas]
 
+        # A Last-Event-ID that is not one the server sent is a 404, never a traceback.
+        for junk in ("latest:0", f"{turn_id}:x", "../x:1", f"{turn_id}:99999999999999", ":1"):
+            refused = await client.get(
+                "/api/conversations/support/stream", headers=auth("alice") | {"Last-Event-ID": junk}
+            )
+            assert refused.status_code == 404 and "no such turn" in refused.json()["detail"], junk
         # Another user, or the same name in another tenant, finds no turn, even with its id.
         for who in ("bob", "acme/alice"):
             for headers in ({}, {"Last-Event-ID": first[2][0]}):
