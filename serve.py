@@ -20,6 +20,8 @@ The API (JSON; ``Authorization: Bearer TOKEN`` on every call):
 
     GET    /api/conversations                  the caller's conversations
     POST   /api/conversations/NAME/messages    one turn ({"message": ...}); SSE with Accept: text/event-stream
+    GET    /api/conversations/NAME/stream      the latest streamed turn's events (SSE), after Last-Event-ID
+    GET    /api/conversations/NAME/turns/latest  the latest streamed turn: running, or its answer
     GET    /api/conversations/NAME/messages    the history: role, text, agent
     DELETE /api/conversations/NAME             remove it, and the last agent kept beside it
     GET    /api/me/export                      everything kept for the caller, as one document
@@ -99,6 +101,7 @@ from multisessions.ratelimit import turn_budget
 from multisessions.settings import ServeToken
 from multisessions.stores import refuse_encrypted, refuse_sealed
 from multisessions.stores.urls import redact_url
+from multisessions.streams import Event, TurnLogs, TurnWriter, parse_event_id, turn_logs_for
 from multisessions.summaries import summaries_from
 from multisessions.tracing import start_traces
 from multisessions.web import (
@@ -222,12 +225,18 @@ def create_app(
         stop_metrics = start_metrics(config.serve_metrics_token)  # every turn counted, if kept
         app.state.turn_timeout = config.turn_timeout
         app.state.summaries = summaries_from(config)  # SUMMARY_WINDOW: long conversations stay short
+        app.state.turn_logs = turn_logs_for(store)  # streamed turns' events, readable from any worker
+        app.state.on_disconnect = config.serve_on_disconnect  # SERVE_ON_DISCONNECT: continue or cancel
+        app.state.running = set()  # this worker's streamed turns, each a task of its own
         if config.serve_api_docs and app.openapi_url is None:
             app.openapi_url, app.docs_url, app.redoc_url = "/openapi.json", "/docs", "/redoc"
             app.setup()  # adds just those three routes
         try:
             yield
         finally:
+            for task in list(app.state.running):  # shutting down: stopped turns save nothing
+                task.cancel()
+            await asyncio.gather(*app.state.running, return_exceptions=True)
             stop_metrics()
             stop_traces()
             app.state.limiter.close()
@@ -241,6 +250,8 @@ def create_app(
         "/api/conversations/{name}/messages", post_message, methods=["POST"], response_model=None
     )
     app.add_api_route("/api/conversations/{name}/messages", history, methods=["GET"])
+    app.add_api_route("/api/conversations/{name}/stream", rejoin, methods=["GET"], response_model=None)
+    app.add_api_route("/api/conversations/{name}/turns/latest", latest_turn, methods=["GET"])
     app.add_api_route("/api/conversations/{name}", delete_conversation, methods=["DELETE"])
     app.add_api_route("/api/me/export", export_me, methods=["GET"])
     app.add_api_route("/api/me", forget_me, methods=["DELETE"])
@@ -305,6 +316,7 @@ async def delete_conversation(name: str, request: Request, who: Caller) -> dict[
     store: SessionStore = request.app.state.store
     async with hold_session(session_id, store.leases):
         removed = await store_call(store.delete(session_id))
+        await store_call(request.app.state.turn_logs.forget(session_id))
     return {"name": name, "session_id": session_id, "removed_items": removed}
 
 
@@ -321,7 +333,11 @@ async def export_me(request: Request, who: Caller) -> dict[str, Any]:
 
 async def forget_me(request: Request, who: Caller) -> dict[str, Any]:
     """Remove everything kept for the caller, waiting for their running turns; says what went."""
-    removed = await store_call(forget_user(request.app.state.store, who.user, tenant=who.tenant))
+    store: SessionStore = request.app.state.store
+    theirs = await store_call(list_sessions(store, tenant=who.tenant, user=who.user))
+    removed = await store_call(forget_user(store, who.user, tenant=who.tenant))
+    for row in theirs:  # their streamed turns' logs too
+        await store_call(request.app.state.turn_logs.forget(row.session_id))
     return {"user": who.user, "tenant": who.tenant, "removed": removed.as_dict()}
 
 
@@ -359,10 +375,14 @@ async def post_message(name: str, request: Request, who: Caller) -> Response:
     # The turn resumes the agent that answered last by itself (it is stored with the turn).
     agent = request.app.state.agents[FIRST_AGENT]
     if "text/event-stream" in request.headers.get("accept", ""):
-        events = counted_stream(streamed_turn(request, store, agent, session_id, message))
-        return StreamingResponse(
-            events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-        )
+        # The turn runs in a task of its own and writes its events to the turn log; this response
+        # (and any client rejoining later, on any worker) reads them from there.
+        writer = await store_call(TurnWriter.begin(request.app.state.turn_logs, session_id))
+        task = asyncio.create_task(logged_turn(request.app, store, agent, writer, message))
+        request.app.state.running.add(task)
+        task.add_done_callback(request.app.state.running.discard)
+        stop = task if request.app.state.on_disconnect == "cancel" else None
+        return event_stream(request.app.state.turn_logs, session_id, writer.turn_id, 0, stop)
 
     session = store.open(session_id)
     try:
@@ -395,51 +415,128 @@ async def post_message(name: str, request: Request, who: Caller) -> Response:
     )
 
 
-async def streamed_turn(
-    request: Request, store: SessionStore, agent: Agent[Any], session_id: str, message: str
-) -> AsyncIterator[bytes]:
-    """The turn as server-sent events: ``delta`` (text), ``handoff``, then ``done`` or ``error``.
+async def logged_turn(
+    app: FastAPI, store: SessionStore, agent: Agent[Any], writer: TurnWriter, message: str
+) -> None:
+    """The turn, its events written to its log: ``delta`` (text), ``handoff``, then ``done`` or ``error``.
 
-    ``stream_turn`` keeps the turn only if its events are read to the end: a client that goes
-    away mid-stream (the server cancels this generator, or we notice and return) leaves the
+    It runs to its end whether or not anyone reads (``SERVE_ON_DISCONNECT=continue``), within the
+    worker's turn slots and the turn deadline. ``stream_turn`` keeps the turn only if its events
+    are read to the end: a turn cancelled (``cancel`` policy, or the worker stopping) leaves the
     session exactly as it was.
     """
-    session = store.open(session_id)
+    session = store.open(writer.session_id)
     handoffs: list[dict[str, str]] = []
-    run_config = request.app.state.run_config
+    heartbeat = asyncio.create_task(writer.heartbeat())
     try:
         async with (
-            request.app.state.turns_at_once,
+            app.state.turns_at_once,
             stream_turn_within(
-                request.app.state.turn_timeout,
+                app.state.turn_timeout,
                 agent,
                 session,
                 message,
-                on_busy=request.app.state.on_busy,
-                run_config=run_config,
-                summaries=request.app.state.summaries,
+                on_busy=app.state.on_busy,
+                run_config=app.state.run_config,
+                summaries=app.state.summaries,
             ) as result,
         ):
             async for event in result.stream_events():
-                if await request.is_disconnected():
-                    return  # leaving the block early: nothing of this turn is kept
                 if isinstance(event, RawResponsesStreamEvent) and isinstance(
                     event.data, ResponseTextDeltaEvent
                 ):
-                    yield sse("delta", {"text": event.data.delta})
+                    await writer.emit("delta", {"text": event.data.delta})
                 elif isinstance(event, RunItemStreamEvent) and isinstance(event.item, HandoffOutputItem):
                     handoff = {"from": event.item.source_agent.name, "to": event.item.target_agent.name}
                     handoffs.append(handoff)
-                    yield sse("handoff", handoff)
+                    await writer.emit("handoff", handoff)
+        reply = str(result.final_output)
+        done = {"reply": reply, "agent": result.last_agent.name, "handoffs": handoffs}
+        await writer.emit("done", done | {"session_id": writer.session_id})
     except TurnFailed as failed:
         refused = turn_failure(failed)
-        yield sse("error", {"detail": refused.detail, "status": refused.status_code})
-        return
+        await writer.emit("error", {"detail": refused.detail, "status": refused.status_code})
+    except asyncio.CancelledError:
+        stopped = {"detail": "the turn was stopped before it ended; nothing of it was saved", "status": 499}
+        await asyncio.shield(writer.emit("error", stopped))
+        raise
+    except Exception as exc:  # the log itself failed: its readers will see the turn as lost
+        log.warning("turn on %s could not write its events: %s", writer.session_id, type(exc).__name__)
     finally:
+        heartbeat.cancel()
         await close_session(session)
-    reply = str(result.final_output)
-    done = {"reply": reply, "agent": result.last_agent.name, "handoffs": handoffs, "session_id": session_id}
-    yield sse("done", done)
+
+
+def event_stream(
+    logs: TurnLogs, session_id: str, turn_id: str, after: int, stop: asyncio.Task[None] | None = None
+) -> StreamingResponse:
+    """The turn's events after ``after`` as server-sent events, each with its ``id:``; a client that
+    leaves stops only its own reading (and the turn too when ``stop`` is given: policy ``cancel``)."""
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            async for event in logs.follow(session_id, turn_id, after):
+                yield sse_with_id(event)
+        except Exception as exc:  # the store failed while reading: one line; rejoin to read on
+            if not is_store_failure(exc):
+                raise
+            yield sse("error", {"detail": store_failure(exc).detail, "status": 503})
+        finally:
+            if stop is not None and not stop.done():
+                stop.cancel()
+
+    return StreamingResponse(  # counted in multisessions_streams_open while it is open
+        counted_stream(events()), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+
+
+def sse_with_id(event: Event) -> bytes:
+    """``id: TURN:SEQ`` before the event: what the client sends back as ``Last-Event-ID``."""
+    return f"id: {event.event_id}\n".encode() + sse(event.name, event.data)
+
+
+async def rejoin(
+    name: str,
+    who: Caller,
+    request: Request,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """The latest turn's events again: after ``Last-Event-ID`` (``TURN:SEQ``) if given, else all of
+    them; then the rest as they come, through ``done`` or ``error``. 404 if there is none."""
+    session_id = conversation_session_id(who, name)
+    logs: TurnLogs = request.app.state.turn_logs
+    turn_id, after = parse_event_id(last_event_id)
+    # Looked up under the caller's own session id: a turn id of another session is not found.
+    if turn_id is None or not await store_call(logs.known(session_id, turn_id)):
+        if last_event_id:
+            raise HTTPException(
+                404, "no such turn in this conversation; GET .../turns/latest for the last one"
+            )
+        turn_id, after = await store_call(logs.latest(session_id)), 0
+    if turn_id is None:
+        raise HTTPException(404, "no streamed turn in this conversation")
+    return event_stream(logs, session_id, turn_id, after)
+
+
+async def latest_turn(name: str, request: Request, who: Caller) -> dict[str, Any]:
+    """The latest streamed turn's ``state``: ``running`` with its text so far, ``done`` with its
+    answer, or ``error`` with why (``detail``, ``status``; also when the worker running it stopped)."""
+    session_id = conversation_session_id(who, name)
+    logs: TurnLogs = request.app.state.turn_logs
+    turn_id = await store_call(logs.latest(session_id))
+    if turn_id is None:
+        raise HTTPException(404, "no streamed turn in this conversation")
+    events: list[Event] = await store_call(logs.so_far(session_id, turn_id))
+    answer: dict[str, Any] = {
+        "name": name,
+        "turn_id": turn_id,
+        "last_event_id": events[-1].event_id if events else None,
+        "text": "".join(e.data["text"] for e in events if e.name == "delta"),
+        "state": "running",
+    }
+    if events and events[-1].name in ("done", "error"):  # an error's data has its HTTP status
+        answer |= {"state": events[-1].name} | events[-1].data
+    return answer
 
 
 # --- Refusing what cannot work, in one line -------------------------------------------------

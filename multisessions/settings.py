@@ -88,6 +88,9 @@ class Settings:
     serve_on_busy: OnBusy = DEFAULT_ON_BUSY
     """``SERVE_ON_BUSY``: what serve.py does with a message for a conversation busy with another turn:
     ``wait`` for it (the default), ``reject`` it (409), or ``interrupt`` the running turn."""
+    serve_on_disconnect: str = "continue"
+    """``SERVE_ON_DISCONNECT``: what becomes of a streamed turn whose client leaves: it runs to its
+    end and can be rejoined (``continue``, the default), or it stops and saves nothing (``cancel``)."""
     serve_api_docs: bool = False
     """``SERVE_API_DOCS=1``: serve.py publishes /docs, /redoc and /openapi.json (off by default)."""
     serve_metrics_token: str = field(default="", repr=False)
@@ -164,6 +167,7 @@ def load_settings(
         serve_tokens=serve_tokens,
         serve_rate=serve_rate,
         serve_on_busy=parse_on_busy(get("SERVE_ON_BUSY") or DEFAULT_ON_BUSY, "SERVE_ON_BUSY"),
+        serve_on_disconnect=parse_on_disconnect(get("SERVE_ON_DISCONNECT") or "continue"),
         serve_api_docs=serve_api_docs,
         serve_metrics_token=metrics_token,
         serve_traces=traces,
@@ -207,6 +211,13 @@ def parse_metrics_token(value: str, users: tuple[ServeToken, ...], name: str = "
     if any(value == entry.token for entry in users):
         raise ConfigError(f"{name} must differ from every SERVE_TOKENS token")
     return value
+
+
+def parse_on_disconnect(value: str) -> str:
+    """``SERVE_ON_DISCONNECT``: ``continue`` or ``cancel``; anything else is a one-line ConfigError."""
+    if value.strip().lower() in ("continue", "cancel"):
+        return value.strip().lower()
+    raise ConfigError(f"SERVE_ON_DISCONNECT={value!r} must be one of: continue, cancel")
 
 
 def parse_on_busy(value: str, name: str = "--on-busy") -> OnBusy:

@@ -60,8 +60,8 @@ async def test_a_streamed_turn_sends_deltas_the_handoff_and_a_final_event_then_i
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
     events = events_of(response.text)
     kinds = [kind for kind, _ in events]
-    assert kinds[0] == "handoff" and kinds[-1] == "done" and kinds.count("delta") > 3
-    assert events[0][1] == {"from": "Triage Agent", "to": "Billing Agent"}
+    assert kinds[:2] == ["turn", "handoff"] and kinds[-1] == "done" and kinds.count("delta") > 3
+    assert events[1][1] == {"from": "Triage Agent", "to": "Billing Agent"}
     done = events[-1][1]
     assert done["agent"] == "Billing Agent" and done["session_id"] == "support_feature_user_alice"
     assert "".join(data["text"] for kind, data in events if kind == "delta") == done["reply"]
