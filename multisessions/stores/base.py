@@ -38,6 +38,18 @@ class SessionInfo:
 
 
 @dataclass(frozen=True)
+class ConversationRow:
+    """One conversation in its user's index (``conversations.list_conversations`` reads them)."""
+
+    session_id: str
+    title: str
+    last_activity: float
+    """Seconds since the epoch of its last committed turn."""
+    items: int
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class TurnStart:
     """What a store read while a turn took the session's lease: where the turn starts from."""
 
@@ -77,6 +89,8 @@ class TurnWrite:
     """Facts to remember for the session's user (new or replacing a fact of the same name)."""
     summary: Summary | None = None
     """A new summary of the session's older items (None: unchanged)."""
+    title: str | None = None
+    """The conversation's title if it has none yet (its first message; an existing one is kept)."""
 
     @property
     def changes_pending(self) -> bool:
