@@ -54,6 +54,9 @@ class ConversationPage:
 
 def has_index(store: SessionStore) -> bool:
     """Whether ``store`` keeps the per-user index (else listing scans its inventory)."""
+    inner = getattr(store, "store", None)  # a wrapper (encrypted) has it if what it wraps has it
+    if inner is not None and not has_index(inner):
+        return False
     return callable(getattr(store, "conversation_page", None))
 
 

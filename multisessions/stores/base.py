@@ -8,6 +8,7 @@ last. Each store (SQLite file, Redis, PostgreSQL) implements ``SessionStore`` fo
 from __future__ import annotations
 
 import inspect
+import json
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,6 +48,15 @@ class ConversationRow:
     """Seconds since the epoch of its last committed turn."""
     items: int
     tags: dict[str, str] = field(default_factory=dict)
+
+
+def tags_from_json(text: str) -> dict[str, str]:
+    """A conversation's tags as stored (a JSON object); {} for anything else."""
+    try:
+        tags = json.loads(text)
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in tags.items()} if isinstance(tags, dict) else {}
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from agents.memory import Session, SessionSettings
 
 from multisessions.errors import StoreError
 from multisessions.naming import memory_scope
-from multisessions.stores.base import ConversationRow, SessionInfo, Summary, TurnIO
+from multisessions.stores.base import ConversationRow, SessionInfo, Summary, TurnIO, tags_from_json
 from multisessions.stores.sqlite_turns import (
     CONVERSATIONS_TABLE,
     CREATE_CONVERSATIONS_INDEX,
@@ -253,7 +253,7 @@ class SQLiteStore:
                     args += [after[0], after[0], after[1]]
                 sql += " ORDER BY last_activity DESC, session_id DESC LIMIT ?"
                 rows = conn.execute(sql, [*args, limit]).fetchall()
-            return [ConversationRow(r[0], r[1], float(r[2]), int(r[3]), _tags(r[4])) for r in rows]
+            return [ConversationRow(r[0], r[1], float(r[2]), int(r[3]), tags_from_json(r[4])) for r in rows]
 
         return await asyncio.to_thread(read)
 
@@ -617,11 +617,3 @@ class PooledSession:
 
     async def clear_session(self) -> None:
         await self.pool.run(self.session_id, self.session_settings, lambda s: s.clear_session())
-
-
-def _tags(text: str) -> dict[str, str]:
-    try:
-        tags = json.loads(text)
-    except ValueError:
-        return {}
-    return {str(k): str(v) for k, v in tags.items()} if isinstance(tags, dict) else {}
