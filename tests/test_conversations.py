@@ -143,3 +143,17 @@ async def test_forgetting_a_user_removes_their_index_entries(store):
     await talk(store, "a", user, "Forget me")
     await forget_user(store, user)
     assert (await list_conversations(store, user)).conversations == []
+
+
+@ONE_WRITE
+async def test_an_encrypted_store_seals_the_title_and_lists_it_decrypted(store):
+    from multisessions.stores import EncryptedStore
+
+    indexed(store)
+    secure = EncryptedStore(store, "k" * 16 + "-test-secret-" + "z" * 16)
+    user = f"u{uuid.uuid4().hex[:6]}"
+    session_id = await talk(secure, "a", user, "My secret plan")
+    store.opened.add(session_id)
+    raw = await store.conversation_page(f"\x1f{user}", 10)
+    assert [r.session_id for r in raw] == [session_id] and "secret" not in raw[0].title and raw[0].title
+    assert [c.title for c in (await list_conversations(secure, user)).conversations] == ["My secret plan"]
