@@ -61,10 +61,11 @@ def has_index(store: SessionStore) -> bool:
 
 
 def _encode(row: ConversationRow) -> str:
-    return _encode_position(row.last_activity, row.session_id)
+    return encode_position(row.last_activity, row.session_id)
 
 
-def _encode_position(last_activity: float, session_id: str) -> str:
+def encode_position(last_activity: float, session_id: str) -> str:
+    """An opaque cursor for the place after (``last_activity``, ``session_id``) in a listing."""
     raw = json.dumps([last_activity, session_id], separators=(",", ":")).encode("utf-8")
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
@@ -72,6 +73,14 @@ def _encode_position(last_activity: float, session_id: str) -> str:
 def _decode(cursor: str, scope: str) -> tuple[float, str]:
     """The position a cursor names, which must be in ``scope``: a cursor only moves along the
     caller's own list (the query is always bound to the caller's scope as well)."""
+    when, session_id = decode_position(cursor)
+    if memory_scope(session_id) != scope:
+        raise ValueError("cursor is not one this listing gave")
+    return when, session_id
+
+
+def decode_position(cursor: str) -> tuple[float, str]:
+    """The place ``encode_position`` made a cursor for; ``ValueError`` for anything else."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         when, session_id = json.loads(raw)
@@ -79,8 +88,6 @@ def _decode(cursor: str, scope: str) -> tuple[float, str]:
             raise ValueError
     except (ValueError, binascii.Error, TypeError):
         raise ValueError("cursor is not one this listing gave") from None
-    if memory_scope(session_id) != scope:
-        raise ValueError("cursor is not one this listing gave")
     return float(when), session_id
 
 
@@ -130,7 +137,7 @@ async def list_conversations(
         if len(rows) < batch:
             return ConversationPage([_conversation(r) for r in found], None)
         if scanned >= MAX_SCANNED:  # a short page: the filter's cost stays bounded per call
-            return ConversationPage([_conversation(r) for r in found], _encode_position(*after))
+            return ConversationPage([_conversation(r) for r in found], encode_position(*after))
 
 
 def _page_of(

@@ -66,7 +66,11 @@ async def test_the_index_lists_a_users_conversations_newest_first_with_titles(st
     assert page.next_cursor is None
     await talk(store, "a", user, "Any news?")  # activity moves it to the top, the title stays
     page = await list_conversations(store, user)
-    assert [(c.session_id, c.title, c.items) for c in page.conversations][0] == (first, "Where is my parcel?", 4)
+    assert [(c.session_id, c.title, c.items) for c in page.conversations][0] == (
+        first,
+        "Where is my parcel?",
+        4,
+    )
 
 
 @ONE_WRITE
@@ -111,7 +115,9 @@ async def test_title_filter_tags_and_delete(store):
     found = await list_conversations(store, user, title="refund")
     assert [c.session_id for c in found.conversations] == [refund]
     assert await set_tags(store, refund, {"topic": "billing"}) is True
-    assert (await list_conversations(store, user, title="refund")).conversations[0].tags == {"topic": "billing"}
+    assert (await list_conversations(store, user, title="refund")).conversations[0].tags == {
+        "topic": "billing"
+    }
     assert await set_tags(store, feature_session_id("never", user), {"x": "y"}) is False
     await store.delete(refund)
     assert [c.title for c in (await list_conversations(store, user)).conversations] == ["Where is my parcel?"]

@@ -124,12 +124,16 @@ async def test_conversations_page_with_a_cursor_filter_by_title_and_refuse_a_bad
     async with serving(db) as client:
         for name in ("one", "two", "three"):
             await client.post(
-                f"/api/conversations/{name}/messages", json={"message": f"About {name}"}, headers=auth("alice")
+                f"/api/conversations/{name}/messages",
+                json={"message": f"About {name}"},
+                headers=auth("alice"),
             )
         first = (await client.get("/api/conversations", params={"limit": 2}, headers=auth("alice"))).json()
         rest = (
             await client.get(
-                "/api/conversations", params={"limit": 2, "cursor": first["next_cursor"]}, headers=auth("alice")
+                "/api/conversations",
+                params={"limit": 2, "cursor": first["next_cursor"]},
+                headers=auth("alice"),
             )
         ).json()
         found = (await client.get("/api/conversations", params={"q": "TWO"}, headers=auth("alice"))).json()
