@@ -15,6 +15,7 @@ from conftest import needs_sdk_private
 from multisessions import (
     OfflineModel,
     TurnFailed,
+    export_user,
     feature_session_id,
     forget_user,
     list_conversations,
@@ -147,8 +148,11 @@ async def test_forgetting_a_user_removes_their_index_entries(store):
     indexed(store)
     user = f"u{uuid.uuid4().hex[:6]}"
     await talk(store, "a", user, "Forget me")
+    exported = await export_user(store, user)
+    assert [(c["title"], c["items"]) for c in exported["conversations"]] == [("Forget me", 2)]
     await forget_user(store, user)
     assert (await list_conversations(store, user)).conversations == []
+    assert (await export_user(store, user))["conversations"] == []
 
 
 @ONE_WRITE
