@@ -167,3 +167,13 @@ async def test_an_encrypted_store_seals_the_title_and_lists_it_decrypted(store):
     raw = await store.conversation_page(f"\x1f{user}", 10)
     assert [r.session_id for r in raw] == [session_id] and "secret" not in raw[0].title and raw[0].title
     assert [c.title for c in (await list_conversations(secure, user)).conversations] == ["My secret plan"]
+
+
+async def test_the_browse_benchmark_pages_through_every_conversation(store):
+    indexed(store)
+    from tools.browse import run
+
+    results = await run(store.store, [5, 50], 120, 2)
+    assert [r.get("other_sessions") for r in results[:2]] == [5, 50]
+    assert results[2]["conversations"] == 120 and results[2]["pages"] == 2
+    assert all(r.get("ms", 1) > 0 for r in results)
