@@ -122,10 +122,15 @@ async def list_conversations(
     if not has_index(store):
         rows = await _scanned(store, user, tenant)
         return _page_of(rows, limit, after, needle)
+    if not needle:
+        # One more than the page: the last page says it is the last (no empty page after it).
+        rows = await store.conversation_page(scope, limit + 1, after)  # type: ignore[attr-defined]
+        cursor = _encode(rows[limit - 1]) if len(rows) > limit else None
+        return ConversationPage([_conversation(r) for r in rows[:limit]], cursor)
     found: list[ConversationRow] = []
     scanned = 0
     while True:
-        batch = limit if not needle else min(MAX_SCANNED - scanned, max(limit, 50))
+        batch = min(MAX_SCANNED - scanned, max(limit, 50))
         rows = await store.conversation_page(scope, batch, after)  # type: ignore[attr-defined]
         for row in rows:
             after = (row.last_activity, row.session_id)
