@@ -141,7 +141,9 @@ async def list_conversations(
                     return ConversationPage([_conversation(r) for r in found], _encode(row))
         if len(rows) < batch:
             return ConversationPage([_conversation(r) for r in found], None)
-        if scanned >= MAX_SCANNED:  # a short page: the filter's cost stays bounded per call
+        if (
+            scanned >= MAX_SCANNED and after is not None
+        ):  # a short page: the filter's cost stays bounded per call
             return ConversationPage([_conversation(r) for r in found], encode_position(*after))
 
 
