@@ -174,7 +174,7 @@ async def _measure(
             "pages": len(times),
             "first_ms": round(times[0], 3),
             "middle_ms": round(statistics.median(times[len(times) // 2 - 2 : len(times) // 2 + 3]), 3),
-            "last_ms": round(times[-2] if len(times) > 1 else times[-1], 3),
+            "last_ms": round(times[-1], 3),
             "median_ms": round(statistics.median(times), 3),
         }
     )
