@@ -18,7 +18,7 @@ tenant=tenant)``, so no request can name another user's session.
 
 The API (JSON; ``Authorization: Bearer TOKEN`` on every call):
 
-    GET    /api/conversations                  the caller's conversations
+    GET    /api/conversations                  the caller's conversations, newest first (?limit=&cursor=&q=)
     POST   /api/conversations/NAME/messages    one turn ({"message": ...}); SSE with Accept: text/event-stream
     GET    /api/conversations/NAME/stream      the latest streamed turn's events (SSE), after Last-Event-ID
     GET    /api/conversations/NAME/turns/latest  the latest streamed turn: running, or its answer
@@ -85,8 +85,10 @@ from multisessions import (
     feature_session_id,
     forget_user,
     hold_session,
+    list_conversations,
     list_sessions,
     load_settings,
+    parse_session_id,
     read_all,
     resolve_model,
     run_turn,
@@ -277,23 +279,37 @@ def metrics(request: Request, authorization: Annotated[str | None, Header()] = N
     return Response(body, media_type=content_type)
 
 
-async def conversations(request: Request, who: Caller) -> dict[str, Any]:
-    """The caller's own conversations: only ids that parse as *their* feature ids."""
-    store: SessionStore = request.app.state.store
+async def conversations(
+    request: Request, who: Caller, limit: str = "20", cursor: str | None = None, q: str | None = None
+) -> dict[str, Any]:
+    """The caller's own conversations, most recently active first, a page at a time: the store's
+    per-user index (list_conversations), so a page costs the same whatever else the store holds.
+    ``next_cursor`` asks for the next page; ``q`` keeps titles containing it."""
+    if not limit.isdigit():
+        raise HTTPException(422, "limit must be a whole number from 1 to 100")
+    try:
+        page = await store_call(
+            list_conversations(
+                request.app.state.store, who.user, tenant=who.tenant, limit=int(limit), cursor=cursor, title=q
+            )
+        )
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
     mine = []
-    for row in await store_call(list_sessions(store, tenant=who.tenant, user=who.user)):
-        parsed = row.parsed  # parse_session_id: exact parts, never prefix matching on strings
+    for row in page.conversations:
+        parsed = parse_session_id(row.session_id)  # exact parts, never prefix matching on strings
         if parsed.kind == "feature" and parsed.user == who.user and parsed.tenant == who.tenant:
             mine.append(
                 {
                     "name": parsed.feature,
                     "session_id": row.session_id,
-                    "items": row.items,
+                    "title": row.title,
                     "last_activity": row.last_activity.isoformat() if row.last_activity else None,
-                    "last_agent": await store_call(store.load_last_agent(row.session_id)),
+                    "items": row.items,
+                    "tags": row.tags,
                 }
             )
-    return {"user": who.user, "tenant": who.tenant, "conversations": mine}
+    return {"user": who.user, "tenant": who.tenant, "conversations": mine, "next_cursor": page.next_cursor}
 
 
 async def history(name: str, request: Request, who: Caller) -> dict[str, Any]:

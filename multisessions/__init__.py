@@ -6,6 +6,13 @@ a lesson or a tool; metrics and tracing need the server's packages (requirements
 """
 
 from multisessions.approvals import Approval, pending_approvals
+from multisessions.conversations import (
+    Conversation,
+    ConversationPage,
+    backfill_conversations,
+    list_conversations,
+    set_tags,
+)
 from multisessions.effects import Ledger
 from multisessions.errors import (
     AwaitingApproval,
@@ -28,7 +35,7 @@ from multisessions.inventory import (
     format_listing,
     list_sessions,
 )
-from multisessions.items import ALL_ITEMS, history_lines, item_summary, message_text, read_all
+from multisessions.items import ALL_ITEMS, history_lines, item_summary, message_text, read_all, title_of
 from multisessions.locks import ON_BUSY, OnBusy, held_locks, hold_session
 from multisessions.memory import remember, with_memory
 from multisessions.models import ModelLike, describe_model, resolve_model
@@ -127,6 +134,7 @@ __all__ = [
     "store_for",
     "parse_session_id",
     "read_all",
+    "title_of",
     "resolve_model",
     "run_turn",
     "hold_session",
@@ -146,4 +154,9 @@ __all__ = [
     "Forgotten",
     "export_user",
     "forget_user",
+    "Conversation",
+    "ConversationPage",
+    "backfill_conversations",
+    "list_conversations",
+    "set_tags",
 ]

@@ -1,7 +1,9 @@
 """The command line behind ``python agent.py``: run demos, inspect sessions, chat.
 
     python agent.py [DEMO ...] [--db PATH | --store URL] [--model NAME] [--api API] [--offline]
-    python agent.py sessions list [--tenant T | --all-tenants] [--user U] [--prefix P] [--db PATH|--store URL]
+    python agent.py sessions list [--tenant T | --all-tenants] [--user U] [--prefix P]
+                                  [--limit N] [--cursor C] [--db PATH|--store URL]
+    python agent.py sessions backfill [--db PATH|--store URL]
     python agent.py sessions show ID | delete ID | delete --user U | expire --older-than DAYS
     python agent.py chat --user NAME [--tenant T] [--feature F | --thread ID | --date today|YYYYMMDD]
                          [--on-busy wait|reject|interrupt]
@@ -38,6 +40,7 @@ from agents.models.interface import Model
 
 from multisessions.approvals import pending_approvals
 from multisessions.chat import chat
+from multisessions.conversations import backfill_conversations, decode_position, encode_position
 from multisessions.effects import Ledger
 from multisessions.errors import ConfigError, SessionBusy, StoreError, TurnFailed, UsageError
 from multisessions.inventory import (
@@ -61,6 +64,7 @@ from multisessions.naming import (
 from multisessions.settings import APIS, Settings, load_settings, parse_api
 from multisessions.stores import (
     DEFAULT_DB,
+    SessionInfo,
     SessionStore,
     SQLiteStore,
     check_db_path,
@@ -127,6 +131,12 @@ def _days(value: str) -> float:
     return days
 
 
+def _rows(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of rows, zero or more")
+    return int(value)
+
+
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, metavar="NAME", help="model name (or OPENAI_MODEL)")
     parser.add_argument("--api", default=None, choices=APIS, help="the API the server speaks (or OPENAI_API)")
@@ -154,7 +164,14 @@ def _sessions_parser(program: str) -> argparse.ArgumentParser:
     listing = sub.add_parser("list", help="sessions, most recently active first")
     listing.add_argument("--user", help="only this user's sessions (in the tenant)")
     listing.add_argument("--prefix", help="only ids starting with this (in the tenant)")
+    listing.add_argument(
+        "--limit", type=_rows, default=100, metavar="N", help="at most N rows per page (0: all; default 100)"
+    )
+    listing.add_argument("--cursor", help="the next page: the cursor the previous page printed")
     _tenant_option(listing, all_tenants=True)
+    backfill = sub.add_parser(
+        "backfill", help="add sessions written before the conversation index to it (titles included)"
+    )
     show = sub.add_parser("show", help="one session's history")
     show.add_argument("session_id", metavar="ID")
     _tenant_option(show)
@@ -166,7 +183,7 @@ def _sessions_parser(program: str) -> argparse.ArgumentParser:
     expire = sub.add_parser("expire", help="delete sessions idle longer than DAYS")
     expire.add_argument("--older-than", type=_days, required=True, metavar="DAYS")
     _tenant_option(expire, all_tenants=True)
-    for command in (listing, show, delete, expire):
+    for command in (listing, backfill, show, delete, expire):
         _store_options(command)
     for command in (delete, expire):
         command.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
@@ -534,6 +551,11 @@ async def _memory(args: argparse.Namespace, settings: Settings) -> int:
         await store.close()
 
 
+def _moment(row: SessionInfo) -> float:
+    """Where a session sits in the listing's order (newest first, as ``list_sessions`` sorts)."""
+    return row.last_activity.timestamp() if row.last_activity else -1e18  # no time: listed last
+
+
 def _full_id(args: argparse.Namespace) -> str:
     """``show``/``delete`` ID: a full id, or (with ``--tenant T``) an id inside tenant T."""
     if args.tenant is None:
@@ -550,15 +572,33 @@ async def _inventory(args: argparse.Namespace, store: SessionStore, demo_tenant:
         rows = await list_sessions(
             store, tenant=tenant, user=args.user, prefix=args.prefix, all_tenants=args.all_tenants
         )
-        for line in format_listing(rows):
+        total = len(rows)
+        if args.cursor is not None:
+            # The operator's listing scans the store (every tenant, any id): the cursor is a place
+            # in its order, newest first, so a page never repeats or skips a session.
+            try:
+                after = decode_position(args.cursor)
+            except ValueError as exc:
+                raise UsageError(f"--cursor: {exc}") from None
+            rows = [r for r in rows if (_moment(r), r.session_id) < after]
+        more = bool(args.limit) and len(rows) > args.limit
+        page = rows[: args.limit] if args.limit else rows
+        for line in format_listing(page):
             print(line)
+        if more:
+            cursor = encode_position(_moment(page[-1]), page[-1].session_id)
+            print(f"{len(page)} of {len(rows)} shown; the next page: --cursor {cursor}")
         if not rows and tenant is None and not args.all_tenants and demo_tenant is not None:
             # Right after the demos: theirs are in a tenant of their own, never beside a user's.
             if await list_sessions(store, tenant=demo_tenant, user=args.user, prefix=args.prefix):
                 hint = f"the demos keep theirs in tenant {demo_tenant}: --tenant {demo_tenant}"
                 print(f"0 sessions in {store.name} ({hint})")
                 return 0
-        print(f"{len(rows)} session(s) in {store.name}" + (f", {where}" if where != "no tenant" else ""))
+        print(f"{total} session(s) in {store.name}" + (f", {where}" if where != "no tenant" else ""))
+        return 0
+    if args.action == "backfill":
+        added = await backfill_conversations(store)
+        print(f"{added} session(s) added to the conversation index of {store.name}")
         return 0
     if args.action == "show":
         row = await find_session(store, _full_id(args))

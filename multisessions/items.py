@@ -77,3 +77,22 @@ def handoff_target(item: Any) -> str | None:
         return None
     name = value.get("assistant") if isinstance(value, dict) else None
     return name if isinstance(name, str) else None
+
+
+TITLE_LENGTH = 60
+"""The longest title taken from a first message, in characters (an ellipsis marks a cut)."""
+
+
+def title_of(items: list[Any], length: int = TITLE_LENGTH) -> str | None:
+    """A conversation's title from its first user message: one line, cut at a word, or None."""
+    for item in items:
+        if isinstance(item, dict) and item.get("role") == "user":
+            text = " ".join(message_text(item).split())  # newlines and runs of spaces: one space
+            if not text:
+                continue
+            if len(text) <= length:
+                return text
+            cut = text[: length - 1]
+            word = cut.rsplit(" ", 1)[0]
+            return (word if len(word) >= length // 2 else cut).rstrip(" ,.;:") + "…"
+    return None

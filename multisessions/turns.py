@@ -55,6 +55,7 @@ from multisessions.errors import (
     TurnFailed,
 )
 from multisessions.failures import describe_failure
+from multisessions.items import title_of
 from multisessions.locks import DEFAULT_ON_BUSY, Lease, OnBusy, check_on_busy, hold_session
 from multisessions.locks import held_locks as held_locks  # re-exported for callers and tests
 from multisessions.memory import running_turn
@@ -731,6 +732,7 @@ async def _finish(
             pending=None if decided else KEEP,
             memory=turn.memory_writes,
             summary=turn.new_summary,
+            title=title_of(turn.pending),
         )
     if io is not None:
         # The store checks the lease, writes the whole turn and frees the session in one step.

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from multisessions.approvals import PausedTurn
+from multisessions.conversations import MAX_LIMIT, list_conversations
 from multisessions.effects import effect_parts, session_prefix
 from multisessions.errors import StoreError
 from multisessions.inventory import list_sessions
@@ -153,7 +154,8 @@ async def _export_session(store: SessionStore, session_id: str, info: SessionInf
 async def export_user(store: SessionStore, user: str, *, tenant: str | None = None) -> dict[str, Any]:
     """Everything kept for ``user`` in ``tenant``, as one JSON-serialisable document.
 
-    Each session (user, feature and dated ids) with its kind, timestamps, current agent, items
+    The user's conversation index (titles, tags), and each session (user, feature and dated ids)
+    with its kind, timestamps, current agent, items
     (decrypted by an encrypted store), paused turn and side effects, read while holding every one
     of the user's sessions, so no turn is half in it. A user or tenant the naming helpers would
     refuse raises ``ValueError``."""
@@ -162,13 +164,36 @@ async def export_user(store: SessionStore, user: str, *, tenant: str | None = No
         sessions = [await _export_session(store, sid, info) for sid, info in found.items()]
         memory = await store.load_memory(user_scope(user, tenant))
         refuse_sealed(f"the memory of user {user!r}", memory.values())
+        conversations = await _conversations_of(store, user, tenant)
     return {
         "user": user,
         "tenant": tenant,
         "exported_at": exported_at,
         "memory": memory,
+        "conversations": conversations,
         "sessions": sessions,
     }
+
+
+async def _conversations_of(store: SessionStore, user: str, tenant: str | None) -> list[dict[str, Any]]:
+    """The user's entries in the conversation index (title, last activity, items, tags)."""
+    found: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page = await list_conversations(store, user, tenant=tenant, limit=MAX_LIMIT, cursor=cursor)
+        found += [
+            {
+                "session_id": c.session_id,
+                "title": c.title,
+                "last_activity": _when(c.last_activity),
+                "items": c.items,
+                "tags": c.tags,
+            }
+            for c in page.conversations
+        ]
+        if page.next_cursor is None:
+            return found
+        cursor = page.next_cursor
 
 
 async def _forget_session(

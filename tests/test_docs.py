@@ -47,6 +47,7 @@ RUN_ELSEWHERE = {
     "python -m tools.bench --plot": "tests/test_bench_plot.py draws the charts at a small size",
     "python -m tools.loadtest": "tests/test_serve_workers.py runs the same load at CI size",
     "python -m tools.stress": "tests/test_reliability.py runs the same scenarios at CI size",
+    "python -m tools.browse": "tests/test_conversations.py runs tools.browse at a small size on every store",
 }
 """Console commands that take minutes or a live server: the test that runs each instead."""
 

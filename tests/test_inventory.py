@@ -221,3 +221,42 @@ def test_sql_metacharacters_in_an_id_are_just_characters(cli: Cli, db):
             assert conn.execute(f"SELECT count(*) FROM {table} WHERE session_id = ?", (EVIL,)).fetchone() == (
                 0,
             )
+
+
+def test_list_pages_with_a_cursor_without_repeating_or_skipping(cli: Cli, demo_db):
+    every = listed_ids(cli("sessions", "list", "--tenant", "demo", "--limit", "0", "--db", str(demo_db)).out)
+    seen, cursor = [], None
+    while True:
+        more = ["--cursor", cursor] if cursor else []
+        result = cli("sessions", "list", "--tenant", "demo", "--limit", "2", *more, "--db", str(demo_db))
+        assert result.code == 0, result.err
+        page = [line.split()[0] for line in result.out.splitlines() if line.startswith("demo:")]
+        assert len(page) <= 2
+        seen += page
+        hint = [line for line in result.out.splitlines() if "the next page: --cursor " in line]
+        if not hint:
+            break
+        cursor = hint[0].rsplit(" ", 1)[1]
+    assert seen == every and len(every) > 2
+    bad = cli("sessions", "list", "--cursor", "nonsense", "--db", str(demo_db))
+    assert bad.code == 2 and "--cursor" in bad.err and len(bad.err.strip().splitlines()) == 1
+
+
+def test_backfill_indexes_sessions_written_before_the_index(cli: Cli, demo_db):
+    import asyncio
+    import sqlite3
+
+    from multisessions import SQLiteStore, list_conversations
+
+    with sqlite3.connect(demo_db) as conn:  # as a file written before the index existed
+        conn.execute("DROP TABLE IF EXISTS multisessions_conversations")
+    result = cli("sessions", "backfill", "--db", str(demo_db))
+    assert result.code == 0 and " added to the conversation index" in result.out, result.err
+    page = asyncio.run(list_conversations(SQLiteStore(demo_db), "alice", tenant="demo"))
+    assert {c.session_id for c in page.conversations} >= {
+        "demo:user_alice",
+        "demo:support_feature_user_alice",
+    }
+    assert all(c.title for c in page.conversations if c.items)
+    again = cli("sessions", "backfill", "--db", str(demo_db))
+    assert again.out.startswith("0 session(s) added")

@@ -115,9 +115,42 @@ async def test_the_listing_holds_only_the_callers_own_conversations_in_their_ten
         "acme/alice": ["acme:support_feature_user_alice"],
     }
     first = listings["alice"]["conversations"][0]
-    assert set(first) == {"name", "session_id", "items", "last_activity", "last_agent"}
-    assert first["items"] == 2 and first["last_agent"] == "Triage Agent"
+    assert set(first) == {"name", "session_id", "title", "items", "last_activity", "tags"}
+    assert first["items"] == 2 and first["title"] == "Hello." and listings["alice"]["next_cursor"] is None
     assert listings["acme/alice"]["tenant"] == "acme" and listings["alice"]["tenant"] is None
+
+
+async def test_conversations_page_with_a_cursor_filter_by_title_and_refuse_a_bad_cursor(db):
+    async with serving(db) as client:
+        for name in ("one", "two", "three"):
+            await client.post(
+                f"/api/conversations/{name}/messages",
+                json={"message": f"About {name}"},
+                headers=auth("alice"),
+            )
+        first = (await client.get("/api/conversations", params={"limit": 2}, headers=auth("alice"))).json()
+        rest = (
+            await client.get(
+                "/api/conversations",
+                params={"limit": 2, "cursor": first["next_cursor"]},
+                headers=auth("alice"),
+            )
+        ).json()
+        found = (await client.get("/api/conversations", params={"q": "TWO"}, headers=auth("alice"))).json()
+        bob = (await client.get("/api/conversations", params={"q": "two"}, headers=auth("bob"))).json()
+        stolen = await client.get(
+            "/api/conversations", params={"cursor": first["next_cursor"]}, headers=auth("bob")
+        )
+        bad = [
+            await client.get("/api/conversations", params=params, headers=auth("alice"))
+            for params in ({"cursor": "garbage"}, {"limit": "x"}, {"limit": "0"})
+        ]
+    assert [c["name"] for c in first["conversations"]] == ["three", "two"]
+    assert [c["title"] for c in rest["conversations"]] == ["About one"] and rest["next_cursor"] is None
+    assert [c["name"] for c in found["conversations"]] == ["two"] and bob["conversations"] == []
+    assert stolen.status_code == 422 and "cursor" in stolen.json()["detail"]
+    assert [r.status_code for r in bad] == [422] * 3
+    assert all(isinstance(r.json()["detail"], str) and "\n" not in r.json()["detail"] for r in bad)
 
 
 async def test_delete_removes_the_conversation_and_its_last_agent_and_nothing_else(db):

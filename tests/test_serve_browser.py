@@ -147,6 +147,10 @@ async def test_alice_and_bob_chat_at_once_in_two_browsers_and_each_sees_only_the
                 assert "bob" not in alice_text.lower() and "alice" not in bob_text.lower()
                 assert "handoff: Triage Agent -> Billing Agent" in alice_text
             await expect(alice.locator("#conversations button")).to_have_count(1)
+            # Listed by its title (the first message), with its name and items (a handoff adds two); one page.
+            await expect(alice.locator("#conversations button")).to_contain_text(alice_says[0])
+            await expect(alice.locator("#conversations button small")).to_have_text("support, 6 items")
+            await expect(alice.locator("#more")).to_be_hidden()
             await expect(alice.locator("#session-id")).to_have_text("support_feature_user_alice")
 
             assert blocked == []  # the page's own script and style run under the policy

@@ -321,13 +321,14 @@ async def test_begin_sees_a_turn_that_committed_while_it_waited_for_the_lease(pg
         await tx.start()
         item = json.dumps({"role": "user", "content": "committed meanwhile"}, separators=(",", ":"))
         assert await conn.fetchval(
-            f"SELECT {COMMIT}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            f"SELECT {COMMIT}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             [session.session_id],
             ["first"],
             [1],
             [item],
             ["Bot"],
             ["keep"],
+            [None],
             [None],
             [None],
             [None],

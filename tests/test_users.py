@@ -134,6 +134,8 @@ async def dump(store: Any) -> Counter[tuple[Any, ...]]:
                 entries.update(("hash", key, k, v) for k, v in (await client.hgetall(key)).items())
             elif kind == "list":
                 entries[("list", key, tuple(await client.lrange(key, 0, -1)))] += 1
+            elif kind == "zset":
+                entries.update(("zset", key, member) for member in await client.zrange(key, 0, -1))
             else:
                 entries[(kind, key, await client.get(key))] += 1
     else:
@@ -152,6 +154,7 @@ async def dump(store: Any) -> Counter[tuple[Any, ...]]:
             "multisessions_leases",
             "multisessions_memory",
             "multisessions_summaries",
+            "multisessions_conversations",
         ):
             if await conn.fetchval("SELECT to_regclass($1)", table):
                 entries.update((table, *row) for row in await conn.fetch(f"SELECT * FROM {table}"))
@@ -164,10 +167,13 @@ def belongs(entry: tuple[Any, ...], session_ids: list[str], prefix: str) -> bool
     names = set()
     for sid in session_ids:
         names |= {sid, f"{prefix}:{sid}", f"{prefix}:{sid}:messages", f"{prefix}:{sid}:counter"}
-        names |= {f"{prefix}/{space}/{sid}" for space in ("last_agent", "committed", "lease", "summary")}
+        names |= {
+            f"{prefix}/{space}/{sid}"
+            for space in ("last_agent", "committed", "lease", "summary", "conversation")
+        }
     scope = memory_scope(session_ids[0]) if session_ids else None  # a user's ids share one scope
     if scope is not None:
-        names |= {scope, f"{prefix}/memory/{scope}"}
+        names |= {scope, f"{prefix}/memory/{scope}", f"{prefix}/conversations/{scope}"}
     for value in entry:
         text = value.decode() if isinstance(value, bytes) else value
         if isinstance(text, str) and (

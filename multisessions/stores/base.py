@@ -8,6 +8,7 @@ last. Each store (SQLite file, Redis, PostgreSQL) implements ``SessionStore`` fo
 from __future__ import annotations
 
 import inspect
+import json
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +36,27 @@ class SessionInfo:
     @property
     def parsed(self) -> ParsedSessionId:
         return parse_session_id(self.session_id)
+
+
+@dataclass(frozen=True)
+class ConversationRow:
+    """One conversation in its user's index (``conversations.list_conversations`` reads them)."""
+
+    session_id: str
+    title: str
+    last_activity: float
+    """Seconds since the epoch of its last committed turn."""
+    items: int
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def tags_from_json(text: str) -> dict[str, str]:
+    """A conversation's tags as stored (a JSON object); {} for anything else."""
+    try:
+        tags = json.loads(text)
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in tags.items()} if isinstance(tags, dict) else {}
 
 
 @dataclass(frozen=True)
@@ -77,6 +99,8 @@ class TurnWrite:
     """Facts to remember for the session's user (new or replacing a fact of the same name)."""
     summary: Summary | None = None
     """A new summary of the session's older items (None: unchanged)."""
+    title: str | None = None
+    """The conversation's title if it has none yet (its first message; an existing one is kept)."""
 
     @property
     def changes_pending(self) -> bool:

@@ -28,6 +28,7 @@ from multisessions.locks import LeaseBackend
 from multisessions.naming import memory_scope, scope_parts, tenant_label
 from multisessions.sdk_private import encrypted_envelopes
 from multisessions.stores.base import (
+    ConversationRow,
     SessionInfo,
     SessionStore,
     Summary,
@@ -178,6 +179,27 @@ class EncryptedStore:
         return EncryptedTurnIO(
             inner, wrap, unwrap, self._fernet(session.session_id), session.session_id, memory_fernet
         )
+
+    async def conversation_page(
+        self, scope: str, limit: int, after: tuple[float, str] | None = None
+    ) -> list[ConversationRow]:
+        """The wrapped store's page, titles decrypted (tags are the app's metadata: plaintext)."""
+        rows = await self.store.conversation_page(scope, limit, after)  # type: ignore[attr-defined]
+        return [
+            replace(
+                row,
+                title=open_text(self._fernet(row.session_id), row.title, row.session_id) if row.title else "",
+            )
+            for row in rows
+        ]
+
+    async def index_conversation(self, scope: str, row: ConversationRow) -> bool:
+        sealed = (
+            self._fernet(row.session_id).encrypt(row.title.encode("utf-8")).decode("ascii")
+            if row.title
+            else ""
+        )
+        return bool(await self.store.index_conversation(scope, replace(row, title=sealed)))  # type: ignore[attr-defined]
 
     def _fernet(self, session_id: str) -> Any:
         return Fernet(tenant_key(self._secret, session_id).encode("ascii"))
@@ -354,7 +376,12 @@ class EncryptedTurnIO:
             summary = Summary(
                 self._fernet.encrypt(summary.text.encode("utf-8")).decode("ascii"), summary.covered
             )
-        sealed = TurnWrite([self._wrap(item) for item in write.items], write.agent, pending, memory, summary)
+        title = write.title  # user text: sealed like the items
+        if title:
+            title = self._fernet.encrypt(title.encode("utf-8")).decode("ascii")
+        sealed = TurnWrite(
+            [self._wrap(item) for item in write.items], write.agent, pending, memory, summary, title
+        )
         return await self.inner.commit(session_id, owner, sealed)
 
 

@@ -12,10 +12,10 @@ reads back exactly what it would have written:
   function so that each statement in it takes a new snapshot (READ COMMITTED): a single
   statement would keep the snapshot from before it waited on a lease row, and miss the turn
   that committed and freed the lease meanwhile.
-- ``multisessions_turn_commit_many_v3`` deletes each turn's lease if its owner holds it unexpired
+- ``multisessions_turn_commit_many_v4`` deletes each turn's lease if its owner holds it unexpired
   and, only then, appends that turn's items in order, touches ``agent_sessions.updated_at``, sets
   the session's current agent, writes or consumes its paused turn and writes the facts the turn
-  remembered: the whole turn or nothing.
+  remembered and the conversation's entry in its user's index: the whole turn or nothing.
 
 Both take a batch: the turns starting (or committing) in one pass of the event loop share one
 round trip and one transaction (batches.py); with many users a turn's two calls had cost more
@@ -35,6 +35,8 @@ from multisessions.stores.base import KEEP, TurnStart, TurnWrite, store_failures
 from multisessions.stores.batches import Batches
 from multisessions.stores.leases import ADD_INTERRUPT_COLUMN, LEASES_TABLE, SETUP_LOCK
 from multisessions.stores.sqlite_turns import (
+    CONVERSATIONS_TABLE,
+    CREATE_CONVERSATIONS_INDEX,
     LAST_AGENT_TABLE,
     MEMORY_TABLE,
     MESSAGES_TABLE,
@@ -44,7 +46,7 @@ from multisessions.stores.sqlite_turns import (
 )
 
 BEGIN = "multisessions_turn_begin_many_v3"
-COMMIT = "multisessions_turn_commit_many_v3"
+COMMIT = "multisessions_turn_commit_many_v4"
 POOL_SIZE = 8
 """Connections in the short path's pool: each call holds one for one round trip, so a few serve
 hundreds of turns at once without the descriptors (and server processes) of one per turn."""
@@ -59,6 +61,12 @@ CREATE_SUMMARIES_TABLE_SQL = (
     "covered INTEGER NOT NULL, updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
 )
 """Each session's summary of its older items."""
+CREATE_CONVERSATIONS_TABLE_SQL = (
+    f"CREATE TABLE IF NOT EXISTS {CONVERSATIONS_TABLE} (scope VARCHAR NOT NULL, session_id VARCHAR NOT NULL, "
+    "title TEXT NOT NULL DEFAULT '', last_activity DOUBLE PRECISION NOT NULL, "
+    "items INTEGER NOT NULL DEFAULT 0, tags TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (scope, session_id))"
+)
+"""Each user's conversations (title, last activity, items, tags), written by the turn's commit."""
 
 # Versioned names: a later change to these functions gets new names instead of replacing the
 # ones processes of this version still call. The setup runs under SETUP_LOCK: two processes
@@ -72,6 +80,8 @@ _SETUP = [
     ADD_INTERRUPT_COLUMN,
     CREATE_MEMORY_TABLE_SQL,
     CREATE_SUMMARIES_TABLE_SQL,
+    CREATE_CONVERSATIONS_TABLE_SQL,
+    CREATE_CONVERSATIONS_INDEX,
     # For each turn: take the lease and, if taken, read the paused flag and the newest ``limit``
     # items (all: NULL). The lease goes first, so a busy session costs one insert. A transaction
     # that only takes leases commits asynchronously (synchronous_commit off, this transaction
@@ -129,7 +139,7 @@ END $$""",
 CREATE OR REPLACE FUNCTION {COMMIT}(
     p_session_ids VARCHAR[], p_owners VARCHAR[], p_counts INTEGER[], p_items TEXT[],
     p_agents VARCHAR[], p_pending_ops VARCHAR[], p_pending TEXT[], p_scopes VARCHAR[], p_memory TEXT[],
-    p_summaries TEXT[], p_covered INTEGER[])
+    p_summaries TEXT[], p_covered INTEGER[], p_titles TEXT[])
 RETURNS BOOLEAN[] LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     i INTEGER;
@@ -153,6 +163,15 @@ BEGIN
             FOR j IN starts[i] .. starts[i] + p_counts[i] - 1 LOOP
                 INSERT INTO {MESSAGES_TABLE} (session_id, message_data) VALUES (p_session_ids[i], p_items[j]);
             END LOOP;
+            IF p_scopes[i] IS NOT NULL THEN
+                INSERT INTO {CONVERSATIONS_TABLE} AS c (scope, session_id, title, last_activity, items)
+                VALUES (p_scopes[i], p_session_ids[i], coalesce(p_titles[i], ''),
+                        extract(epoch FROM clock_timestamp()), p_counts[i])
+                ON CONFLICT (scope, session_id) DO UPDATE SET
+                    title = CASE WHEN c.title = '' THEN excluded.title ELSE c.title END,
+                    last_activity = greatest(c.last_activity, excluded.last_activity),
+                    items = c.items + excluded.items;
+            END IF;
         END IF;
         IF p_agents[i] IS NOT NULL THEN
             INSERT INTO {LAST_AGENT_TABLE} AS a (session_id, agent_name)
@@ -200,14 +219,25 @@ _INTERRUPTED = (
     "WHERE interrupt = owner AND session_id = ANY($1::varchar[])"
 )
 _BEGIN_CALL = f"SELECT turn, taken, paused, items, agent, memory FROM {BEGIN}($1, $2, $3, $4, $5)"
-_COMMIT_CALL = f"SELECT {COMMIT}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+_COMMIT_CALL = f"SELECT {COMMIT}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 
 _Begin = tuple[str, str, float, int | None]  # session id, owner, lease seconds, limit
 _Commit = tuple[
-    str, str, list[str], str | None, str, str | None, str | None, str | None, str | None, int | None
+    str,
+    str,
+    list[str],
+    str | None,
+    str,
+    str | None,
+    str | None,
+    str | None,
+    str | None,
+    int | None,
+    str | None,
 ]
 """Session id, owner, the items as stored, the current agent, the paused-turn step and record,
-the memory scope and the facts to remember (JSON), the new summary and the items it covers."""
+the memory scope and the facts to remember (JSON), the new summary and the items it covers, the
+conversation's title (kept only if it has none yet)."""
 _Started = tuple[bool, bool, list[str], str | None, dict[str, str]]
 """Taken, paused, the stored items, the current agent, the user's memory."""
 
@@ -308,7 +338,19 @@ class PostgresTurns:
             summary = write.summary
             text, covered = (summary.text, summary.covered) if summary is not None else (None, None)
             return await self._commits.call(
-                (session_id, owner, payload, write.agent, step, record, scope, facts, text, covered)
+                (
+                    session_id,
+                    owner,
+                    payload,
+                    write.agent,
+                    step,
+                    record,
+                    scope,
+                    facts,
+                    text,
+                    covered,
+                    write.title,
+                )
             )
 
     async def _begin_many(self, turns: list[_Begin]) -> list[_Started]:
@@ -331,8 +373,8 @@ class PostgresTurns:
         pool = await self._connection_pool()
         items = [item for turn in turns for item in turn[2]]
         counts = [len(turn[2]) for turn in turns]
-        ids, owners, agents, steps, records, scopes, facts, summaries, covered = (
-            [turn[k] for turn in turns] for k in (0, 1, 3, 4, 5, 6, 7, 8, 9)
+        ids, owners, agents, steps, records, scopes, facts, summaries, covered, titles = (
+            [turn[k] for turn in turns] for k in (0, 1, 3, 4, 5, 6, 7, 8, 9, 10)
         )
         saved = await pool.fetchval(
             _COMMIT_CALL,
@@ -347,6 +389,7 @@ class PostgresTurns:
             facts,
             summaries,
             covered,
+            titles,
         )
         return [bool(ok) for ok in saved]
 

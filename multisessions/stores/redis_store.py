@@ -10,6 +10,7 @@ session id can reach (``victim:last_agent`` is a session like any other). Ids en
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -18,11 +19,20 @@ from urllib.parse import parse_qsl, urlsplit
 from agents.memory import Session
 
 from multisessions.errors import ConfigError, StoreError
+from multisessions.naming import memory_scope
 from multisessions.sdk_private import plain_redis_session
-from multisessions.stores.base import SessionInfo, Summary, TurnIO, remember_store, store_failures
+from multisessions.stores.base import (
+    ConversationRow,
+    SessionInfo,
+    Summary,
+    TurnIO,
+    remember_store,
+    store_failures,
+    tags_from_json,
+)
 from multisessions.stores.diagnose import describe_store_failure
 from multisessions.stores.leases import RedisLeases
-from multisessions.stores.redis_turns import RedisTurnIO, memory_key
+from multisessions.stores.redis_turns import RedisTurnIO, conversation_key, conversations_key, memory_key
 from multisessions.stores.urls import INSTALL_HINT, redact_url, scrub, split_options
 
 DEFAULT_KEY_PREFIX = "multi_sessions"
@@ -196,9 +206,77 @@ class RedisStore:
                 self._last_agent_key(session_id),
                 self._turn_io.receipt_key(session_id),
                 self._turn_io.summary_key(session_id),
+                conversation_key(self.key_prefix, session_id),
+            )
+            await self.client.zrem(
+                conversations_key(self.key_prefix, memory_scope(session_id) or ""), session_id
             )
             await self.client.hdel(self._pending_key(), session_id)
         return int(removed)
+
+    async def conversation_page(
+        self, scope: str, limit: int, after: tuple[float, str] | None = None
+    ) -> list[ConversationRow]:
+        """Up to ``limit`` of ``scope``'s conversations, newest activity first, after ``after``:
+        a range of the user's sorted set, then their entries in one pipeline."""
+        key = conversations_key(self.key_prefix, scope)
+        top = "+inf" if after is None else repr(after[0])
+        found: list[tuple[str, float]] = []
+        skip = 0
+        with store_failures(self.name, self._url, "listing conversations"):
+            while len(found) < limit:
+                batch = limit - len(found)
+                rows = await self.client.zrevrangebyscore(
+                    key, top, "-inf", start=skip, num=batch, withscores=True
+                )
+                for member, score in rows:
+                    session_id = _text(member)
+                    # Ties on the score: only ids before the cursor's (keyset order: score, then id).
+                    if after is not None and score == after[0] and session_id >= after[1]:
+                        continue
+                    found.append((session_id, float(score)))
+                if len(rows) < batch:
+                    break
+                skip += len(rows)
+            pipe = self.client.pipeline(transaction=False)
+            for session_id, _ in found:
+                pipe.hmget(conversation_key(self.key_prefix, session_id), "title", "items", "tags")
+            entries = await pipe.execute() if found else []
+        page = []
+        for (session_id, score), (title, items, tags) in zip(found, entries, strict=True):
+            if items is None:  # its session expired (a ttl): the entry went with it
+                continue
+            page.append(
+                ConversationRow(
+                    session_id,
+                    _text(title or b""),
+                    score,
+                    int(items),
+                    tags_from_json(_text(tags or b"{}")),
+                )
+            )
+        return page
+
+    async def set_conversation_tags(self, scope: str, session_id: str, tags: dict[str, str]) -> bool:
+        """Replace the conversation's tags; False if ``scope`` has no such conversation."""
+        with store_failures(self.name, self._url, "tagging a conversation"):
+            if await self.client.zscore(conversations_key(self.key_prefix, scope), session_id) is None:
+                return False
+            await self.client.hset(conversation_key(self.key_prefix, session_id), "tags", json.dumps(tags))
+        return True
+
+    async def index_conversation(self, scope: str, row: ConversationRow) -> bool:
+        """Add a conversation written before the index existed (kept as is if already there)."""
+        with store_failures(self.name, self._url, "indexing a conversation"):
+            added = await self.client.zadd(
+                conversations_key(self.key_prefix, scope), {row.session_id: row.last_activity}, nx=True
+            )
+            if added:
+                await self.client.hset(
+                    conversation_key(self.key_prefix, row.session_id),
+                    mapping={"title": row.title, "items": row.items},
+                )
+        return bool(added)
 
     async def load_last_agent(self, session_id: str) -> str | None:
         key = self._last_agent_key(session_id)
@@ -328,3 +406,8 @@ def _escape_hint(url: str) -> str:
 
 def _epoch(value: str | None) -> datetime | None:
     return datetime.fromtimestamp(int(value), UTC) if value else None
+
+
+def _text(value: bytes | str) -> str:
+    """A reply as text, whether the client decodes replies (``?decode_responses=true``) or not."""
+    return value.decode() if isinstance(value, bytes) else value

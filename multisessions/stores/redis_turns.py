@@ -53,12 +53,15 @@ return {paused, table.concat(framed), readable, agent, memory}
 """
 
 # KEYS: lease, session hash, messages, counter (the SDK's three, in its order), commit receipt,
-# the current agent, the paused turns (a hash by session id), the user's memory, the summary.
+# the current agent, the paused turns (a hash by session id), the user's memory, the summary,
+# the user's conversations (a sorted set of session ids by last activity), this conversation's
+# entry (a hash: title, items, tags).
 # ARGV: owner, session id, now in seconds ('' with a ttl: the server's clock, as the SDK reads
 # it then), ttl in seconds ('' for none), the current agent ('' leaves it), what to do with the
 # paused turn ('keep', 'drop' or 'set'), its new record, the facts to remember (fact, value...
-# as a JSON list, '' for none), the new summary ('' for none) and the count it covers, then the
-# serialized items.
+# as a JSON list, '' for none), the new summary ('' for none) and the count it covers, the title
+# ('' for none; a title already there is kept), whether to index the conversation ('1' when the
+# id names a user), then the serialized items.
 # The checks, the writes and their order are those of RedisSession._mutate_items for an append;
 # the agent and the paused turn are written in the same script, so the turn lands whole or not.
 # The receipt (the owner, for a minute) answers a commit redis-py resends after losing its reply
@@ -89,15 +92,23 @@ if ARGV[4] ~= '' then
   expire_at = string.format('%.0f',
     tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) + tonumber(ARGV[4]) * 1000)
 end
-if #ARGV >= 11 then
+if #ARGV >= 13 then
   redis.call('hset', KEYS[2], 'session_id', ARGV[2])
   redis.call('hsetnx', KEYS[2], 'created_at', now)
-  for first = 11, #ARGV, 1000 do
+  for first = 13, #ARGV, 1000 do
     redis.call('rpush', KEYS[3], unpack(ARGV, first, math.min(first + 999, #ARGV)))
   end
   redis.call('hset', KEYS[2], 'updated_at', now)
   if expire_at then
     for i = 2, 4 do redis.call('pexpireat', KEYS[i], expire_at) end
+  end
+  if ARGV[12] == '1' then
+    local clock = redis.call('time')
+    redis.call('zadd', KEYS[10], clock[1] + clock[2] / 1000000, ARGV[2])
+    local title = redis.call('hget', KEYS[11], 'title')
+    if (not title or title == '') and ARGV[11] ~= '' then redis.call('hset', KEYS[11], 'title', ARGV[11]) end
+    redis.call('hincrby', KEYS[11], 'items', #ARGV - 12)
+    if expire_at then redis.call('pexpireat', KEYS[11], expire_at) end
   end
 end
 if ARGV[5] ~= '' then
@@ -215,6 +226,8 @@ class RedisTurnIO(RedisLeases):
             self.pending_key,
             self.memory_key(session_id),
             self.summary_key(session_id),
+            conversations_key(self.key_prefix, memory_scope(session_id) or ""),
+            conversation_key(self.key_prefix, session_id),
         ]
         # Without a ttl the SDK stamps the time with this machine's clock, with one the server's.
         now = "" if self.ttl is not None else str(int(time.time()))
@@ -227,7 +240,11 @@ class RedisTurnIO(RedisLeases):
         memory = json.dumps(facts) if facts else ""
         summary = write.summary
         folded = [summary.text, str(summary.covered)] if summary is not None else ["", ""]
-        args = [owner, session_id, now, ttl, write.agent or "", pending, record, memory, *folded, *serialized]
+        index = "1" if scope is not None else ""
+        args = [
+            owner, session_id, now, ttl, write.agent or "", pending, record, memory, *folded,
+            write.title or "", index, *serialized,
+        ]  # fmt: skip
         return bool(await self._calls.call((self._commit, keys, args)))
 
     async def _send(self, calls: list[_ScriptCall]) -> list[Any]:
@@ -255,6 +272,16 @@ class RedisTurnIO(RedisLeases):
         script, _, args = call
         if script is self._begin and reply is not None:
             await self.release(args[2], args[0])
+
+
+def conversations_key(key_prefix: str, scope: str) -> str:
+    """A user's conversations: a sorted set of session ids scored by last activity (seconds)."""
+    return f"{key_prefix}/conversations/{scope}"
+
+
+def conversation_key(key_prefix: str, session_id: str) -> str:
+    """One conversation's entry in its user's index: a hash (title, items, tags as JSON)."""
+    return f"{key_prefix}/conversation/{session_id}"
 
 
 def memory_key(key_prefix: str, scope: str) -> str:

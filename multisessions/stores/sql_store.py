@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,12 +17,28 @@ from agents.memory import Session
 
 from multisessions.errors import ConfigError, StoreError
 from multisessions.locks import WAIT_SECONDS
+from multisessions.naming import memory_scope
 from multisessions.sdk_private import plain_sqlalchemy_session, sqlalchemy_session_fields
-from multisessions.stores.base import SessionInfo, Summary, TurnIO, remember_store, store_failures
+from multisessions.stores.base import (
+    ConversationRow,
+    SessionInfo,
+    Summary,
+    TurnIO,
+    remember_store,
+    store_failures,
+    tags_from_json,
+)
 from multisessions.stores.diagnose import describe_store_failure
 from multisessions.stores.leases import SETUP_LOCK, SQLLeases, text
-from multisessions.stores.pg_turns import CREATE_MEMORY_TABLE_SQL, CREATE_SUMMARIES_TABLE_SQL, PostgresTurns
+from multisessions.stores.pg_turns import (
+    CREATE_CONVERSATIONS_TABLE_SQL,
+    CREATE_MEMORY_TABLE_SQL,
+    CREATE_SUMMARIES_TABLE_SQL,
+    PostgresTurns,
+)
 from multisessions.stores.sqlite_turns import (
+    CONVERSATIONS_TABLE,
+    CREATE_CONVERSATIONS_INDEX,
     EFFECTS_TABLE,
     LAST_AGENT_TABLE,
     MEMORY_TABLE,
@@ -167,6 +184,8 @@ class SQLStore:
             )
             await conn.execute(text(CREATE_MEMORY_TABLE_SQL))
             await conn.execute(text(CREATE_SUMMARIES_TABLE_SQL))
+            await conn.execute(text(CREATE_CONVERSATIONS_TABLE_SQL))
+            await conn.execute(text(CREATE_CONVERSATIONS_INDEX))
 
     async def list_sessions(self) -> list[SessionInfo]:
         with store_failures(self.name, self._url, "listing sessions"):
@@ -202,7 +221,66 @@ class SQLStore:
         async with self.engine.begin() as conn:
             for table in (LAST_AGENT_TABLE, PENDING_TABLE, SUMMARIES_TABLE):
                 await conn.execute(text(f"DELETE FROM {table} WHERE session_id = :id"), {"id": session_id})
+            await conn.execute(
+                text(f"DELETE FROM {CONVERSATIONS_TABLE} WHERE scope = :scope AND session_id = :id"),
+                {"scope": memory_scope(session_id) or "", "id": session_id},
+            )
         return int(removed)
+
+    async def conversation_page(
+        self, scope: str, limit: int, after: tuple[float, str] | None = None
+    ) -> list[ConversationRow]:
+        """Up to ``limit`` of ``scope``'s conversations, newest activity first, after ``after``:
+        one range of the (scope, last_activity, session_id) index."""
+        with store_failures(self.name, self._url, "listing conversations"):
+            await self._ready()
+            sql = (
+                f"SELECT session_id, title, last_activity, items, tags FROM {CONVERSATIONS_TABLE} "
+                "WHERE scope = :scope"
+            )
+            args: dict[str, Any] = {"scope": scope, "limit": limit}
+            if after is not None:
+                sql += " AND (last_activity, session_id) < (:when, :id)"
+                args.update({"when": after[0], "id": after[1]})
+            sql += " ORDER BY last_activity DESC, session_id DESC LIMIT :limit"
+            async with self.engine.connect() as conn:
+                rows = (await conn.execute(text(sql), args)).all()
+        return [ConversationRow(r[0], r[1], float(r[2]), int(r[3]), tags_from_json(r[4])) for r in rows]
+
+    async def set_conversation_tags(self, scope: str, session_id: str, tags: dict[str, str]) -> bool:
+        """Replace the conversation's tags; False if ``scope`` has no such conversation."""
+        with store_failures(self.name, self._url, "tagging a conversation"):
+            await self._ready()
+            async with self.engine.begin() as conn:
+                done = await conn.execute(
+                    text(
+                        f"UPDATE {CONVERSATIONS_TABLE} SET tags = :tags "
+                        "WHERE scope = :scope AND session_id = :id"
+                    ),
+                    {"tags": json.dumps(tags), "scope": scope, "id": session_id},
+                )
+        return bool(done.rowcount == 1)
+
+    async def index_conversation(self, scope: str, row: ConversationRow) -> bool:
+        """Add a conversation written before the index existed (kept as is if already there)."""
+        with store_failures(self.name, self._url, "indexing a conversation"):
+            await self._ready()
+            async with self.engine.begin() as conn:
+                done = await conn.execute(
+                    text(
+                        f"INSERT INTO {CONVERSATIONS_TABLE} (scope, session_id, title, last_activity, items) "
+                        "VALUES (:scope, :id, :title, :when, :items) "
+                        "ON CONFLICT (scope, session_id) DO NOTHING"
+                    ),
+                    {
+                        "scope": scope,
+                        "id": row.session_id,
+                        "title": row.title,
+                        "when": row.last_activity,
+                        "items": row.items,
+                    },
+                )
+        return bool(done.rowcount == 1)
 
     async def load_last_agent(self, session_id: str) -> str | None:
         with store_failures(self.name, self._url, "reading the last agent"):

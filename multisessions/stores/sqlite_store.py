@@ -23,8 +23,12 @@ from agents import SQLiteSession
 from agents.memory import Session, SessionSettings
 
 from multisessions.errors import StoreError
-from multisessions.stores.base import SessionInfo, Summary, TurnIO
+from multisessions.naming import memory_scope
+from multisessions.stores.base import ConversationRow, SessionInfo, Summary, TurnIO, tags_from_json
 from multisessions.stores.sqlite_turns import (
+    CONVERSATIONS_TABLE,
+    CREATE_CONVERSATIONS_INDEX,
+    CREATE_CONVERSATIONS_TABLE,
     CREATE_EFFECTS_TABLE,
     CREATE_LAST_AGENT_TABLE,
     CREATE_MEMORY_TABLE,
@@ -223,7 +227,59 @@ class SQLiteStore:
         conn.execute(CREATE_PENDING_TABLE)
         conn.execute(CREATE_MEMORY_TABLE)
         conn.execute(CREATE_SUMMARIES_TABLE)
+        conn.execute(CREATE_CONVERSATIONS_TABLE)
+        conn.execute(CREATE_CONVERSATIONS_INDEX)
         return conn
+
+    async def conversation_page(
+        self, scope: str, limit: int, after: tuple[float, str] | None = None
+    ) -> list[ConversationRow]:
+        """Up to ``limit`` of ``scope``'s conversations, newest activity first, after ``after``
+        (the last row of the previous page): one range of the (scope, last_activity) index."""
+
+        def read() -> list[ConversationRow]:
+            if not self.db_path.exists():
+                return []
+            with closing(connect_read_only(self.db_path)) as conn:
+                if not _has_table(conn, CONVERSATIONS_TABLE):
+                    return []
+                sql = (
+                    f"SELECT session_id, title, last_activity, items, tags FROM {CONVERSATIONS_TABLE} "
+                    "WHERE scope = ?"
+                )
+                args: list[Any] = [scope]
+                if after is not None:
+                    sql += " AND last_activity <= ? AND (last_activity < ? OR session_id < ?)"
+                    args += [after[0], after[0], after[1]]
+                sql += " ORDER BY last_activity DESC, session_id DESC LIMIT ?"
+                rows = conn.execute(sql, [*args, limit]).fetchall()
+            return [ConversationRow(r[0], r[1], float(r[2]), int(r[3]), tags_from_json(r[4])) for r in rows]
+
+        return await asyncio.to_thread(read)
+
+    async def set_conversation_tags(self, scope: str, session_id: str, tags: dict[str, str]) -> bool:
+        """Replace the conversation's tags; False if ``scope`` has no such conversation."""
+
+        def write() -> bool:
+            with closing(self._connect()) as conn, conn:
+                sql = f"UPDATE {CONVERSATIONS_TABLE} SET tags = ? WHERE scope = ? AND session_id = ?"
+                return conn.execute(sql, (json.dumps(tags), scope, session_id)).rowcount == 1
+
+        return await asyncio.to_thread(write)
+
+    async def index_conversation(self, scope: str, row: ConversationRow) -> bool:
+        """Add a conversation written before the index existed (kept as is if already there)."""
+
+        def write() -> bool:
+            with closing(self._connect()) as conn, conn:
+                added = conn.execute(
+                    f"INSERT OR IGNORE INTO {CONVERSATIONS_TABLE} "
+                    "(scope, session_id, title, last_activity, items) VALUES (?, ?, ?, ?, ?)",
+                    (scope, row.session_id, row.title, row.last_activity, row.items),
+                )
+                return added.rowcount == 1
+
+        return await asyncio.to_thread(write)
 
     async def list_sessions(self) -> list[SessionInfo]:
         def query() -> list[SessionInfo]:
@@ -250,6 +306,10 @@ class SQLiteStore:
                 conn.execute(f"DELETE FROM {LAST_AGENT_TABLE} WHERE session_id = ?", (session_id,))
                 conn.execute(f"DELETE FROM {PENDING_TABLE} WHERE session_id = ?", (session_id,))
                 conn.execute(f"DELETE FROM {SUMMARIES_TABLE} WHERE session_id = ?", (session_id,))
+                conn.execute(
+                    f"DELETE FROM {CONVERSATIONS_TABLE} WHERE scope = ? AND session_id = ?",
+                    (memory_scope(session_id) or "", session_id),
+                )
                 return (
                     int(
                         conn.execute(

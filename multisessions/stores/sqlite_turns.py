@@ -66,6 +66,24 @@ UPSERT_SUMMARY = (
     f"INSERT INTO {SUMMARIES_TABLE} (session_id, summary, covered) VALUES (?, ?, ?) ON CONFLICT(session_id) "
     "DO UPDATE SET summary = excluded.summary, covered = excluded.covered, updated_at = CURRENT_TIMESTAMP"
 )
+CONVERSATIONS_TABLE = "multisessions_conversations"
+CREATE_CONVERSATIONS_TABLE = (
+    f"CREATE TABLE IF NOT EXISTS {CONVERSATIONS_TABLE} (scope TEXT NOT NULL, session_id TEXT NOT NULL, "
+    "title TEXT NOT NULL DEFAULT '', last_activity REAL NOT NULL, items INTEGER NOT NULL DEFAULT 0, "
+    "tags TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (scope, session_id))"
+)
+"""Each user's conversations (``naming.memory_scope``), written in the turn's commit."""
+CREATE_CONVERSATIONS_INDEX = (
+    f"CREATE INDEX IF NOT EXISTS {CONVERSATIONS_TABLE}_recent "
+    f"ON {CONVERSATIONS_TABLE} (scope, last_activity, session_id)"
+)
+"""A page is a range of this index: its cost depends on neither other users nor its position."""
+UPSERT_CONVERSATION = (
+    f"INSERT INTO {CONVERSATIONS_TABLE} (scope, session_id, title, last_activity, items) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(scope, session_id) DO UPDATE SET "
+    "title = CASE WHEN title = '' THEN excluded.title ELSE title END, "
+    "last_activity = max(last_activity, excluded.last_activity), items = items + excluded.items"
+)
 UPSERT_MEMORY = (
     f"INSERT INTO {MEMORY_TABLE} (scope, fact, value) VALUES (?, ?, ?) ON CONFLICT(scope, fact) "
     "DO UPDATE SET value = excluded.value, updated_at = CURRENT_TIMESTAMP"
@@ -122,6 +140,8 @@ class SQLiteTurns:
         conn.execute(CREATE_LAST_AGENT_TABLE)
         conn.execute(CREATE_MEMORY_TABLE)
         conn.execute(CREATE_SUMMARIES_TABLE)
+        conn.execute(CREATE_CONVERSATIONS_TABLE)
+        conn.execute(CREATE_CONVERSATIONS_INDEX)
         return conn
 
     async def try_acquire(self, session_id: str, owner: str, seconds: float) -> bool:
@@ -213,6 +233,7 @@ class SQLiteTurns:
                     write.pending,
                     dict(write.memory),
                     write.summary,
+                    write.title,
                     done,
                     loop,
                 )
@@ -294,6 +315,7 @@ class _Commit:
     pending: Any
     memory: dict[str, str]
     summary: Summary | None
+    title: str | None
     done: asyncio.Future[bool]
     loop: asyncio.AbstractEventLoop
 
@@ -321,6 +343,10 @@ def _write_turn(conn: sqlite3.Connection, turn: _Commit) -> bool:
             (turn.session_id, turn.agent),
         )
     scope = memory_scope(turn.session_id)
+    if turn.rows and scope is not None:
+        conn.execute(
+            UPSERT_CONVERSATION, (scope, turn.session_id, turn.title or "", time.time(), len(turn.rows))
+        )
     if turn.memory and scope is not None:
         conn.executemany(UPSERT_MEMORY, [(scope, fact, value) for fact, value in turn.memory.items()])
     if turn.summary is not None:
