@@ -17,9 +17,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from test_serve_rejoin import start
 
 from conftest import ROOT, subprocess_env
-from serve_fixture import stored
+from serve_fixture import TOKENS, stored
 
 pytestmark = pytest.mark.slow  # starts processes or servers: python -m pytest -m slow
 
@@ -164,3 +165,46 @@ async def test_alice_and_bob_chat_at_once_in_two_browsers_and_each_sees_only_the
     assert sorted(sessions) == ["support_feature_user_alice", "support_feature_user_bob"]
     assert "bob" not in str(sessions["support_feature_user_alice"]).lower()
     assert "alice" not in str(sessions["support_feature_user_bob"]).lower()
+
+
+async def test_a_reload_mid_answer_rejoins_the_running_turn_and_shows_the_answer_once(tmp_path):
+    """The page reloaded while the answer streams: the turn runs on in the server, the page
+    reads its events again and ends with the whole answer, which the store holds once."""
+    if not CHROMIUM.exists():
+        needs(str(CHROMIUM))
+    try:
+        from playwright.async_api import async_playwright, expect
+    except ImportError:
+        needs("playwright (pip install -r requirements-serve.txt)")
+    process, base = await asyncio.to_thread(start, tmp_path, "", 0.1)  # a slow offline model
+    try:
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page()
+                await page.goto(base + "/")
+                await page.fill("#token", TOKENS["alice"])
+                await page.click("#use-token")
+                await page.fill("#name", "support")
+                await page.click("#open")
+                await page.fill("#message", REFUND)
+                await page.click("#send")
+                answer = page.locator(".msg.assistant .text").last
+                await expect(answer).not_to_have_text("", timeout=20_000)  # the first words are in
+                assert await page.locator("#status").inner_text() == "streaming…"
+                await page.reload()
+                await expect(page.locator("#status")).to_contain_text("answered by", timeout=60_000)
+                shown = await page.locator(".msg.assistant .text").all_inner_texts()
+            finally:
+                await browser.close()
+    finally:
+        process.terminate()
+        process.wait(10)
+
+    sessions = await stored(tmp_path / "multi_sessions.db")
+    items = sessions["support_feature_user_alice"]
+    replies = [i for i in items if i.get("role") == "assistant"]
+    assert [i for i in items if i.get("role") == "user"] == [{"role": "user", "content": REFUND}]
+    assert len(replies) == 1  # the turn was kept once
+    stored_reply = "".join(part["text"] for part in replies[0]["content"])
+    assert shown == [stored_reply]  # the whole answer on the page once, as the store holds it
