@@ -105,6 +105,7 @@ from multisessions.stores import refuse_encrypted, refuse_sealed
 from multisessions.stores.urls import redact_url
 from multisessions.streams import Event, TurnLogs, TurnWriter, parse_event_id, turn_logs_for
 from multisessions.summaries import summaries_from
+from multisessions.titles import titles_from
 from multisessions.tracing import start_traces
 from multisessions.web import (
     MAX_JSON_DEPTH,
@@ -227,6 +228,7 @@ def create_app(
         stop_metrics = start_metrics(config.serve_metrics_token)  # every turn counted, if kept
         app.state.turn_timeout = config.turn_timeout
         app.state.summaries = summaries_from(config)  # SUMMARY_WINDOW: long conversations stay short
+        app.state.titles = titles_from(config)  # SERVE_TITLES=model: the model titles a new conversation
         app.state.turn_logs = turn_logs_for(store)  # streamed turns' events, readable from any worker
         app.state.on_disconnect = config.serve_on_disconnect  # SERVE_ON_DISCONNECT: continue or cancel
         app.state.running = set()  # this worker's streamed turns, each a task of its own
@@ -411,6 +413,7 @@ async def post_message(name: str, request: Request, who: Caller) -> Response:
                     on_busy=request.app.state.on_busy,
                     run_config=request.app.state.run_config,
                     summaries=request.app.state.summaries,
+                    titles=request.app.state.titles,
                 )
     except TurnFailed as failed:
         raise turn_failure(failed) from None
@@ -455,6 +458,7 @@ async def logged_turn(
                 on_busy=app.state.on_busy,
                 run_config=app.state.run_config,
                 summaries=app.state.summaries,
+                titles=app.state.titles,
             ) as result,
         ):
             async for event in result.stream_events():

@@ -315,6 +315,8 @@ class OfflineModel(Model):
         conv = _Conversation.from_input(input)
         if "summarize the conversation" in (system_instructions or "").lower():
             return [_message(input, summarize(conv.last_user_text))]
+        if "write a title for a conversation" in (system_instructions or "").lower():
+            return [_message(input, entitle(conv.last_user_text))]
         if handoffs and not conv.handed_off_this_turn:
             target = choose_handoff(conv.last_user_text, handoffs)
             if target is not None:
@@ -578,6 +580,19 @@ def facts_to_remember(text: str, tools: list[Any]) -> dict[str, str]:
 def remembered_facts(text: str) -> dict[str, str]:
     """The facts listed as ``- fact: value`` lines (a user's memory, a summary), known kinds only."""
     return {fact: value.strip() for fact, value in _MEMORY_LINE.findall(text) if fact in _LABELS}
+
+
+def entitle(message: str) -> str:
+    """A title for a conversation that begins with ``message``: what it is about, in a few words."""
+    words = re.findall(r"[A-Za-z0-9][A-Za-z0-9'@.-]*", message)
+    about = [w.rstrip(".") for w in words if w.lower() not in _TITLE_SKIP][:5]
+    return " ".join(about).capitalize() if about else "New conversation"
+
+
+_TITLE_SKIP = frozenset(
+    "a an and are can could do does for get hi hello hey i i'm is it me my of on please the there "
+    "this to was we what with would you your".split()
+)
 
 
 def summarize(transcript: str) -> str:

@@ -91,6 +91,9 @@ class Settings:
     serve_on_disconnect: str = "continue"
     """``SERVE_ON_DISCONNECT``: what becomes of a streamed turn whose client leaves: it runs to its
     end and can be rejoined (``continue``, the default), or it stops and saves nothing (``cancel``)."""
+    serve_titles: str = "first"
+    """``SERVE_TITLES``: a conversation's title is its ``first`` message (the default), or written
+    by the ``model`` in the conversation's first turn."""
     serve_api_docs: bool = False
     """``SERVE_API_DOCS=1``: serve.py publishes /docs, /redoc and /openapi.json (off by default)."""
     serve_metrics_token: str = field(default="", repr=False)
@@ -168,6 +171,7 @@ def load_settings(
         serve_rate=serve_rate,
         serve_on_busy=parse_on_busy(get("SERVE_ON_BUSY") or DEFAULT_ON_BUSY, "SERVE_ON_BUSY"),
         serve_on_disconnect=parse_on_disconnect(get("SERVE_ON_DISCONNECT") or "continue"),
+        serve_titles=parse_titles(get("SERVE_TITLES") or "first"),
         serve_api_docs=serve_api_docs,
         serve_metrics_token=metrics_token,
         serve_traces=traces,
@@ -211,6 +215,13 @@ def parse_metrics_token(value: str, users: tuple[ServeToken, ...], name: str = "
     if any(value == entry.token for entry in users):
         raise ConfigError(f"{name} must differ from every SERVE_TOKENS token")
     return value
+
+
+def parse_titles(value: str) -> str:
+    """``SERVE_TITLES``: ``first`` or ``model``; anything else is a one-line ConfigError."""
+    if value.strip().lower() in ("first", "model"):
+        return value.strip().lower()
+    raise ConfigError(f"SERVE_TITLES={value!r} must be one of: first, model")
 
 
 def parse_on_disconnect(value: str) -> str:

@@ -55,7 +55,7 @@ from multisessions.errors import (
     TurnFailed,
 )
 from multisessions.failures import describe_failure
-from multisessions.items import title_of
+from multisessions.items import message_text, title_of
 from multisessions.locks import DEFAULT_ON_BUSY, Lease, OnBusy, check_on_busy, hold_session
 from multisessions.locks import held_locks as held_locks  # re-exported for callers and tests
 from multisessions.memory import running_turn
@@ -76,6 +76,7 @@ from multisessions.stores import (
     store_of,
 )
 from multisessions.summaries import Summaries, due, fold, summary_message
+from multisessions.titles import Titles, write_title
 
 logger = logging.getLogger(__name__)
 _Context = RunContextWrapper[Any] | None  # the SDK's run context, as it passes it to sessions
@@ -148,6 +149,8 @@ class PendingTurn:
         self.total = 0
         """With summaries: how many items the session held when the turn started."""
         self.new_summary: Summary | None = None
+        self.title: str | None = None
+        """The model's title for a conversation's first turn (``titles.Titles``), if asked for."""
         self.finish: Callable[[RunResult | RunResultStreaming], Awaitable[None]] | None = None
         self.kept: RunResult | RunResultStreaming | None = None
 
@@ -376,6 +379,7 @@ async def run_turn(
     user_input: str,
     *,
     summaries: Summaries | None = None,
+    titles: Titles | None = None,
     on_busy: OnBusy = DEFAULT_ON_BUSY,
     on_wait: Callable[[str], object] | None = None,
     **runner_kwargs: Any,
@@ -411,6 +415,7 @@ async def run_turn(
                 else:
                     result = await Runner.run(agent, user_input, session=turn, **runner_kwargs)
             await _fold_if_due(turn, summaries, result, runner_kwargs)
+            await _title_if_new(turn, titles, result, runner_kwargs)
             await _finish(agent, session, store, turn, result, lease, io)
         except Exception as exc:
             raise TurnFailed(session.session_id, exc, saved=_saved(exc)) from exc
@@ -575,6 +580,26 @@ async def _fold_if_due(
         )
 
 
+async def _title_if_new(
+    turn: PendingTurn, settings: Titles | None, result: RunResult | RunResultStreaming, kwargs: dict[str, Any]
+) -> None:
+    """A conversation's first turn: the model's title for it (``titles.py``), kept in ``turn.title``
+    for the turn's one write. A title writer that fails leaves the first message as the title."""
+    if settings is None or result.interruptions or turn.start is None or turn.start.history:
+        return
+    first = next((i for i in turn.pending if isinstance(i, dict) and i.get("role") == "user"), None)
+    if first is None:
+        return
+    try:
+        async with asyncio.timeout(settings.timeout):  # a title writer that hangs must not hold the turn
+            turn.title = await write_title(settings, message_text(first), kwargs.get("run_config"))
+    except Exception as exc:  # TimeoutError too
+        reason = str(exc) or type(exc).__name__  # a timeout has no text of its own
+        logger.warning(
+            "session %r: writing a title failed (%s); its first message is its title", turn.session_id, reason
+        )
+
+
 def _without_leading_orphans(items: list[TResponseInputItem]) -> list[TResponseInputItem]:
     """A window that starts after a tool call still holds its output: drop such outputs."""
     calls = {
@@ -617,7 +642,11 @@ def _saved(exc: BaseException) -> bool | None:
 
 @asynccontextmanager
 async def one_turn(
-    session: Session, starting_agent: Agent[Any], *, summaries: Summaries | None = None
+    session: Session,
+    starting_agent: Agent[Any],
+    *,
+    summaries: Summaries | None = None,
+    titles: Titles | None = None,
 ) -> AsyncIterator[PendingTurn]:
     """One turn on ``session``, one at a time and all or nothing, around the SDK's own run::
 
@@ -646,6 +675,7 @@ async def one_turn(
 
         async def finish(result: RunResult | RunResultStreaming) -> None:
             await _fold_if_due(turn, summaries, result, {})
+            await _title_if_new(turn, titles, result, {})
             await _finish(agent, session, store, turn, result, lease, io)
 
         turn.finish = finish
@@ -732,7 +762,7 @@ async def _finish(
             pending=None if decided else KEEP,
             memory=turn.memory_writes,
             summary=turn.new_summary,
-            title=title_of(turn.pending),
+            title=turn.title or title_of(turn.pending),
         )
     if io is not None:
         # The store checks the lease, writes the whole turn and frees the session in one step.
@@ -892,6 +922,7 @@ async def stream_turn(
     user_input: str,
     *,
     summaries: Summaries | None = None,
+    titles: Titles | None = None,
     on_busy: OnBusy = DEFAULT_ON_BUSY,
     on_wait: Callable[[str], object] | None = None,
     **runner_kwargs: Any,
@@ -938,6 +969,7 @@ async def stream_turn(
             if by_hand is not None:
                 turn.pending = turn_items(by_hand[1], result)
             await _fold_if_due(turn, summaries, result, runner_kwargs)
+            await _title_if_new(turn, titles, result, runner_kwargs)
             await _finish(agent, session, store, turn, result, lease, io)
         except Exception as exc:
             raise TurnFailed(session.session_id, exc, saved=_saved(exc)) from exc

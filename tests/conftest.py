@@ -56,6 +56,7 @@ SETTINGS_VARIABLES = (
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
     "OTEL_SERVICE_NAME",
     "SERVE_ON_DISCONNECT",
+    "SERVE_TITLES",
 )
 """Everything the project (or a developer's shell) may set that would change what a test sees."""
 
