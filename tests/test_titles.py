@@ -16,15 +16,24 @@ from conftest import needs_sdk_private
 from multisessions import (
     ConfigError,
     OfflineModel,
+    SQLiteStore,
     feature_session_id,
     list_conversations,
     load_settings,
     read_all,
+    resolve_model,
     run_turn,
 )
 from multisessions.conversations import has_index
 from multisessions.titles import DEFAULT_TITLE_PROMPT, Titles, titles_from
 from serve_fixture import auth, events_of, serving
+from standin_fixture import (  # noqa: F401  (the fixtures)
+    model_requests,
+    module_standin_fixture,
+    sent_text,
+    settings_for,
+    standin_fixture,
+)
 
 ONE_WRITE = needs_sdk_private()
 REFUND = "I was charged twice for order 5512, can I get a refund?"
@@ -114,3 +123,26 @@ async def test_serve_titles_model_titles_conversations_over_http_json_and_stream
             assert events_of(sent.text)[-1][0] == "done"
         listed = (await client.get("/api/conversations", headers=auth("alice"))).json()
     assert [c["title"] for c in listed["conversations"]] == ["Charged twice order 5512 refund"]
+
+
+@ONE_WRITE
+@pytest.mark.parametrize("api", ["responses", "chat_completions"])
+async def test_with_a_real_model_over_http_the_title_request_carries_the_first_message_only(
+    api, standin, tmp_path
+):
+    model = resolve_model(None, settings_for(api, standin), announce=False)
+    store = SQLiteStore(tmp_path / "titles.db")
+    session = store.open(feature_session_id("support", "alice"))
+    for message in (REFUND, "And my email is alice@example.com"):
+        await run_turn(
+            agent.support_agents()["Triage Agent"],
+            session,
+            message,
+            titles=Titles(),
+            run_config=RunConfig(model=model),
+        )
+    asked = [r for r in model_requests(standin) if "Write a title for a conversation" in sent_text(r)]
+    assert len(asked) == 1  # one title request, in the first turn
+    assert REFUND in sent_text(asked[0]) and "alice@example.com" not in sent_text(asked[0])
+    page = await list_conversations(store, "alice")
+    assert [c.title for c in page.conversations] == ["Charged twice order 5512 refund"]
