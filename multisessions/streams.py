@@ -332,31 +332,11 @@ _READ = (
 )
 
 
-class EngineLogs:
-    """Turn logs in PostgreSQL through the store's SQLAlchemy engine."""
-
-    def __init__(self, engine: Any) -> None:
-        self.engine = engine
-        self._ready = False
-        self._lock = asyncio.Lock()
+class _SQLLogs:
+    """Turn logs in two tables (``_TABLES``): every operation is statements run by ``_run``."""
 
     async def _run(self, statements: tuple[str, ...], params: dict[str, Any]) -> list[Any]:
-        if not self._ready:
-            async with self._lock:
-                if not self._ready:
-                    async with self.engine.begin() as conn:
-                        if self.engine.dialect.name == "postgresql":  # one creator at a time
-                            await conn.execute(text(f"SELECT pg_advisory_xact_lock({SETUP_LOCK})"))
-                        for create in _TABLES:
-                            await conn.execute(text(create))
-                    self._ready = True
-        rows: list[Any] = []
-        async with self.engine.begin() as conn:
-            for sql in statements:
-                result = await conn.execute(text(sql), params)
-                if result.returns_rows:
-                    rows = list(result.fetchall())
-        return rows
+        raise NotImplementedError
 
     async def begin(self, session_id: str, turn_id: str) -> None:
         await self._run(_BEGIN, {"s": session_id, "t": turn_id, "b": time.time()})
@@ -386,11 +366,38 @@ class EngineLogs:
     async def forget(self, session_id: str) -> None:
         await self._run(_FORGET, {"s": session_id})
 
+
+class EngineLogs(_SQLLogs):
+    """Turn logs in PostgreSQL through the store's SQLAlchemy engine."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self._ready = False
+        self._lock = asyncio.Lock()
+
+    async def _run(self, statements: tuple[str, ...], params: dict[str, Any]) -> list[Any]:
+        if not self._ready:
+            async with self._lock:
+                if not self._ready:
+                    async with self.engine.begin() as conn:
+                        if self.engine.dialect.name == "postgresql":  # one creator at a time
+                            await conn.execute(text(f"SELECT pg_advisory_xact_lock({SETUP_LOCK})"))
+                        for create in _TABLES:
+                            await conn.execute(text(create))
+                    self._ready = True
+        rows: list[Any] = []
+        async with self.engine.begin() as conn:
+            for sql in statements:
+                result = await conn.execute(text(sql), params)
+                if result.returns_rows:
+                    rows = list(result.fetchall())
+        return rows
+
     async def close(self) -> None:
         return None  # the store disposes of its engine
 
 
-class SQLiteLogs:
+class SQLiteLogs(_SQLLogs):
     """Turn logs in the store's SQLite file (several workers on one file share them)."""
 
     def __init__(self, db_path: str | Path) -> None:
@@ -417,34 +424,6 @@ class SQLiteLogs:
 
     async def _run(self, statements: tuple[str, ...], params: dict[str, Any]) -> list[Any]:
         return await asyncio.to_thread(self._sync, statements, params)
-
-    async def begin(self, session_id: str, turn_id: str) -> None:
-        await self._run(_BEGIN, {"s": session_id, "t": turn_id, "b": time.time()})
-
-    async def append(self, session_id: str, turn_id: str, seq: int, name: str, data: str) -> None:
-        await self._run(
-            _APPEND, {"s": session_id, "t": turn_id, "q": seq, "n": name, "d": data, "b": time.time()}
-        )
-
-    async def beat(self, session_id: str, turn_id: str) -> None:
-        await self._run((_BEAT,), {"s": session_id, "t": turn_id, "b": time.time()})
-
-    async def latest(self, session_id: str) -> str | None:
-        rows = await self._run((_LATEST,), {"s": session_id})
-        return str(rows[0][0]) if rows else None
-
-    async def beat_of(self, session_id: str, turn_id: str) -> float | None:
-        rows = await self._run((_BEAT_OF,), {"s": session_id, "t": turn_id})
-        return float(rows[0][0]) if rows else None
-
-    async def read(
-        self, session_id: str, turn_id: str, after: int, wait: float
-    ) -> list[tuple[int, str, str]]:
-        rows = await self._run((_READ,), {"s": session_id, "t": turn_id, "q": after})
-        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
-
-    async def forget(self, session_id: str) -> None:
-        await self._run(_FORGET, {"s": session_id})
 
     async def close(self) -> None:
         return None
