@@ -43,9 +43,11 @@ async def write_title(settings: Titles, first_message: str, run_config: RunConfi
     most ``TITLE_LENGTH`` characters, or None if it wrote nothing usable."""
     model = settings.model or (run_config.model if run_config is not None else None)
     config = RunConfig(model=model, tracing_disabled=True)
-    if run_config is not None:
-        config.model_provider = run_config.model_provider  # a local server's provider, say
+    if run_config is not None:  # a local server's provider, say; traces as the turn's, in its group
+        config.model_provider = run_config.model_provider
         config.tracing_disabled = run_config.tracing_disabled
+        config.trace_include_sensitive_data = run_config.trace_include_sensitive_data
+        config.group_id = run_config.group_id
     writer = Agent(name="Title writer", instructions=settings.prompt)
     result = await Runner.run(writer, first_message, run_config=config)
     text = str(result.final_output).strip().strip("\"'“”").rstrip(".")
