@@ -6,47 +6,28 @@ stream up to 256 KiB, its JSON depth checked, the message checked, the same JSON
 wrapped in ``OneLineStartupErrors``), but the turn is ``Runner.run`` on a history kept in this
 process's memory: no store, no lease, no all-or-nothing commit. What serve.py costs above this
 is what the session costs over HTTP. Tokens come from ``SERVE_TOKENS``; the model is the
-settings' (the offline model without a key). The agents have agent.py's shape: a triage agent
-with two specialists to hand off to.
+settings' (the offline model without a key). The agents are the desk's (``multisessions.desk``,
+agent.py's agents without the refund tool): a triage agent with two specialists to hand off to.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
-from agents import Agent, RunConfig, Runner
+from agents import RunConfig, Runner
 from agents.items import HandoffOutputItem, TResponseInputItem
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from multisessions import MAX_MESSAGE_CHARS, check_message, load_settings, resolve_model
+from multisessions.desk import FIRST_AGENT, support_agents
 from multisessions.settings import ServeToken
 from multisessions.web import MAX_JSON_DEPTH, ASGIApp, OneLineStartupErrors, too_deep
 
 MAX_BODY_BYTES = 256 * 1024
 """serve.py's body limit."""
-
-
-def triage_agent() -> Agent[Any]:
-    """A triage agent handing off to a billing or a technical specialist (agent.py's shape)."""
-    billing = Agent(
-        name="Billing Agent",
-        handoff_description="Billing: charges, double charges, refunds, invoices, payments, plans.",
-        instructions="You are the billing specialist. Use everything the customer already said.",
-    )
-    technical = Agent(
-        name="Technical Agent",
-        handoff_description="Technical problems: crashes, errors, bugs, login, the app not working.",
-        instructions="You are the technical specialist. Use everything the customer already said.",
-    )
-    return Agent(
-        name="Triage Agent",
-        instructions="Greet the customer, then hand billing questions to the Billing Agent and "
-        "technical problems to the Technical Agent.",
-        handoffs=[billing, technical],
-    )
 
 
 def who_is_calling(authorization: str | None, tokens: tuple[ServeToken, ...]) -> str | None:
@@ -124,7 +105,7 @@ def create_app() -> ASGIApp:
     settings = load_settings(serving=True)
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.state.tokens = settings.serve_tokens
-    app.state.agent = triage_agent()
+    app.state.agent = support_agents(refunds=False)[FIRST_AGENT]
     app.state.run_config = RunConfig(model=resolve_model(None, settings, announce=False))
     app.state.histories = {}
     app.add_api_route("/api/conversations/{name}/messages", post_message, methods=["POST"])

@@ -58,9 +58,9 @@ from multisessions import (
     read_all,
     store_for,
 )
+from multisessions.desk import FIRST_AGENT, support_agents
 from multisessions.stores.urls import redact_url
 from tools import charts
-from tools.httpfloor import triage_agent
 from tools.workload import FACT, ListSession, turn_by_hand, user_script
 from tools.workload import converse as converse_in_process
 
@@ -342,7 +342,7 @@ async def sdk_floor(users: int, turns: int) -> LoadResult:
     """The in-process SDK floor: the same users and scripts, each turn ``Runner.run`` on a history
     in memory (``turn_by_hand``), no HTTP and no store, every user at once in this process."""
     set_tracing_disabled(True)  # as serve.py's model does: nothing is exported
-    agent = triage_agent()
+    agent = support_agents(refunds=False)[FIRST_AGENT]
     run_config = RunConfig(model=OfflineModel())
     result = LoadResult(users, turns, 0, "memory")
     started = time.perf_counter()
