@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from multisessions.locks import LEASE_SECONDS
+from multisessions.stores import EncryptedStore, RedisStore, SessionStore, SQLiteStore, SQLStore
 from multisessions.stores.leases import SETUP_LOCK, text
 
 HEARTBEAT_SECONDS = 2.0
@@ -429,25 +430,18 @@ class SQLiteLogs(_SQLLogs):
         return None
 
 
-def turn_logs_for(store: Any, *, stale_after: float = STALE_SECONDS) -> TurnLogs:
+def turn_logs_for(store: SessionStore, *, stale_after: float = STALE_SECONDS) -> TurnLogs:
     """The turn logs of ``store``, on its own client, engine or file (an encrypted store's: sealed)."""
     seal = unseal = None
-    keys = store if hasattr(store, "_fernet") and hasattr(store, "store") else None
-    if keys is not None:  # EncryptedStore: events encrypted under the session's key, as its items
-
-        def seal(session_id: str, body: str) -> str:
-            return str(keys._fernet(session_id).encrypt(body.encode("utf-8")).decode("ascii"))
-
-        def unseal(session_id: str, body: str) -> str:
-            return str(keys._fernet(session_id).decrypt(body.encode("ascii")).decode("utf-8"))
-
-        store = keys.store
+    if isinstance(store, EncryptedStore):  # events encrypted under the session's key, as its items
+        seal, unseal = store.seal, store.unseal
+        store = store.store
     backend: LogBackend
-    if hasattr(store, "client") and hasattr(store, "key_prefix"):
+    if isinstance(store, RedisStore):
         backend = RedisLogs(store.client, store.key_prefix)
-    elif hasattr(store, "engine"):
+    elif isinstance(store, SQLStore):
         backend = EngineLogs(store.engine)
-    elif hasattr(store, "db_path"):
+    elif isinstance(store, SQLiteStore):
         backend = SQLiteLogs(store.db_path)
     else:
         raise TypeError(f"no turn logs for {type(store).__name__}")

@@ -188,25 +188,29 @@ class EncryptedStore:
         return [
             replace(
                 row,
-                title=open_text(self._fernet(row.session_id), row.title, row.session_id) if row.title else "",
+                title=self.unseal(row.session_id, row.title) if row.title else "",
             )
             for row in rows
         ]
 
     async def index_conversation(self, scope: str, row: ConversationRow) -> bool:
-        sealed = (
-            self._fernet(row.session_id).encrypt(row.title.encode("utf-8")).decode("ascii")
-            if row.title
-            else ""
-        )
+        sealed = self.seal(row.session_id, row.title) if row.title else ""
         return bool(await self.store.index_conversation(scope, replace(row, title=sealed)))  # type: ignore[attr-defined]
 
     def _fernet(self, session_id: str) -> Any:
         return Fernet(tenant_key(self._secret, session_id).encode("ascii"))
 
+    def seal(self, session_id: str, text: str) -> str:
+        """``text`` encrypted under ``session_id``'s key, as its items are (what else is kept of it)."""
+        return seal_text(self._fernet(session_id), text)
+
+    def unseal(self, session_id: str, token: str) -> str:
+        """What ``seal`` encrypted; ``StoreError`` (one line) if this key cannot read it."""
+        return open_text(self._fernet(session_id), token, session_id)
+
     async def save_pending(self, session_id: str, state: str | None) -> None:
         # A paused turn holds the conversation too: it is encrypted like the items.
-        token = None if state is None else self._fernet(session_id).encrypt(state.encode("utf-8")).decode()
+        token = None if state is None else seal_text(self._fernet(session_id), state)
         await self.store.save_pending(session_id, token)
 
     async def load_pending(self, session_id: str) -> str | None:
@@ -247,7 +251,7 @@ class EncryptedStore:
 
     async def record_once(self, key: str, value: str) -> tuple[str, bool]:
         # A side effect's value (an order id) is the conversation's data: encrypted like the items.
-        token = self._effects_fernet().encrypt(value.encode("utf-8")).decode("ascii")
+        token = seal_text(self._effects_fernet(), value)
         recorded, fresh = await self.store.record_once(key, token)
         return (value if fresh else self._open_effect(key, recorded)), fresh
 
@@ -287,7 +291,7 @@ class EncryptedStore:
         return Summary(open_text(self._fernet(session_id), sealed.text, session_id), sealed.covered), count
 
     async def save_summary(self, session_id: str, summary: Summary) -> None:
-        sealed = self._fernet(session_id).encrypt(summary.text.encode("utf-8")).decode("ascii")
+        sealed = seal_text(self._fernet(session_id), summary.text)
         await self.store.save_summary(session_id, Summary(sealed, summary.covered))
 
     async def memory_scopes(self) -> dict[str, int]:
@@ -367,18 +371,16 @@ class EncryptedTurnIO:
     async def commit(self, session_id: str, owner: str, write: TurnWrite) -> bool:
         pending = write.pending
         if isinstance(pending, str):
-            pending = self._fernet.encrypt(pending.encode("utf-8")).decode()
+            pending = seal_text(self._fernet, pending)
         memory = write.memory
         if memory and self._memory_fernet is not None:
             memory = seal_memory(self._memory_fernet, memory)
         summary = write.summary
         if summary is not None:
-            summary = Summary(
-                self._fernet.encrypt(summary.text.encode("utf-8")).decode("ascii"), summary.covered
-            )
+            summary = Summary(seal_text(self._fernet, summary.text), summary.covered)
         title = write.title  # user text: sealed like the items
         if title:
-            title = self._fernet.encrypt(title.encode("utf-8")).decode("ascii")
+            title = seal_text(self._fernet, title)
         sealed = TurnWrite(
             [self._wrap(item) for item in write.items], write.agent, pending, memory, summary, title
         )
@@ -387,7 +389,7 @@ class EncryptedTurnIO:
 
 def seal_memory(fernet: Any, facts: dict[str, str]) -> dict[str, str]:
     """Each fact's value encrypted (the fact names stay readable, as the inventory lists them)."""
-    return {fact: fernet.encrypt(value.encode("utf-8")).decode("ascii") for fact, value in facts.items()}
+    return {fact: seal_text(fernet, value) for fact, value in facts.items()}
 
 
 def open_memory(fernet: Any, sealed: dict[str, str], whose: str) -> dict[str, str]:
@@ -399,6 +401,11 @@ def open_memory(fernet: Any, sealed: dict[str, str], whose: str) -> dict[str, st
             f"the memory of {whose!r} cannot be decrypted with this SESSION_ENCRYPTION_KEY; "
             "use the key it was written with"
         ) from None
+
+
+def seal_text(fernet: Any, text: str) -> str:
+    """``text`` encrypted with ``fernet``, as stored: what ``open_text`` reads back."""
+    return str(fernet.encrypt(text.encode("utf-8")).decode("ascii"))
 
 
 def open_text(fernet: Any, token: str, whose: str) -> str:
