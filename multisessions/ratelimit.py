@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from multisessions.observers import is_store_failure
 from multisessions.stores import EncryptedStore, RedisStore, SessionStore, SQLiteStore, SQLStore
+from multisessions.stores.leases import SETUP_LOCK, text
 
 __all__ = ["CHECK_SECONDS", "LocalBuckets", "TurnBudget", "turn_budget"]
 
@@ -173,23 +174,16 @@ class PostgresBuckets(_SharedBuckets):
     """Buckets in a table of the store's PostgreSQL database: one statement per take."""
 
     def __init__(self, store: SQLStore, per_minute: int) -> None:
-        from sqlalchemy import text
-        from sqlalchemy.exc import IntegrityError
-
         self.per_minute = per_minute
         self._engine = store.engine
-        self._table = text(_PG_TABLE)
         self._statement = text(_PG_TAKE)
         self._ready = False
-        self._integrity_error = IntegrityError
 
     async def _take(self, key: str) -> float:
         if not self._ready:
-            try:
-                async with self._engine.begin() as conn:
-                    await conn.execute(self._table)
-            except self._integrity_error:  # another worker created it at the same moment
-                pass
+            async with self._engine.begin() as conn:  # one creator at a time, as the store's tables
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SETUP_LOCK})
+                await conn.execute(text(_PG_TABLE))
             self._ready = True
         async with self._engine.begin() as conn:
             row = (
